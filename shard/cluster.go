@@ -1,0 +1,293 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ClusterConfig configures a Cluster.
+type ClusterConfig struct {
+	ID int
+	// Handler receives every dispatch of every shard of the cluster, one at a time,
+	// from one goroutine, in the order the shards accepted them (per shard, that is
+	// sequence order). It must not call back into the Cluster.
+	Handler func(Event)
+	// QueueSize bounds the events accepted but not yet handled (default 1024). When
+	// the queue is full, shards stop reading their sockets until it has room: a slow
+	// handler slows the gateway down (TCP back-pressure up to Discord), it never loses
+	// an event. Heartbeats keep going meanwhile, so the connections stay up.
+	QueueSize int
+	// Observe receives the lifecycle events of every shard, from the shards'
+	// goroutines. It must not block for long.
+	Observe func(Lifecycle)
+	// BackoffMin and BackoffMax bound the wait before restarting a shard whose
+	// connection failed without establishing a session (defaults 1 s and 60 s). The
+	// wait doubles after each such failure, with jitter, and resets once a session is
+	// established.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	Logger     *slog.Logger
+}
+
+// ErrUnknownShard is returned for a shard id the cluster does not run.
+var ErrUnknownShard = errors.New("shard not in this cluster")
+
+// Cluster supervises a group of shards on one node: it runs each, restarts the ones
+// that fail for a retryable reason with exponential backoff, reports fatal ones, and
+// feeds all their dispatches through one bounded queue to one handler.
+type Cluster struct {
+	cfg   ClusterConfig
+	log   *slog.Logger
+	queue chan queued
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	drain  sync.WaitGroup // the handler goroutine
+
+	mu     sync.Mutex
+	shards map[int]*supervised
+	closed bool
+}
+
+type queued struct {
+	ev    Event
+	flush chan struct{} // a marker: closed when the handler reaches it
+}
+
+type supervised struct {
+	shard  *Shard
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewCluster starts a cluster with no shards.
+func NewCluster(cfg ClusterConfig) (*Cluster, error) {
+	if cfg.Handler == nil {
+		return nil, fmt.Errorf("%w: cluster %d: Handler is nil", ErrInvalidConfig, cfg.ID)
+	}
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = 1024
+	}
+	if cfg.QueueSize < 1 {
+		return nil, fmt.Errorf("%w: cluster %d: QueueSize %d must be positive", ErrInvalidConfig, cfg.ID, cfg.QueueSize)
+	}
+	setDefault(&cfg.BackoffMin, time.Second)
+	setDefault(&cfg.BackoffMax, time.Minute)
+	if cfg.BackoffMax < cfg.BackoffMin {
+		return nil, fmt.Errorf("%w: cluster %d: BackoffMax %v is below BackoffMin %v", ErrInvalidConfig, cfg.ID, cfg.BackoffMax, cfg.BackoffMin)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{
+		cfg:    cfg,
+		log:    cfg.Logger.With("cluster", cfg.ID),
+		queue:  make(chan queued, cfg.QueueSize),
+		ctx:    ctx,
+		cancel: cancel,
+		shards: make(map[int]*supervised),
+	}
+	c.drain.Add(1)
+	go c.handle()
+	return c, nil
+}
+
+func (c *Cluster) handle() {
+	defer c.drain.Done()
+	for {
+		select {
+		case q := <-c.queue:
+			if q.flush != nil {
+				close(q.flush)
+				continue
+			}
+			c.cfg.Handler(q.ev)
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// Dispatch implements Dispatcher for the cluster's shards.
+func (c *Cluster) Dispatch(ctx context.Context, ev Event) error {
+	select {
+	case c.queue <- queued{ev: ev}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flush waits until every event queued before it was handled.
+func (c *Cluster) flush(ctx context.Context) error {
+	f := make(chan struct{})
+	select {
+	case c.queue <- queued{flush: f}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Add starts a shard in the cluster. cfg.Dispatch is set by the cluster; cfg.Observe
+// is chained after the cluster's own.
+func (c *Cluster) Add(cfg Config) error {
+	cfg.Dispatch = c
+	if own, all := cfg.Observe, c.cfg.Observe; own != nil || all != nil {
+		cfg.Observe = func(l Lifecycle) {
+			if all != nil {
+				all(l)
+			}
+			if own != nil {
+				own(l)
+			}
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = c.log
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("add shard %d: cluster %d is closed", cfg.ShardID, c.cfg.ID)
+	}
+	if _, ok := c.shards[cfg.ShardID]; ok {
+		return fmt.Errorf("add shard %d: already in cluster %d", cfg.ShardID, c.cfg.ID)
+	}
+	sh, err := New(cfg)
+	if err != nil {
+		return fmt.Errorf("add shard %d: %w", cfg.ShardID, err)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	sv := &supervised{shard: sh, cancel: cancel, done: make(chan struct{})}
+	c.shards[cfg.ShardID] = sv
+	go c.supervise(ctx, sv)
+	return nil
+}
+
+// supervise runs a shard until it is stopped or fails fatally, restarting it after
+// retryable failures with exponential backoff and jitter.
+func (c *Cluster) supervise(ctx context.Context, sv *supervised) {
+	defer close(sv.done)
+	backoff := c.cfg.BackoffMin
+	for {
+		before := sv.shard.establishedCount()
+		err := sv.shard.Run(ctx)
+		switch {
+		case err == nil, errors.Is(err, ErrStopped), ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrFatal):
+			c.log.Error("shard stopped for good", "shard", sv.shard.ID(), "err", err)
+			return
+		}
+		if sv.shard.establishedCount() > before {
+			backoff = c.cfg.BackoffMin
+		}
+		// Full jitter in [backoff/2, backoff]: shards that failed together (a gateway
+		// outage) must not retry together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("shard failed, restarting", "shard", sv.shard.ID(), "in", wait, "err", err)
+		if sleepUntil(ctx, time.Now().Add(wait)) != nil {
+			return
+		}
+		backoff = min(backoff*2, c.cfg.BackoffMax)
+	}
+}
+
+// Remove stops a shard with a resumable close, waits until every event it accepted
+// was handled, and returns its final resume state: the state to hand to the shard's
+// next owner, which resumes without a lost or repeated event.
+func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) {
+	c.mu.Lock()
+	sv, ok := c.shards[shardID]
+	c.mu.Unlock()
+	if !ok {
+		return ResumeState{}, fmt.Errorf("remove shard %d: %w", shardID, ErrUnknownShard)
+	}
+	if _, err := sv.shard.Stop(ctx); err != nil {
+		return sv.shard.ResumeState(), err
+	}
+	sv.cancel()
+	select {
+	case <-sv.done:
+	case <-ctx.Done():
+		return sv.shard.ResumeState(), fmt.Errorf("remove shard %d: %w", shardID, ctx.Err())
+	}
+	if err := c.flush(ctx); err != nil {
+		return sv.shard.ResumeState(), fmt.Errorf("remove shard %d: flush events: %w", shardID, err)
+	}
+	c.mu.Lock()
+	delete(c.shards, shardID)
+	c.mu.Unlock()
+	return sv.shard.ResumeState(), nil
+}
+
+// Send sends a gateway command on one of the cluster's shards.
+func (c *Cluster) Send(ctx context.Context, shardID, op int, d any) error {
+	c.mu.Lock()
+	sv, ok := c.shards[shardID]
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("send to shard %d: %w", shardID, ErrUnknownShard)
+	}
+	return sv.shard.Send(ctx, op, d)
+}
+
+// Info returns a snapshot of every shard, by shard id.
+func (c *Cluster) Info() []Info {
+	c.mu.Lock()
+	out := make([]Info, 0, len(c.shards))
+	for _, sv := range c.shards {
+		out = append(out, sv.shard.Info())
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Info) int { return a.ShardID - b.ShardID })
+	return out
+}
+
+// Close removes every shard (each with a resumable close, its events handled) and
+// stops the handler. It returns the final resume state of each shard it stopped.
+// Close is idempotent.
+func (c *Cluster) Close(ctx context.Context) (map[int]ResumeState, error) {
+	c.mu.Lock()
+	c.closed = true
+	ids := make([]int, 0, len(c.shards))
+	for id := range c.shards {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+
+	var mu sync.Mutex
+	states := make(map[int]ResumeState, len(ids))
+	var errs []error
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs, err := c.Remove(ctx, id)
+			mu.Lock()
+			defer mu.Unlock()
+			states[id] = rs
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	c.cancel()
+	c.drain.Wait()
+	return states, errors.Join(errs...)
+}

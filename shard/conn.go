@@ -1,0 +1,483 @@
+package shard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// outcome is how one connection ended and what the shard does next.
+type outcome struct {
+	action       closeAction
+	code         int // the gateway's close code, or -1
+	reason       string
+	err          error
+	stop         bool // Stop was called
+	progress     bool // worth reconnecting at once rather than after a backoff
+	invalidDelay bool // INVALID_SESSION(false): wait 1-5 s before identifying
+}
+
+// connection is one websocket of a shard.
+type connection struct {
+	s       *Shard
+	ws      *websocket.Conn
+	raw     *rawConnSlot
+	resumed bool // this connection RESUMEs rather than IDENTIFYs
+
+	limiter     atomic.Pointer[sendLimiter]
+	established atomic.Bool
+	beatNow     chan struct{}
+
+	mu            sync.Mutex
+	lastBeat      time.Time
+	acked         bool
+	inDispatch    bool
+	dispatchSince time.Time     // when the current Dispatch call began
+	dispatchTime  time.Duration // spent in Dispatch since the last heartbeat
+	ended         *outcome      // set by whoever decided the end: op 7, op 9, zombie
+	closeOnce     sync.Once
+}
+
+func (c *connection) isEstablished() bool { return c.established.Load() }
+
+// end records why the connection is ending; the first reason wins.
+func (c *connection) end(o outcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended == nil {
+		c.ended = &o
+	}
+}
+
+func (c *connection) endedBy() *outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ended
+}
+
+// hardClose drops the TCP connection: no close frame, no waiting. The session stays
+// resumable, as after any close other than 1000/1001.
+func (c *connection) hardClose() {
+	if conn := c.raw.get(); conn != nil {
+		conn.Close()
+	}
+	c.ws.CloseNow()
+}
+
+// closeGracefully sends a close frame with code and waits up to CloseTimeout for the
+// gateway's answer before dropping the connection.
+func (c *connection) closeGracefully(code int, reason string) {
+	c.closeOnce.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.ws.Close(websocket.StatusCode(code), reason)
+		}()
+		t := time.NewTimer(c.s.cfg.CloseTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			c.hardClose()
+			<-done
+		}
+	})
+}
+
+// send writes one payload. Priority payloads (heartbeat, IDENTIFY, RESUME) skip the
+// command queue of the send limiter but are counted in its window.
+func (c *connection) send(ctx context.Context, payload []byte, priority bool) error {
+	if len(payload) > MaxPayloadSize {
+		return fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
+	}
+	l := c.limiter.Load()
+	if l == nil {
+		return ErrNotConnected
+	}
+	if priority {
+		l.record()
+	} else if err := l.wait(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.WriteTimeout)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, payload); err != nil {
+		return fmt.Errorf("write gateway payload: %w", err)
+	}
+	return nil
+}
+
+func marshalPayload(op int, d any) ([]byte, error) {
+	p, err := json.Marshal(struct {
+		Op int `json:"op"`
+		D  any `json:"d"`
+	}{op, d})
+	if err != nil {
+		return nil, err
+	}
+	if len(p) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(p))
+	}
+	return p, nil
+}
+
+// runConn runs one connection from dial to close.
+func (s *Shard) runConn(ctx context.Context) outcome {
+	s.setState(StateConnecting, nil)
+	target, resuming, err := s.connectURL(ctx)
+	if err != nil {
+		return outcome{action: actionResume, code: -1, reason: "gateway url unavailable", err: err}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	slot := &rawConnSlot{}
+	dctx, dcancel := context.WithTimeout(context.WithValue(ctx, rawConnKey{}, slot), s.cfg.HandshakeTimeout)
+	ws, _, err := websocket.Dial(dctx, target, &websocket.DialOptions{HTTPClient: s.ws})
+	dcancel()
+	if err != nil {
+		if resuming {
+			// The docs: when a resume connection cannot be made, use the cached
+			// gateway URL; the session may still be resumable there.
+			s.mu.Lock()
+			s.resumeDead = true
+			s.mu.Unlock()
+		}
+		return outcome{action: actionResume, code: -1, reason: "dial failed", err: fmt.Errorf("dial gateway: %w", err)}
+	}
+	ws.SetReadLimit(s.cfg.MaxMessageSize)
+	c := &connection{s: s, ws: ws, raw: slot, resumed: resuming, beatNow: make(chan struct{}, 1)}
+
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		c.hardClose()
+		return outcome{stop: true}
+	}
+	s.conn = c
+	s.counters.Connects++
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		c.hardClose()
+		wg.Wait()
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+	}()
+
+	pr, err := newPayloadReader(ctx, ws, s.cfg.Compression)
+	if err != nil {
+		return outcome{action: actionResume, code: -1, reason: "decoder", err: err}
+	}
+	defer pr.close()
+
+	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, func() {
+		c.end(outcome{action: actionResume, code: -1, reason: "no HELLO from the gateway",
+			err: fmt.Errorf("no HELLO within %v", s.cfg.HelloTimeout)})
+		c.hardClose()
+	})
+	defer helloTimer.Stop()
+
+	readErr := c.readLoop(ctx, pr, func(interval time.Duration) {
+		helloTimer.Stop()
+		c.limiter.Store(newSendLimiter(s.cfg.SendLimit, s.cfg.SendWindow, interval))
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			c.heartbeat(ctx, interval)
+		}()
+		go func() {
+			defer wg.Done()
+			c.login(ctx)
+		}()
+	})
+	return c.outcome(ctx, readErr)
+}
+
+// outcome classifies the end of the connection once the read loop returned.
+func (c *connection) outcome(ctx context.Context, readErr error) outcome {
+	established := c.isEstablished()
+	if c.s.isStopping() {
+		return outcome{stop: true}
+	}
+	if ctx.Err() != nil {
+		return outcome{action: actionResume, code: -1, reason: "context ended", err: ctx.Err()}
+	}
+	if o := c.endedBy(); o != nil {
+		if o.progress {
+			// op 7 before the session is up must not become a tight reconnect loop.
+			o.progress = established || o.invalidDelay
+		}
+		return *o
+	}
+	code := int(websocket.CloseStatus(readErr))
+	if code == -1 {
+		return outcome{action: actionResume, code: -1, reason: "connection lost", err: readErr, progress: established}
+	}
+	rule := closeRuleFor(code)
+	return outcome{
+		action:   rule.action,
+		code:     code,
+		reason:   fmt.Sprintf("gateway closed with %d: %s", code, rule.cause),
+		err:      readErr,
+		progress: established,
+	}
+}
+
+// readLoop reads payloads until the connection ends. onHello runs once, on HELLO.
+func (c *connection) readLoop(ctx context.Context, pr payloadReader, onHello func(time.Duration)) error {
+	s := c.s
+	var env envelope
+	hello := false
+	for {
+		if err := pr.next(&env); err != nil {
+			return err
+		}
+		switch env.Op {
+		case OpDispatch:
+			if err := c.dispatch(ctx, &env); err != nil {
+				return err
+			}
+		case OpHeartbeat:
+			// The gateway wants a heartbeat now; it does not reset the interval.
+			select {
+			case c.beatNow <- struct{}{}:
+			default:
+			}
+		case OpHeartbeatACK:
+			c.mu.Lock()
+			c.acked = true
+			rtt := time.Since(c.lastBeat)
+			c.mu.Unlock()
+			s.mu.Lock()
+			s.latency = rtt
+			s.counters.HeartbeatACKs++
+			s.mu.Unlock()
+		case OpHello:
+			if hello {
+				continue
+			}
+			var d struct {
+				HeartbeatInterval int64 `json:"heartbeat_interval"`
+			}
+			if err := json.Unmarshal(env.D, &d); err != nil || d.HeartbeatInterval <= 0 {
+				return fmt.Errorf("bad HELLO %.100s: %v", env.D, err)
+			}
+			hello = true
+			onHello(time.Duration(d.HeartbeatInterval) * time.Millisecond)
+		case OpReconnect:
+			c.end(outcome{action: actionResume, code: -1, reason: "gateway asked to reconnect (op 7)", progress: true})
+			c.closeGracefully(closeReconnect, "reconnect")
+			return nil
+		case OpInvalidSession:
+			var resumable bool
+			_ = json.Unmarshal(env.D, &resumable) // anything but true means not resumable
+			if resumable {
+				c.end(outcome{action: actionResume, code: -1, reason: "invalid session, resumable (op 9 true)", progress: true})
+			} else {
+				c.end(outcome{action: actionIdentify, code: -1, reason: "invalid session (op 9 false)", progress: true, invalidDelay: true})
+			}
+			c.closeGracefully(closeReconnect, "invalid session")
+			return nil
+		default:
+			s.log.Debug("ignoring unknown gateway opcode", "op", env.Op)
+		}
+	}
+}
+
+// dispatch hands one dispatch to the Dispatcher and only then advances seq, so the
+// resume state never names an event the handler did not accept.
+func (c *connection) dispatch(ctx context.Context, env *envelope) error {
+	s := c.s
+	switch env.T {
+	case "READY":
+		var d struct {
+			SessionID        string `json:"session_id"`
+			ResumeGatewayURL string `json:"resume_gateway_url"`
+		}
+		if err := json.Unmarshal(env.D, &d); err != nil || d.SessionID == "" {
+			return fmt.Errorf("bad READY: %v", err)
+		}
+		s.mu.Lock()
+		s.resume = ResumeState{SessionID: d.SessionID, ResumeURL: d.ResumeGatewayURL}
+		s.resumeDead = false
+		s.state = StateReady
+		s.established++
+		s.mu.Unlock()
+		c.established.Store(true)
+		s.log.Info("shard ready", "session", d.SessionID)
+		s.observe(LifecycleReady, "", nil)
+	case "RESUMED":
+		s.mu.Lock()
+		s.resumeDead = false
+		s.state = StateReady
+		s.established++
+		s.mu.Unlock()
+		c.established.Store(true)
+		s.log.Info("shard resumed", "seq", env.S)
+		s.observe(LifecycleResumed, "", nil)
+	}
+	s.mu.Lock()
+	ev := Event{ShardID: s.cfg.ShardID, SessionID: s.resume.SessionID, Seq: env.S, Type: env.T, Data: env.D}
+	s.mu.Unlock()
+
+	c.mu.Lock()
+	c.inDispatch, c.dispatchSince = true, time.Now()
+	c.mu.Unlock()
+	err := s.cfg.Dispatch.Dispatch(ctx, ev)
+	c.mu.Lock()
+	c.inDispatch = false
+	c.dispatchTime += time.Since(c.dispatchSince)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	now := time.Now()
+	s.mu.Lock()
+	if env.S > s.resume.Seq {
+		s.resume.Seq = env.S
+	}
+	s.lastEvent = now
+	s.counters.Events++
+	s.mu.Unlock()
+	return nil
+}
+
+// heartbeat sends a heartbeat every interval, the first after a random fraction of
+// it (so that a fleet reconnecting together does not beat in lockstep), and declares
+// the connection a zombie when a beat went unacknowledged until the next one.
+func (c *connection) heartbeat(ctx context.Context, interval time.Duration) {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(interval))))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.beatNow:
+		case <-t.C:
+			if c.zombie(interval) {
+				c.s.mu.Lock()
+				c.s.counters.Zombies++
+				c.s.mu.Unlock()
+				c.end(outcome{action: actionResume, code: -1, reason: "zombie connection: heartbeat not acknowledged", progress: true})
+				// A zombie does not answer a close frame; waiting for one only delays
+				// the resume. Dropping TCP leaves the session resumable.
+				c.hardClose()
+				return
+			}
+			t.Reset(interval)
+		}
+		if err := c.sendHeartbeat(ctx); err != nil {
+			return // the read loop sees the broken connection
+		}
+	}
+}
+
+// zombie reports whether the last heartbeat went unacknowledged for a reason that is
+// the connection's fault. A slow handler stops the read loop (back-pressure), and an
+// ACK stuck unread behind it is not a dead connection: if the read loop spent half
+// the interval or more inside Dispatch, the missing ACK is forgiven once.
+func (c *connection) zombie(interval time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	blocked := c.dispatchTime
+	if c.inDispatch {
+		blocked += time.Since(c.dispatchSince)
+	}
+	c.dispatchTime = 0
+	if c.lastBeat.IsZero() || c.acked {
+		return false
+	}
+	return blocked < interval/2
+}
+
+func (c *connection) sendHeartbeat(ctx context.Context) error {
+	seq := c.s.ResumeState().Seq
+	var d any
+	if seq > 0 {
+		d = seq
+	}
+	payload, err := marshalPayload(OpHeartbeat, d)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.lastBeat, c.acked = time.Now(), false
+	c.mu.Unlock()
+	if err := c.send(ctx, payload, true); err != nil {
+		return err
+	}
+	c.s.mu.Lock()
+	c.s.counters.HeartbeatsSent++
+	c.s.mu.Unlock()
+	return nil
+}
+
+type identifyData struct {
+	Token          string          `json:"token"`
+	Properties     Properties      `json:"properties"`
+	LargeThreshold int             `json:"large_threshold"`
+	Shard          [2]int          `json:"shard"`
+	Presence       json.RawMessage `json:"presence,omitempty"`
+	Intents        uint64          `json:"intents"`
+}
+
+type resumeData struct {
+	Token     string `json:"token"`
+	SessionID string `json:"session_id"`
+	Seq       int64  `json:"seq"`
+}
+
+// login sends RESUME at once, or IDENTIFY when the gate allows it.
+func (c *connection) login(ctx context.Context) {
+	s := c.s
+	var payload []byte
+	var err error
+	if c.resumed {
+		rs := s.ResumeState()
+		s.setState(StateResuming, nil)
+		s.observe(LifecycleResuming, "", nil)
+		payload, err = marshalPayload(OpResume, resumeData{Token: s.cfg.Token.Reveal(), SessionID: rs.SessionID, Seq: rs.Seq})
+		s.mu.Lock()
+		s.counters.Resumes++
+		s.mu.Unlock()
+	} else {
+		s.setState(StateIdentifying, nil)
+		s.observe(LifecycleIdentifying, "", nil)
+		if err := s.cfg.Gate.Wait(ctx, s.cfg.ShardID); err != nil {
+			return
+		}
+		payload, err = marshalPayload(OpIdentify, identifyData{
+			Token:          s.cfg.Token.Reveal(),
+			Properties:     s.cfg.Properties,
+			LargeThreshold: s.cfg.LargeThreshold,
+			Shard:          [2]int{s.cfg.ShardID, s.cfg.ShardCount},
+			Presence:       s.cfg.Presence,
+			Intents:        s.cfg.Intents,
+		})
+		s.mu.Lock()
+		s.resume = ResumeState{} // a new session starts; the old one is gone
+		s.counters.Identifies++
+		s.mu.Unlock()
+	}
+	if err != nil {
+		// Only an oversized IDENTIFY (a huge presence) gets here: no retry can fix it.
+		c.end(outcome{action: actionFatal, code: -1, reason: fmt.Sprintf("cannot log in: %v", err), err: err})
+		c.hardClose()
+		return
+	}
+	if err := c.send(ctx, payload, true); err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Debug("login write failed", "err", err)
+	}
+}

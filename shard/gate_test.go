@@ -1,0 +1,73 @@
+package shard
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestLocalGateOneGrantPerBucketPerWindow(t *testing.T) {
+	const (
+		maxConcurrency = 3
+		shards         = 9
+		window         = 40 * time.Millisecond
+	)
+	g, err := NewLocalGate(maxConcurrency, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	grants := make(map[int][]time.Time) // by bucket
+	var wg sync.WaitGroup
+	for id := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Wait(ctx, id); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			grants[id%maxConcurrency] = append(grants[id%maxConcurrency], time.Now())
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for bucket, ts := range grants {
+		if len(ts) != shards/maxConcurrency {
+			t.Fatalf("bucket %d: %d grants, want %d", bucket, len(ts), shards/maxConcurrency)
+		}
+		for i := 1; i < len(ts); i++ {
+			if gap := ts[i].Sub(ts[i-1]); gap < window {
+				t.Errorf("bucket %d: grants %d and %d only %v apart, window %v", bucket, i-1, i, gap, window)
+			}
+		}
+	}
+}
+
+func TestLocalGateCancelledWaitReturns(t *testing.T) {
+	g, err := NewLocalGate(1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Wait(context.Background(), 0); err != nil { // the first grant is immediate
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.Wait(ctx, 0); err == nil {
+		t.Fatal("a cancelled wait for a bucket an hour away returned a grant")
+	}
+}
+
+func TestNewLocalGateRejectsBadInput(t *testing.T) {
+	if _, err := NewLocalGate(0, time.Second); err == nil {
+		t.Error("max_concurrency 0 accepted")
+	}
+	if _, err := NewLocalGate(1, 0); err == nil {
+		t.Error("window 0 accepted")
+	}
+}

@@ -1,0 +1,164 @@
+package shard
+
+import (
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/coder/websocket"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression is the transport compression a shard asks the gateway for.
+type Compression string
+
+const (
+	CompressionZlibStream Compression = "zlib-stream"
+	CompressionZstdStream Compression = "zstd-stream"
+	CompressionNone       Compression = "none"
+)
+
+// payloadReader yields the gateway payloads of one connection, in order.
+type payloadReader interface {
+	next(env *envelope) error
+	close()
+}
+
+// messageSource presents the binary messages of one websocket as one byte stream.
+// The decompressors of zlib-stream and zstd-stream both need exactly that: one
+// decompression context for the life of the connection, fed message after message.
+// It implements io.ByteReader so that compress/flate reads exactly the bytes it needs
+// and never asks for the next message before the current one's payload is out; a
+// reader that buffers ahead would hold an event back until the next one arrived.
+type messageSource struct {
+	ctx  context.Context
+	conn *websocket.Conn
+	cur  io.Reader
+	buf  [1]byte
+}
+
+func (m *messageSource) Read(p []byte) (int, error) {
+	for {
+		if m.cur == nil {
+			typ, r, err := m.conn.Reader(m.ctx)
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				return 0, fmt.Errorf("gateway sent a text message on a compressed connection")
+			}
+			m.cur = r
+		}
+		n, err := m.cur.Read(p)
+		if errors.Is(err, io.EOF) {
+			m.cur = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (m *messageSource) ReadByte() (byte, error) {
+	_, err := io.ReadFull(m, m.buf[:])
+	return m.buf[0], err
+}
+
+// streamReader decodes one JSON payload after another from a decompressed stream.
+type streamReader struct {
+	dec     *json.Decoder
+	closeFn func()
+}
+
+func (s *streamReader) next(env *envelope) error {
+	*env = envelope{}
+	if err := s.dec.Decode(env); err != nil {
+		return err
+	}
+	return env.check()
+}
+
+func (s *streamReader) close() {
+	if s.closeFn != nil {
+		s.closeFn()
+	}
+}
+
+// plainReader reads one uncompressed payload per text message.
+type plainReader struct {
+	ctx  context.Context
+	conn *websocket.Conn
+	buf  []byte
+}
+
+func (p *plainReader) next(env *envelope) error {
+	_, r, err := p.conn.Reader(p.ctx)
+	if err != nil {
+		return err
+	}
+	p.buf = p.buf[:0]
+	for {
+		if len(p.buf) == cap(p.buf) {
+			p.buf = append(p.buf, 0)[:len(p.buf)]
+		}
+		n, err := r.Read(p.buf[len(p.buf):cap(p.buf)])
+		p.buf = p.buf[:len(p.buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	*env, err = decodeEnvelope(p.buf)
+	return err
+}
+
+func (p *plainReader) close() {}
+
+// newPayloadReader returns the reader for a connection made with compression c.
+func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression) (payloadReader, error) {
+	switch c {
+	case CompressionNone:
+		return &plainReader{ctx: ctx, conn: conn}, nil
+	case CompressionZlibStream:
+		src := &messageSource{ctx: ctx, conn: conn}
+		// zlib.NewReader reads the stream header, so it must not run before the first
+		// message exists; lazyZlib defers it to the first read.
+		return &streamReader{dec: json.NewDecoder(&lazyZlib{src: src})}, nil
+	case CompressionZstdStream:
+		src := &messageSource{ctx: ctx, conn: conn}
+		// One synchronous decoder per connection: Discord never ends the zstd frame, and
+		// only the synchronous decoder reads exactly one block at a time (io.ReadFull of
+		// the sizes the block headers give) instead of reading ahead into messages that
+		// have not arrived yet.
+		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil, fmt.Errorf("zstd-stream decoder: %w", err)
+		}
+		return &streamReader{dec: json.NewDecoder(zr), closeFn: zr.Close}, nil
+	}
+	return nil, fmt.Errorf("unknown compression %q", c)
+}
+
+// lazyZlib opens the zlib stream on first use.
+type lazyZlib struct {
+	src *messageSource
+	zr  io.ReadCloser
+}
+
+func (l *lazyZlib) Read(p []byte) (int, error) {
+	if l.zr == nil {
+		zr, err := zlib.NewReader(l.src)
+		if err != nil {
+			return 0, fmt.Errorf("zlib-stream header: %w", err)
+		}
+		l.zr = zr
+	}
+	return l.zr.Read(p)
+}
