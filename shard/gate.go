@@ -22,54 +22,86 @@ type IdentifyGate interface {
 const DefaultIdentifyWindow = 5 * time.Second
 
 // LocalGate enforces Discord's identify rule inside one process: one grant per bucket
-// per window, buckets independent of each other.
+// per window, buckets independent of each other, waiters in one bucket served in
+// the order they came.
 type LocalGate struct {
 	maxConcurrency int
 	spacing        time.Duration
 
-	mu   sync.Mutex
-	next map[int]time.Time // per bucket: the earliest next grant
+	mu      sync.Mutex
+	buckets map[int]*gateBucket
+}
+
+// gateBucket lets one waiter at a time through. The next grant is timed from the
+// moment the previous one was actually given, not from when it was due: a waiter
+// whose timer fired late (a loaded machine) must push the next grant back with it.
+type gateBucket struct {
+	turn chan struct{} // capacity 1: holding it is holding the bucket
+	last time.Time     // the previous grant; only the turn holder touches it
 }
 
 // NewLocalGate returns a gate for maxConcurrency buckets and the given window
-// (DefaultIdentifyWindow in production). Grants in one bucket are spaced a little
-// more than the window apart (GateMargin): the gateway times IDENTIFYs when they
-// arrive, and two grants exactly one window apart can arrive less than a window
-// apart when the first one's write was the slower.
+// (DefaultIdentifyWindow in production), with grants in one bucket spaced
+// window + ArrivalMargin(window) apart.
 func NewLocalGate(maxConcurrency int, window time.Duration) (*LocalGate, error) {
+	return NewLocalGateMargin(maxConcurrency, window, ArrivalMargin(window))
+}
+
+// NewLocalGateMargin is NewLocalGate with a chosen margin, for a benchmark that
+// measures how close to Discord's floor a cold start can get.
+func NewLocalGateMargin(maxConcurrency int, window, margin time.Duration) (*LocalGate, error) {
 	if maxConcurrency < 1 {
 		return nil, fmt.Errorf("identify gate: max_concurrency %d must be at least 1", maxConcurrency)
 	}
 	if window <= 0 {
 		return nil, fmt.Errorf("identify gate: window %v must be positive", window)
 	}
+	if margin < 0 {
+		return nil, fmt.Errorf("identify gate: margin %v must not be negative", margin)
+	}
 	return &LocalGate{
 		maxConcurrency: maxConcurrency,
-		spacing:        window + GateMargin(window),
-		next:           make(map[int]time.Time),
+		spacing:        window + margin,
+		buckets:        make(map[int]*gateBucket),
 	}, nil
 }
 
-// GateMargin is the safety margin added between two identify grants of one bucket:
-// 1% of the window plus 5 ms, which keeps a 5 s window's cold start within 1.1% of
-// Discord's floor.
-func GateMargin(window time.Duration) time.Duration {
-	return window/100 + 5*time.Millisecond
+// ArrivalMargin is the slack a client keeps on a limit that the gateway measures
+// by arrival time (the identify window, the send window): two sends spaced exactly
+// one window apart can arrive less than a window apart when the first was delayed
+// on the way (a scheduler stall, a retransmit). 1% of the window plus 20 ms: at
+// Discord's 5 s identify window that costs a cold start 1.4% over the floor.
+func ArrivalMargin(window time.Duration) time.Duration {
+	return window/100 + 20*time.Millisecond
 }
 
-// Wait implements IdentifyGate. A caller whose ctx ends while it waits gives up its
-// slot unused; the bucket stays conservative rather than risking a double grant.
+// Wait implements IdentifyGate.
 func (g *LocalGate) Wait(ctx context.Context, shardID int) error {
-	bucket := shardID % g.maxConcurrency
-	g.mu.Lock()
-	now := time.Now()
-	slot := g.next[bucket]
-	if slot.Before(now) {
-		slot = now
+	b := g.bucket(shardID % g.maxConcurrency)
+	select {
+	case b.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	g.next[bucket] = slot.Add(g.spacing)
-	g.mu.Unlock()
-	return sleepUntil(ctx, slot)
+	defer func() { <-b.turn }()
+	if !b.last.IsZero() {
+		if err := sleepUntil(ctx, b.last.Add(g.spacing)); err != nil {
+			return err
+		}
+	}
+	b.last = time.Now()
+	return nil
+}
+
+func (g *LocalGate) bucket(n int) *gateBucket {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, ok := g.buckets[n]
+	if !ok {
+		b = &gateBucket{turn: make(chan struct{}, 1)}
+		g.buckets[n] = b
+	}
+	return b
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {

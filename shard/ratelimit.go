@@ -40,6 +40,9 @@ func newSendLimiter(limit int, window, heartbeat time.Duration) *sendLimiter {
 		// Send cannot block forever.
 		reserve = limit - 1
 	}
+	// The gateway counts arrivals; a send leaves our window ArrivalMargin later than
+	// it would leave Discord's, so jitter cannot squeeze two windows' worth into one.
+	window += ArrivalMargin(window)
 	return &sendLimiter{limit: limit, reserve: reserve, window: window, times: make([]time.Time, limit)}
 }
 

@@ -1,0 +1,44 @@
+// Command discluster runs the Discord gateway connections of a large bot across many
+// machines. This build has one subcommand so far: fake-discord, a protocol-faithful
+// fake Discord gateway for manual testing and multi-process tests.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "discluster:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "discluster",
+		Usage:     "run a Discord bot's gateway shards across many machines, with no master",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Commands: []*cli.Command{
+			fakeDiscordCommand(),
+		},
+	}
+}
+
+// signalContext ends when the process is asked to stop (Ctrl-C or SIGTERM).
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}

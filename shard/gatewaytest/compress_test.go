@@ -1,0 +1,85 @@
+package gatewaytest
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestTransportCompression(t *testing.T) {
+	for _, tc := range []struct {
+		compress string
+		split    bool
+	}{
+		{"zlib-stream", false},
+		{"zlib-stream", true},
+		{"zstd-stream", false},
+		{"zstd-stream", true}, // SplitFrames must not split zstd-stream
+	} {
+		name := tc.compress
+		if tc.split {
+			name += "/split"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newTestServer(t, Options{Shards: 1, Guilds: 20, EventRate: 2000, SplitFrames: tc.split})
+			c, _, last := start(t, s, "v=10&encoding=json&compress="+tc.compress, nil)
+			readUntil(t, c, &last, upTo(last+200))
+			c.send(opHeartbeat, last)
+			// Events keep coming; read until the ACK.
+			for p := c.mustRead(); p.Op != opHeartbeatACK; p = c.mustRead() {
+			}
+			msgs, payloads := c.src.msgs, c.payloads
+			switch {
+			case tc.compress == "zlib-stream" && tc.split:
+				if msgs < 2*payloads {
+					t.Fatalf("%d messages for %d payloads, want every payload split", msgs, payloads)
+				}
+				if c.src.markers != payloads {
+					t.Fatalf("%d messages end with the sync flush marker, want one per payload (%d)", c.src.markers, payloads)
+				}
+			case tc.compress == "zlib-stream":
+				if msgs != payloads || c.src.markers != payloads {
+					t.Fatalf("%d messages, %d markers for %d payloads", msgs, c.src.markers, payloads)
+				}
+			default:
+				if msgs != payloads {
+					t.Fatalf("zstd-stream: %d messages for %d payloads, want one each", msgs, payloads)
+				}
+			}
+		})
+	}
+}
+
+func TestSplitPoint(t *testing.T) {
+	marker := syncFlushMarker
+	cases := [][]byte{
+		{0x78, 0x01, 0x00, 0x00, 0xff, 0xff},
+		append(bytes.Repeat([]byte{0x00, 0x00, 0xff, 0xff}, 8), marker...),
+		append([]byte{1, 2, 3, 0, 0, 0xff, 0xff, 9, 0, 0, 0xff, 0xff, 4}, marker...),
+	}
+	for i := 0; i < 200; i++ {
+		b := make([]byte, 5+i)
+		for j := range b {
+			b[j] = byte(j * i)
+		}
+		cases = append(cases, append(b, marker...))
+	}
+	for _, b := range cases {
+		cuts := map[int]bool{}
+		for n := uint64(1); n < 50; n++ {
+			k := splitPoint(b, n)
+			if k < 1 || k > len(b)-len(marker) {
+				t.Fatalf("cut %d of %d bytes leaves the marker split", k, len(b))
+			}
+			if bytes.HasSuffix(b[:k], marker) {
+				t.Fatalf("first part %x ends with the marker", b[:k])
+			}
+			cuts[k] = true
+		}
+		if len(b) > 20 && len(cuts) < 5 {
+			t.Fatalf("cuts %v do not vary", cuts)
+		}
+	}
+	if splitPoint(marker, 1) != 0 || splitPoint(append([]byte{1}, marker...), 1) != 0 {
+		t.Fatal("a payload too short to cut was cut")
+	}
+}
