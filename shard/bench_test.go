@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"bufio"
+	"bytes"
 	"compress/zlib"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,23 +54,20 @@ func blaster(b *testing.B, events int, compress bool) *httptest.Server {
 		}
 		defer c.CloseNow()
 		ctx := r.Context()
-		var zw *zlib.Writer
+		// One zlib stream for the connection, a sync flush per payload, as Discord does.
+		var mu sync.Mutex
+		var zbuf bytes.Buffer
+		zw, _ := zlib.NewWriterLevel(&zbuf, zlib.BestSpeed)
 		send := func(p string) error {
+			mu.Lock()
+			defer mu.Unlock()
 			if !compress {
 				return c.Write(ctx, websocket.MessageText, []byte(p))
 			}
-			w, err := c.Writer(ctx, websocket.MessageBinary)
-			if err != nil {
-				return err
-			}
-			if zw == nil {
-				zw, _ = zlib.NewWriterLevel(w, zlib.BestSpeed)
-			} else {
-				zw.Reset(w)
-			}
+			zbuf.Reset()
 			zw.Write([]byte(p))
 			zw.Flush()
-			return w.Close()
+			return c.Write(ctx, websocket.MessageBinary, zbuf.Bytes())
 		}
 		send(`{"op":10,"d":{"heartbeat_interval":45000}}`)
 		go func() { // ACK heartbeats, swallow the rest

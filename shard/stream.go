@@ -32,41 +32,68 @@ type payloadReader interface {
 // decompression context for the life of the connection, fed message after message.
 // It implements io.ByteReader so that compress/flate reads exactly the bytes it needs
 // and never asks for the next message before the current one's payload is out; a
-// reader that buffers ahead would hold an event back until the next one arrived.
+// reader that buffered ahead would hold an event back until the next one arrived.
+// Each message is read whole into buf (one call into the websocket library per
+// message, not per byte) and served from there.
 type messageSource struct {
 	ctx  context.Context
 	conn *websocket.Conn
-	cur  io.Reader
-	buf  [1]byte
+	buf  []byte
+	off  int
+}
+
+// fill reads the next message when the current one is used up.
+func (m *messageSource) fill() error {
+	for m.off == len(m.buf) {
+		typ, r, err := m.conn.Reader(m.ctx)
+		if err != nil {
+			return err
+		}
+		if typ != websocket.MessageBinary {
+			return fmt.Errorf("gateway sent a text message on a compressed connection")
+		}
+		m.buf, m.off = m.buf[:0], 0
+		if m.buf, err = readAll(r, m.buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *messageSource) Read(p []byte) (int, error) {
-	for {
-		if m.cur == nil {
-			typ, r, err := m.conn.Reader(m.ctx)
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				return 0, fmt.Errorf("gateway sent a text message on a compressed connection")
-			}
-			m.cur = r
-		}
-		n, err := m.cur.Read(p)
-		if errors.Is(err, io.EOF) {
-			m.cur = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
+	if err := m.fill(); err != nil {
+		return 0, err
 	}
+	n := copy(p, m.buf[m.off:])
+	m.off += n
+	return n, nil
 }
 
 func (m *messageSource) ReadByte() (byte, error) {
-	_, err := io.ReadFull(m, m.buf[:])
-	return m.buf[0], err
+	if err := m.fill(); err != nil {
+		return 0, err
+	}
+	b := m.buf[m.off]
+	m.off++
+	return b, nil
+}
+
+// readAll appends everything r has to buf, growing it geometrically; unlike io.ReadAll
+// it reuses the caller's buffer from one message to the next.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // streamReader decodes one JSON payload after another from a decompressed stream.
@@ -101,19 +128,8 @@ func (p *plainReader) next(env *envelope) error {
 	if err != nil {
 		return err
 	}
-	p.buf = p.buf[:0]
-	for {
-		if len(p.buf) == cap(p.buf) {
-			p.buf = append(p.buf, 0)[:len(p.buf)]
-		}
-		n, err := r.Read(p.buf[len(p.buf):cap(p.buf)])
-		p.buf = p.buf[:len(p.buf)+n]
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+	if p.buf, err = readAll(r, p.buf[:0]); err != nil {
+		return err
 	}
 	*env, err = decodeEnvelope(p.buf)
 	return err

@@ -20,9 +20,9 @@ func TestTransportCompression(t *testing.T) {
 			name += "/split"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := newTestServer(t, Options{Shards: 1, Guilds: 20, EventRate: 2000, SplitFrames: tc.split})
+			s := newTestServer(t, Options{Shards: 1, Guilds: 5, EventRate: 1000, SplitFrames: tc.split})
 			c, _, last := start(t, s, "v=10&encoding=json&compress="+tc.compress, nil)
-			readUntil(t, c, &last, upTo(last+200))
+			readUntil(t, c, &last, upTo(last+50))
 			c.send(opHeartbeat, last)
 			// Events keep coming; read until the ACK.
 			for p := c.mustRead(); p.Op != opHeartbeatACK; p = c.mustRead() {

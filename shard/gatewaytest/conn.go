@@ -34,6 +34,7 @@ type outFrame struct {
 type conn struct {
 	srv         *Server
 	ws          *websocket.Conn
+	nc          *batchConn // the TCP connection under ws
 	id          uint64
 	onResumeURL bool
 	apiVersion  int
@@ -68,6 +69,11 @@ type conn struct {
 	inBuf   []byte
 }
 
+// kill cuts the TCP connection: no close frame, and every read, write or
+// close handshake in progress on ws fails at once. (ws.CloseNow cannot do
+// this: it waits for a close handshake already under way.)
+func (c *conn) kill() { _ = c.nc.Close() }
+
 func (c *conn) signal() {
 	select {
 	case c.qsig <- struct{}{}:
@@ -90,7 +96,7 @@ func (c *conn) enqueue(frames ...outFrame) bool {
 		c.qmu.Unlock()
 		c.overflowed.Store(true)
 		c.log.Warn("client too slow, dropping connection", "queued", c.qlimit)
-		_ = c.ws.CloseNow()
+		c.kill()
 		return false
 	}
 	c.q = append(c.q, frames...)
@@ -128,22 +134,32 @@ func (c *conn) writeLoop() {
 		c.qmu.Lock()
 		batch, c.q = c.q, batch[:0]
 		c.qmu.Unlock()
+		closeAt := -1
+		c.nc.begin()
 		for i := range batch {
 			f := &batch[i]
 			if f.closeCode != 0 {
-				_ = c.ws.Close(websocket.StatusCode(f.closeCode), f.closeReason)
-				return
+				closeAt = i
+				break
 			}
 			p := f.ev.render(buf[:0])
 			if f.ev.raw == nil {
 				buf = p
 			}
 			if err := c.enc.send(c.ws, p); err != nil {
-				c.qmu.Lock()
-				c.qclosed = true
-				c.qmu.Unlock()
-				_ = c.ws.CloseNow()
+				c.writeFailed()
 				return
+			}
+		}
+		if err := c.nc.end(); err != nil {
+			c.writeFailed()
+			return
+		}
+		// Count only what reached the socket.
+		for i := range batch {
+			f := &batch[i]
+			if i == closeAt {
+				break
 			}
 			if f.sess != nil {
 				f.sess.eventsSent.Add(1)
@@ -154,7 +170,19 @@ func (c *conn) writeLoop() {
 			*f = outFrame{}
 		}
 		c.srv.changed.notify()
+		if closeAt >= 0 {
+			f := batch[closeAt]
+			_ = c.ws.Close(websocket.StatusCode(f.closeCode), f.closeReason)
+			return
+		}
 	}
+}
+
+func (c *conn) writeFailed() {
+	c.qmu.Lock()
+	c.qclosed = true
+	c.qmu.Unlock()
+	c.kill()
 }
 
 // watchdog closes the connection when no heartbeat arrived within
@@ -178,7 +206,7 @@ func (c *conn) watchdog() {
 			grace = t.C
 		case <-grace:
 			grace = nil
-			_ = c.ws.CloseNow()
+			c.kill()
 		case <-hb.C:
 			due := time.Unix(0, c.lastBeat.Load()).Add(limit)
 			if left := time.Until(due); left > 0 {

@@ -50,13 +50,14 @@
 //
 // Guild index i has id (i<<22)|lowbits, so (id>>22)%total == i%total and
 // shard k of total owns the guilds with i%total == k. Events without a
-// guild (DMs) go to shard 0 only.
+// guild (DMs) go to shard 0 only (Options.Guilds = NoGuilds makes a bot in
+// no guild, whose shard 0 receives DMs).
 //
 // Every connection has its own writer goroutine and a bounded queue; a
 // client that falls OutboundQueue payloads behind is dropped (resumable),
 // so one slow client never slows the others. Payload shapes come from
 // testdata/*.json and are pre-split once; an event costs a few appends to
-// render.
+// render, and the messages of one queue batch leave in few TCP writes.
 //
 // The token never appears in logs, errors, close reasons or responses.
 // Close is idempotent and returns only after every goroutine of the

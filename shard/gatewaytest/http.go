@@ -169,6 +169,12 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, onResum
 		writeJSON(w, http.StatusBadRequest, apiError{Message: "invalid compress value", Code: 50035})
 		return
 	}
+	nc, ok := r.Context().Value(netConnKey{}).(*batchConn)
+	if !ok {
+		enc.close()
+		writeJSON(w, http.StatusInternalServerError, apiError{Message: "no connection"})
+		return
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		enc.close()
@@ -181,6 +187,7 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, onResum
 	c := &conn{
 		srv:         s,
 		ws:          ws,
+		nc:          nc,
 		onResumeURL: onResumeURL,
 		enc:         enc,
 		qsig:        make(chan struct{}, 1),

@@ -86,7 +86,7 @@ func (s *Server) DropShard(shardID int) error {
 		dropped = append(dropped, c)
 	})
 	for _, c := range dropped {
-		_ = c.ws.CloseNow()
+		c.kill()
 	}
 	return err
 }

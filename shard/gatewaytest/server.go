@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -45,6 +46,8 @@ type Server struct {
 	startsResetAt   time.Time
 }
 
+type netConnKey struct{}
+
 // NewServer starts a fake gateway listening on opts.Addr. It serves until
 // Close.
 func NewServer(opts Options) (*Server, error) {
@@ -79,12 +82,17 @@ func NewServer(opts Options) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		// Keep each TCP connection reachable from its handler, so that a
+		// websocket can be cut even in the middle of a close handshake.
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			return context.WithValue(ctx, netConnKey{}, nc)
+		},
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		_ = s.http.Serve(ln) // returns http.ErrServerClosed after Close
+		_ = s.http.Serve(batchListener{ln}) // returns http.ErrServerClosed after Close
 	}()
 	s.opts.Logger.Info("fake gateway listening", "addr", s.base)
 	return s, nil
@@ -123,7 +131,7 @@ func (s *Server) Close() {
 
 	_ = s.http.Close()
 	for _, c := range conns {
-		_ = c.ws.CloseNow()
+		c.kill()
 	}
 	s.wg.Wait()
 	s.changed.notify()

@@ -78,7 +78,9 @@ type ShardStats struct {
 	// Live is the number of connections that currently speak for this
 	// shard: counted from the IDENTIFY (past the token and shard checks) or
 	// successful RESUME on, until the fake closes or drops the connection or
-	// the client's close or disconnect is read.
+	// the client's close or disconnect is read. (A client close is seen
+	// when the fake reads it; a client that closes and reconnects within
+	// microseconds could in principle be counted twice for that instant.)
 	Live int `json:"live"`
 	// MaxLive is the largest Live ever was. Tests use it to prove that a
 	// shard never had two connections at once.

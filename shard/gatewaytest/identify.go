@@ -1,0 +1,130 @@
+package gatewaytest
+
+// identifyLocked applies Discord's IDENTIFY rules in the order a real
+// gateway can: authentication, shard pair, shard size, intents, then the
+// identify bucket and the session start budget.
+func (s *Server) identifyLocked(c *conn, id *identifyData) {
+	if c.sess != nil {
+		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])
+		return
+	}
+	if !s.tokenValid || id.Token != s.opts.Token {
+		s.closeConnLocked(c, closeAuthenticationFailed, closeReasons[closeAuthenticationFailed])
+		return
+	}
+	shardID, total, cerr := id.shardOf()
+	if cerr != nil {
+		s.closeConnLocked(c, cerr.Code, cerr.Reason)
+		return
+	}
+	s.countLocked(c, shardID)
+	guilds := guildCount(s.opts.Guilds, shardID, total)
+	if guilds > s.opts.MaxGuildsPerShard {
+		s.closeConnLocked(c, closeShardingRequired, closeReasons[closeShardingRequired])
+		return
+	}
+	if cerr := checkIntents(id.Intents, s.opts.DenyPrivilegedIntents); cerr != nil {
+		s.closeConnLocked(c, cerr.Code, cerr.Reason)
+		return
+	}
+	now := s.now()
+	bucket := shardID % s.opts.MaxConcurrency
+	if last, ok := s.lastIdentify[bucket]; ok && now.Sub(last) < s.opts.IdentifyWindow {
+		// Discord answers an IDENTIFY over max_concurrency with op 9 and
+		// keeps the socket; the client may identify again later.
+		s.cnt.identifyViolations++
+		c.log.Warn("identify too early for its bucket", "shard", shardID, "bucket", bucket, "since_last", now.Sub(last))
+		s.sendInvalidLocked(c, false)
+		return
+	}
+	s.refillStartsLocked()
+	if s.startsRemaining == 0 {
+		s.tokenResetLocked()
+		return
+	}
+	s.startsRemaining--
+	s.lastIdentify[bucket] = now
+	s.cnt.identifies++
+	s.cnt.perBucket[bucket]++
+	s.cnt.shard(shardID).Identifies++
+	s.startSessionLocked(c, id, shardID, total, guilds)
+}
+
+// tokenResetLocked is what Discord does when a bot runs out of session
+// starts: it ends every session, resets the token and mails the owner.
+func (s *Server) tokenResetLocked() {
+	s.opts.Logger.Warn("session start limit exhausted: resetting the token")
+	s.tokenValid = false
+	s.cnt.tokenResets++
+	for c := range s.conns {
+		s.closeConnLocked(c, closeAuthenticationFailed, closeReasons[closeAuthenticationFailed])
+	}
+	for _, sess := range s.sessions {
+		sess.end("token reset")
+	}
+}
+
+func (s *Server) startSessionLocked(c *conn, id *identifyData, shardID, total, guilds int) {
+	intents := *id.Intents
+	var msg *dispatchTemplate
+	dm := false
+	content := 0
+	if intents&intentMessageContent != 0 {
+		content = 1
+	}
+	switch {
+	case guilds > 0 && intents&intentGuildMessages != 0:
+		msg = s.payloads.message[0][content]
+	case shardID == 0 && intents&intentDirectMessages != 0:
+		// Events without a guild_id go to shard 0 only.
+		msg, dm = s.payloads.message[1][content], true
+	}
+	s.nextSessionIdx++
+	ss := &session{
+		srv:       s,
+		id:        newSessionID(),
+		idx:       s.nextSessionIdx,
+		shardID:   shardID,
+		numShards: total,
+		guilds:    guilds,
+		msgTmpl:   msg,
+		dm:        dm,
+		stop:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		conn:      c,
+	}
+	s.sessions[ss.id] = ss
+	c.sess = ss
+
+	f := readyFields{v: c.apiVersion, sessionID: ss.id, resumeURL: s.ResumeURL()}
+	if id.Shard != nil {
+		f.shard = []int{shardID, total}
+	}
+	f.guildIDs = make([]uint64, guilds)
+	for j := range guilds {
+		f.guildIDs[j] = guildID(shardID + j*total)
+	}
+	ss.mu.Lock()
+	ss.seq = 1
+	ready, err := s.payloads.renderReady(ss.seq, f)
+	if err != nil {
+		// Only a broken embedded ready.json gets here; tests load it.
+		ss.mu.Unlock()
+		s.closeConnLocked(c, closeUnknownError, closeReasons[closeUnknownError])
+		return
+	}
+	frames := make([]outFrame, 0, guilds+1)
+	ss.pushLocked(event{seq: ss.seq, raw: ready}, &frames)
+	for j := range guilds {
+		i := shardID + j*total
+		ss.seq++
+		ss.pushLocked(event{seq: ss.seq, tmpl: s.payloads.guildCreate,
+			args: renderArgs{guildID: guildID(i), guildIndex: uint64(i)}}, &frames)
+	}
+	c.enqueue(frames...)
+	ss.mu.Unlock()
+
+	s.wg.Add(1) // s.closed is false (checked under s.mu), so Close has not begun waiting
+	go ss.run()
+	c.log.Info("session started", "shard", shardID, "total", total, "guilds", guilds)
+}
