@@ -310,20 +310,12 @@ func (c *connection) dispatch(ctx context.Context, env *envelope) error {
 		}
 		s.mu.Lock()
 		s.resume = ResumeState{SessionID: d.SessionID, ResumeURL: d.ResumeGatewayURL}
-		s.resumeDead = false
-		s.state = StateReady
-		s.established++
 		s.mu.Unlock()
-		c.established.Store(true)
+		c.markEstablished()
 		s.log.Info("shard ready", "session", d.SessionID)
 		s.observe(LifecycleReady, "", nil)
 	case "RESUMED":
-		s.mu.Lock()
-		s.resumeDead = false
-		s.state = StateReady
-		s.established++
-		s.mu.Unlock()
-		c.established.Store(true)
+		c.markEstablished()
 		s.log.Info("shard resumed", "seq", env.S)
 		s.observe(LifecycleResumed, "", nil)
 	}
@@ -352,6 +344,18 @@ func (c *connection) dispatch(ctx context.Context, env *envelope) error {
 	s.counters.Events++
 	s.mu.Unlock()
 	return nil
+}
+
+// markEstablished records that the session is up (READY or RESUMED): the resume URL
+// worked again, and the supervisor's backoff may reset.
+func (c *connection) markEstablished() {
+	s := c.s
+	s.mu.Lock()
+	s.resumeDead = false
+	s.state = StateReady
+	s.established++
+	s.mu.Unlock()
+	c.established.Store(true)
 }
 
 // heartbeat sends a heartbeat every interval, the first after a random fraction of
