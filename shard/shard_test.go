@@ -1,10 +1,13 @@
 package shard_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -432,3 +435,62 @@ func TestEarlyIdentifyIsRetried(t *testing.T) {
 type openGate struct{}
 
 func (openGate) Wait(ctx context.Context, _ int) error { return ctx.Err() }
+
+// The token never reaches a log line or an error, whatever happens to the session.
+func TestTokenNeverLogged(t *testing.T) {
+	srv := newFake(t, gatewaytest.Options{EventRate: 50})
+	var logs syncBuffer
+	rec := newRecorder()
+	cfg := baseConfig(t, srv, rec, 0, 1)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sh := startShard(t, cfg)
+	rec.waitFor(t, "ready", stateIs(sh.Shard, shard.StateReady))
+	for _, inject := range []func() error{
+		func() error { return srv.DropShard(0) },
+		func() error { return srv.InvalidateSession(0, false) },
+		func() error { return srv.CloseShard(0, 4000) },
+	} {
+		if err := inject(); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitFor(t, "ready again", func() bool {
+			info := sh.Info()
+			return info.State == shard.StateReady && srv.Stats().Shards[0].Live == 1
+		})
+	}
+	bad := cfg
+	bad.Token = "bad-token-value"
+	failing, err := shard.New(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := failing.Run(context.Background())
+	for _, tok := range []string{testToken, "bad-token-value"} {
+		if strings.Contains(logs.String(), tok) {
+			t.Fatalf("a log line contains the token %q", tok)
+		}
+		if strings.Contains(fmt.Sprint(runErr, sh.Info(), failing.Info()), tok) {
+			t.Fatalf("an error or status contains the token %q", tok)
+		}
+	}
+	if !strings.Contains(logs.String(), "shard ready") {
+		t.Fatal("nothing was logged: the check above proves nothing")
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
