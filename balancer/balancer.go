@@ -108,9 +108,9 @@ type member struct {
 	lo, hi int64 // floor and ceil of its weighted share
 	// fair is total*weight: the member's share multiplied by the sum of weights, so
 	// that surplus compares members in integers.
-	fair int64
-	sumW int64
-	owned  []int // shards it held Assigned at the start, ascending: rebalancing donates these
+	fair  int64
+	sumW  int64
+	owned []int // shards it held Assigned at the start, ascending: rebalancing donates these
 }
 
 // Compute returns the moves that bring the cluster towards balance.
