@@ -1,0 +1,359 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// CommandType is the first byte of every command. The numbers are written out by hand
+// and only ever appended to: a replica replays logs written by older versions, so a
+// number must never change meaning or be reused.
+type CommandType uint8
+
+const (
+	CmdSetConfig    CommandType = 1
+	CmdUpsertMember CommandType = 2
+	CmdMarkFailed   CommandType = 3
+	CmdDrain        CommandType = 4
+	CmdRemoveMember CommandType = 5
+	CmdAssign       CommandType = 6
+	CmdRevoke       CommandType = 7
+	CmdReleased     CommandType = 8
+	CmdCheckpoint   CommandType = 9
+	CmdClearResume  CommandType = 10
+)
+
+// commandVersion is the encoding version every command is written with (the second
+// byte). A replica refuses a version it does not know rather than misreading it.
+const commandVersion = 1
+
+// Command is a change to the replicated state. Encode takes a command by value or
+// pointer; Decode returns pointers.
+type Command interface {
+	Type() CommandType
+	encode(e *encoder)
+}
+
+type decodable interface {
+	Command
+	decode(d *decoder)
+}
+
+// SetConfig sets the cluster configuration.
+type SetConfig struct{ Config Config }
+
+// UpsertMember adds a member or replaces what is known of it.
+type UpsertMember struct{ Member Member }
+
+// MarkFailed marks a member failed (gossip declared it dead) as of At.
+type MarkFailed struct {
+	ID string
+	At int64
+}
+
+// Drain marks a member draining: it keeps its shards until they are moved off.
+type Drain struct {
+	ID string
+	At int64
+}
+
+// RemoveMember forgets a member.
+type RemoveMember struct{ ID string }
+
+// AssignMove gives Shard to To, if it is still owned by ExpectNode at ExpectEpoch
+// (ExpectNode "" and ExpectEpoch 0: if it is still unassigned).
+type AssignMove struct {
+	Shard       int
+	ExpectNode  string
+	ExpectEpoch uint64
+	To          string
+}
+
+// Assign is a batch of moves; each is re-checked at commit.
+type Assign struct{ Moves []AssignMove }
+
+// RevokeMove asks ExpectNode to give Shard up, if it still owns it at ExpectEpoch.
+type RevokeMove struct {
+	Shard       int
+	ExpectNode  string
+	ExpectEpoch uint64
+}
+
+// Revoke is a batch of revocations.
+type Revoke struct{ Moves []RevokeMove }
+
+// ResumeData is a shard's Discord session as its owner last saw it.
+type ResumeData struct {
+	SessionID string
+	Seq       int64
+	ResumeURL string
+}
+
+// Release is one shard a node stopped, with its final resume state.
+type Release struct {
+	Shard  int
+	Epoch  uint64
+	Resume ResumeData
+}
+
+// Released reports shards Node stopped: their assignments end and their final resume
+// states are kept for the next owner.
+type Released struct {
+	Node   string
+	At     int64
+	Shards []Release
+}
+
+// CheckpointEntry is one shard's resume state under the assignment epoch it runs at.
+type CheckpointEntry struct {
+	Shard  int
+	Epoch  uint64
+	Resume ResumeData
+}
+
+// Checkpoint is every shard's resume state from one node, in one command.
+type Checkpoint struct {
+	Node    string
+	At      int64
+	Entries []CheckpointEntry
+}
+
+// ClearEntry drops one shard's resume state (its session was invalidated), fenced by
+// the owner's epoch.
+type ClearEntry struct {
+	Shard int
+	Epoch uint64
+}
+
+// ClearResume is a batch of ClearEntry from one node.
+type ClearResume struct {
+	Node    string
+	Entries []ClearEntry
+}
+
+func (SetConfig) Type() CommandType    { return CmdSetConfig }
+func (UpsertMember) Type() CommandType { return CmdUpsertMember }
+func (MarkFailed) Type() CommandType   { return CmdMarkFailed }
+func (Drain) Type() CommandType        { return CmdDrain }
+func (RemoveMember) Type() CommandType { return CmdRemoveMember }
+func (Assign) Type() CommandType       { return CmdAssign }
+func (Revoke) Type() CommandType       { return CmdRevoke }
+func (Released) Type() CommandType     { return CmdReleased }
+func (Checkpoint) Type() CommandType   { return CmdCheckpoint }
+func (ClearResume) Type() CommandType  { return CmdClearResume }
+
+// Encode returns the bytes to propose with raft.Apply.
+func Encode(c Command) []byte {
+	e := &encoder{buf: make([]byte, 0, 64)}
+	e.byte(byte(c.Type()))
+	e.byte(commandVersion)
+	c.encode(e)
+	return e.buf
+}
+
+// ErrUnknownCommand is returned for a type byte this version does not know: a log
+// written by a newer version. It is refused, never skipped, so replicas cannot drift.
+var ErrUnknownCommand = errors.New("unknown command type")
+
+// Decode parses a command; any malformation is an error.
+func Decode(p []byte) (Command, error) {
+	if len(p) < 2 {
+		return nil, fmt.Errorf("decode command: %d bytes, want at least 2", len(p))
+	}
+	c := newCommand(CommandType(p[0]))
+	if c == nil {
+		return nil, fmt.Errorf("decode command: %w %d (written by a newer discluster?)", ErrUnknownCommand, p[0])
+	}
+	if p[1] != commandVersion {
+		return nil, fmt.Errorf("decode command type %d: unknown encoding version %d", p[0], p[1])
+	}
+	d := &decoder{buf: p[2:]}
+	c.decode(d)
+	d.end()
+	if d.err != nil {
+		return nil, fmt.Errorf("decode command type %d: %w", p[0], d.err)
+	}
+	return c, nil
+}
+
+func newCommand(t CommandType) decodable {
+	switch t {
+	case CmdSetConfig:
+		return &SetConfig{}
+	case CmdUpsertMember:
+		return &UpsertMember{}
+	case CmdMarkFailed:
+		return &MarkFailed{}
+	case CmdDrain:
+		return &Drain{}
+	case CmdRemoveMember:
+		return &RemoveMember{}
+	case CmdAssign:
+		return &Assign{}
+	case CmdRevoke:
+		return &Revoke{}
+	case CmdReleased:
+		return &Released{}
+	case CmdCheckpoint:
+		return &Checkpoint{}
+	case CmdClearResume:
+		return &ClearResume{}
+	}
+	return nil
+}
+
+func (c Config) encode(e *encoder) {
+	e.int(c.TotalShards)
+	e.int(c.MaxConcurrency)
+	e.int(c.ShardsPerCluster)
+	e.varint(int64(c.IdentifyWindow))
+	e.varint(int64(c.Lease))
+	e.varint(int64(c.CheckpointInterval))
+}
+
+func (c *Config) decode(d *decoder) {
+	c.TotalShards = d.int()
+	c.MaxConcurrency = d.int()
+	c.ShardsPerCluster = d.int()
+	c.IdentifyWindow = time.Duration(d.varint())
+	c.Lease = time.Duration(d.varint())
+	c.CheckpointInterval = time.Duration(d.varint())
+}
+
+func (m Member) encode(e *encoder) {
+	e.str(m.ID)
+	e.str(m.RaftAddr)
+	e.str(m.GossipAddr)
+	e.str(m.HTTPAddr)
+	e.int(m.Weight)
+	e.byte(byte(m.State))
+	e.varint(m.Since)
+}
+
+func (m *Member) decode(d *decoder) {
+	m.ID = d.str()
+	m.RaftAddr = d.str()
+	m.GossipAddr = d.str()
+	m.HTTPAddr = d.str()
+	m.Weight = d.int()
+	m.State = MemberState(d.byte())
+	m.Since = d.varint()
+}
+
+func (r ResumeData) encode(e *encoder) {
+	e.str(r.SessionID)
+	e.varint(r.Seq)
+	e.str(r.ResumeURL)
+}
+
+func (r *ResumeData) decode(d *decoder) {
+	r.SessionID = d.str()
+	r.Seq = d.varint()
+	r.ResumeURL = d.str()
+}
+
+func (c SetConfig) encode(e *encoder)     { c.Config.encode(e) }
+func (c *SetConfig) decode(d *decoder)    { c.Config.decode(d) }
+func (c UpsertMember) encode(e *encoder)  { c.Member.encode(e) }
+func (c *UpsertMember) decode(d *decoder) { c.Member.decode(d) }
+func (c MarkFailed) encode(e *encoder)    { e.str(c.ID); e.varint(c.At) }
+func (c *MarkFailed) decode(d *decoder)   { c.ID = d.str(); c.At = d.varint() }
+func (c Drain) encode(e *encoder)         { e.str(c.ID); e.varint(c.At) }
+func (c *Drain) decode(d *decoder)        { c.ID = d.str(); c.At = d.varint() }
+func (c RemoveMember) encode(e *encoder)  { e.str(c.ID) }
+func (c *RemoveMember) decode(d *decoder) { c.ID = d.str() }
+
+func (c Assign) encode(e *encoder) {
+	e.uvarint(uint64(len(c.Moves)))
+	for _, m := range c.Moves {
+		e.int(m.Shard)
+		e.str(m.ExpectNode)
+		e.uvarint(m.ExpectEpoch)
+		e.str(m.To)
+	}
+}
+
+func (c *Assign) decode(d *decoder) {
+	c.Moves = make([]AssignMove, d.count(4))
+	for i := range c.Moves {
+		c.Moves[i] = AssignMove{Shard: d.int(), ExpectNode: d.str(), ExpectEpoch: d.uvarint(), To: d.str()}
+	}
+}
+
+func (c Revoke) encode(e *encoder) {
+	e.uvarint(uint64(len(c.Moves)))
+	for _, m := range c.Moves {
+		e.int(m.Shard)
+		e.str(m.ExpectNode)
+		e.uvarint(m.ExpectEpoch)
+	}
+}
+
+func (c *Revoke) decode(d *decoder) {
+	c.Moves = make([]RevokeMove, d.count(3))
+	for i := range c.Moves {
+		c.Moves[i] = RevokeMove{Shard: d.int(), ExpectNode: d.str(), ExpectEpoch: d.uvarint()}
+	}
+}
+
+func (c Released) encode(e *encoder) {
+	e.str(c.Node)
+	e.varint(c.At)
+	e.uvarint(uint64(len(c.Shards)))
+	for _, r := range c.Shards {
+		e.int(r.Shard)
+		e.uvarint(r.Epoch)
+		r.Resume.encode(e)
+	}
+}
+
+func (c *Released) decode(d *decoder) {
+	c.Node = d.str()
+	c.At = d.varint()
+	c.Shards = make([]Release, d.count(5))
+	for i := range c.Shards {
+		c.Shards[i].Shard = d.int()
+		c.Shards[i].Epoch = d.uvarint()
+		c.Shards[i].Resume.decode(d)
+	}
+}
+
+func (c Checkpoint) encode(e *encoder) {
+	e.str(c.Node)
+	e.varint(c.At)
+	e.uvarint(uint64(len(c.Entries)))
+	for _, r := range c.Entries {
+		e.int(r.Shard)
+		e.uvarint(r.Epoch)
+		r.Resume.encode(e)
+	}
+}
+
+func (c *Checkpoint) decode(d *decoder) {
+	c.Node = d.str()
+	c.At = d.varint()
+	c.Entries = make([]CheckpointEntry, d.count(5))
+	for i := range c.Entries {
+		c.Entries[i].Shard = d.int()
+		c.Entries[i].Epoch = d.uvarint()
+		c.Entries[i].Resume.decode(d)
+	}
+}
+
+func (c ClearResume) encode(e *encoder) {
+	e.str(c.Node)
+	e.uvarint(uint64(len(c.Entries)))
+	for _, r := range c.Entries {
+		e.int(r.Shard)
+		e.uvarint(r.Epoch)
+	}
+}
+
+func (c *ClearResume) decode(d *decoder) {
+	c.Node = d.str()
+	c.Entries = make([]ClearEntry, d.count(2))
+	for i := range c.Entries {
+		c.Entries[i] = ClearEntry{Shard: d.int(), Epoch: d.uvarint()}
+	}
+}

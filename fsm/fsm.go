@@ -1,0 +1,391 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// FSM is the replicated state. Reads may run concurrently with Apply.
+type FSM struct {
+	mu      sync.RWMutex
+	st      state
+	changed chan struct{} // closed and replaced on every change of applied index
+}
+
+// state is everything replicated. Assignments and resume states are indexed by shard:
+// a slot with an empty Node (or SessionID) is empty.
+type state struct {
+	index   uint64
+	config  Config
+	members map[string]Member
+	assign  []Assignment
+	resume  []Resume
+}
+
+func (s *state) clone() state {
+	c := *s
+	c.members = make(map[string]Member, len(s.members))
+	for k, v := range s.members {
+		c.members[k] = v
+	}
+	c.assign = slices.Clone(s.assign)
+	c.resume = slices.Clone(s.resume)
+	return c
+}
+
+// New returns an empty FSM.
+func New() *FSM {
+	return &FSM{st: state{members: map[string]Member{}}, changed: make(chan struct{})}
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// Result is the Apply response of a command that was valid. Commands that act on a
+// batch report the entries that no longer held (a stale owner, epoch or target).
+type Result struct {
+	Index   uint64
+	Applied int
+	Stale   []Stale
+}
+
+// Stale is one batch entry that changed nothing, and why.
+type Stale struct {
+	Shard  int
+	Reason string
+}
+
+// ErrInvalid wraps every refusal of an invalid command.
+var ErrInvalid = errors.New("invalid command")
+
+// Apply implements raft.FSM. It returns *Result, or an error when the command was
+// refused; a refused command changed nothing.
+func (f *FSM) Apply(l *raft.Log) any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applyLocked(l)
+}
+
+// ApplyBatch implements raft.BatchingFSM: one lock for a batch of log entries.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.applyLocked(l)
+	}
+	return out
+}
+
+func (f *FSM) applyLocked(l *raft.Log) any {
+	// Configuration changes and no-ops arrive in batches too; they are raft's own.
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmd, err := Decode(l.Data)
+	if err != nil {
+		return fmt.Errorf("%w at index %d: %v", ErrInvalid, l.Index, err)
+	}
+	res, err := f.st.apply(cmd, l.Index)
+	if err != nil {
+		return fmt.Errorf("%w at index %d: %s: %v", ErrInvalid, l.Index, cmdName(cmd.Type()), err)
+	}
+	// Only a command that applied moves the index: a refused one leaves the state,
+	// its snapshot included, exactly as it was.
+	f.advance(l.Index)
+	return res
+}
+
+func (f *FSM) advance(index uint64) {
+	if index > f.st.index {
+		f.st.index = index
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func cmdName(t CommandType) string {
+	names := map[CommandType]string{
+		CmdSetConfig: "set config", CmdUpsertMember: "upsert member", CmdMarkFailed: "mark failed",
+		CmdDrain: "drain", CmdRemoveMember: "remove member", CmdAssign: "assign", CmdRevoke: "revoke",
+		CmdReleased: "released", CmdCheckpoint: "checkpoint", CmdClearResume: "clear resume",
+	}
+	return names[t]
+}
+
+// apply validates cmd completely, then changes the state. Nothing is changed before
+// the last check passed.
+func (s *state) apply(cmd Command, index uint64) (*Result, error) {
+	res := &Result{Index: index}
+	switch c := cmd.(type) {
+	case *SetConfig:
+		if err := c.Config.Validate(); err != nil {
+			return nil, err
+		}
+		if s.config.TotalShards != 0 && c.Config.TotalShards != s.config.TotalShards && s.anyAssigned() {
+			return nil, fmt.Errorf("TotalShards cannot change from %d to %d while shards are assigned: resharding is not supported yet",
+				s.config.TotalShards, c.Config.TotalShards)
+		}
+		if c.Config.TotalShards != len(s.assign) {
+			// Nothing is assigned here; resume states of another shard count are
+			// useless anyway (a session resumes only with the count it identified with).
+			s.assign = make([]Assignment, c.Config.TotalShards)
+			s.resume = make([]Resume, c.Config.TotalShards)
+		}
+		s.config = c.Config
+	case *UpsertMember:
+		if err := c.Member.validate(); err != nil {
+			return nil, err
+		}
+		s.members[c.Member.ID] = c.Member
+	case *MarkFailed:
+		return res, s.setState(c.ID, Failed, c.At)
+	case *Drain:
+		return res, s.setState(c.ID, Draining, c.At)
+	case *RemoveMember:
+		if _, ok := s.members[c.ID]; !ok {
+			return nil, fmt.Errorf("no member %q", c.ID)
+		}
+		delete(s.members, c.ID)
+	case *Assign:
+		if err := s.checkBatch(len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].To }); err != nil {
+			return nil, err
+		}
+		for _, m := range c.Moves {
+			a := s.assign[m.Shard]
+			switch to, ok := s.members[m.To]; {
+			case a.Node != m.ExpectNode || a.Epoch != m.ExpectEpoch:
+				res.stale(m.Shard, "owner changed: now %s", describe(a))
+			case !ok || to.State != Alive:
+				res.stale(m.Shard, "target %q is not an alive member", m.To)
+			default:
+				s.assign[m.Shard] = Assignment{Shard: m.Shard, Node: m.To, Epoch: index, Phase: Assigned}
+				res.Applied++
+			}
+		}
+	case *Revoke:
+		if err := s.checkBatch(len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].ExpectNode }); err != nil {
+			return nil, err
+		}
+		for _, m := range c.Moves {
+			a := s.assign[m.Shard]
+			if a.Node != m.ExpectNode || a.Epoch != m.ExpectEpoch || a.Phase != Assigned {
+				res.stale(m.Shard, "owner changed: now %s", describe(a))
+				continue
+			}
+			s.assign[m.Shard].Phase = Revoking
+			res.Applied++
+		}
+	case *Released:
+		if err := s.checkBatch(len(c.Shards), func(i int) (int, string) { return c.Shards[i].Shard, c.Node }); err != nil {
+			return nil, err
+		}
+		for _, r := range c.Shards {
+			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+				continue
+			}
+			s.assign[r.Shard] = Assignment{}
+			s.setResume(r.Shard, r.Epoch, r.Resume, c.At)
+			res.Applied++
+		}
+	case *Checkpoint:
+		if err := s.checkBatch(len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
+			return nil, err
+		}
+		for _, r := range c.Entries {
+			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+				continue
+			}
+			s.setResume(r.Shard, r.Epoch, r.Resume, c.At)
+			res.Applied++
+		}
+	case *ClearResume:
+		if err := s.checkBatch(len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
+			return nil, err
+		}
+		for _, r := range c.Entries {
+			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+				continue
+			}
+			s.resume[r.Shard] = Resume{}
+			res.Applied++
+		}
+	default:
+		return nil, fmt.Errorf("%w %d", ErrUnknownCommand, cmd.Type())
+	}
+	return res, nil
+}
+
+func (s *state) setState(id string, st MemberState, at int64) error {
+	m, ok := s.members[id]
+	if !ok {
+		return fmt.Errorf("no member %q", id)
+	}
+	m.State, m.Since = st, at
+	s.members[id] = m
+	return nil
+}
+
+// checkBatch validates a batch before anything in it applies: a config exists, every
+// shard is in range and appears once, and every node name is set.
+func (s *state) checkBatch(n int, entry func(i int) (shard int, node string)) error {
+	if s.config.TotalShards == 0 {
+		return errors.New("no config yet: set the shard count first")
+	}
+	seen := make(map[int]bool, n)
+	for i := range n {
+		shard, node := entry(i)
+		switch {
+		case shard < 0 || shard >= s.config.TotalShards:
+			return fmt.Errorf("shard %d outside [0, %d)", shard, s.config.TotalShards)
+		case seen[shard]:
+			return fmt.Errorf("shard %d appears twice in one batch", shard)
+		case node == "":
+			return fmt.Errorf("shard %d: empty node ID", shard)
+		}
+		seen[shard] = true
+	}
+	return nil
+}
+
+// owns is the epoch fence: node may write for shard only while it holds the
+// assignment written at epoch (being revoked still counts: it runs the shard until
+// it releases it).
+func (s *state) owns(node string, shard int, epoch uint64, res *Result) bool {
+	a := s.assign[shard]
+	if a.Node != node || a.Epoch != epoch {
+		res.stale(shard, "%s does not own it at epoch %d: %s", node, epoch, describe(a))
+		return false
+	}
+	return true
+}
+
+func (s *state) setResume(shard int, epoch uint64, r ResumeData, at int64) {
+	if r.SessionID == "" {
+		s.resume[shard] = Resume{} // nothing to resume: the next owner identifies
+		return
+	}
+	s.resume[shard] = Resume{Shard: shard, SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL, Epoch: epoch, UpdatedAt: at}
+}
+
+func (s *state) anyAssigned() bool {
+	return slices.ContainsFunc(s.assign, func(a Assignment) bool { return a.Node != "" })
+}
+
+func describe(a Assignment) string {
+	if a.Node == "" {
+		return "unassigned"
+	}
+	return fmt.Sprintf("%s at epoch %d (%s)", a.Node, a.Epoch, a.Phase)
+}
+
+func (r *Result) stale(shard int, format string, args ...any) {
+	r.Stale = append(r.Stale, Stale{Shard: shard, Reason: fmt.Sprintf(format, args...)})
+}
+
+// Read side.
+
+// AppliedIndex is the Raft index of the last command that applied (or of the
+// restored snapshot's last one). Refused commands and raft's own entries do not move
+// it; raft.Raft.AppliedIndex counts those.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.index
+}
+
+// Config returns the cluster config; TotalShards is 0 until one was set.
+func (f *FSM) Config() Config {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.config
+}
+
+// Members returns every member, by ID.
+func (f *FSM) Members() []Member {
+	f.mu.RLock()
+	out := make([]Member, 0, len(f.st.members))
+	for _, m := range f.st.members {
+		out = append(out, m)
+	}
+	f.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Member returns one member.
+func (f *FSM) Member(id string) (Member, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	m, ok := f.st.members[id]
+	return m, ok
+}
+
+// Assignment returns a shard's owner; ok is false for an unassigned or unknown shard.
+func (f *FSM) Assignment(shard int) (Assignment, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if shard < 0 || shard >= len(f.st.assign) || f.st.assign[shard].Node == "" {
+		return Assignment{}, false
+	}
+	return f.st.assign[shard], true
+}
+
+// Assignments returns every assignment, by shard.
+func (f *FSM) Assignments() []Assignment {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []Assignment
+	for _, a := range f.st.assign {
+		if a.Node != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ShardsOf returns a node's assignments, by shard.
+func (f *FSM) ShardsOf(node string) []Assignment {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []Assignment
+	for _, a := range f.st.assign {
+		if a.Node == node {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Resume returns a shard's resume state; ok is false when there is none.
+func (f *FSM) Resume(shard int) (Resume, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if shard < 0 || shard >= len(f.st.resume) || f.st.resume[shard].SessionID == "" {
+		return Resume{}, false
+	}
+	return f.st.resume[shard], true
+}
+
+// WaitChange blocks until a command applied after index after, and returns it; the node
+// watches the state with it instead of polling.
+func (f *FSM) WaitChange(ctx context.Context, after uint64) (uint64, error) {
+	for {
+		f.mu.RLock()
+		index, ch := f.st.index, f.changed
+		f.mu.RUnlock()
+		if index > after {
+			return index, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return index, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,293 @@
+package fsm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/raft"
+)
+
+// A snapshot is a header (magic, format version, applied index) followed by records,
+// each a type byte, a length and a body, ending with recEnd. Record types are
+// append-only like command types.
+const (
+	snapshotMagic   = "DCFSM"
+	snapshotVersion = 1
+
+	recConfig byte = 1
+	recMember byte = 2
+	recAssign byte = 3
+	recResume byte = 4
+	recEnd    byte = 255
+)
+
+// maxRecord bounds one record's body; the largest is a member, far below it.
+const maxRecord = 64 << 10
+
+// Snapshot implements raft.FSM: it copies the state (cheap: two slices and a map), so
+// Persist can stream it while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &snapshot{st: f.st.clone()}, nil
+}
+
+type snapshot struct{ st state }
+
+// Persist writes the snapshot to sink.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.st.write(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+func (st *state) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	e := &encoder{}
+	e.buf = append(e.buf, snapshotMagic...)
+	e.byte(snapshotVersion)
+	e.uvarint(st.index)
+	record := func(typ byte, body func(*encoder)) error {
+		b := &encoder{buf: e.buf[:0]}
+		body(b)
+		e.buf = b.buf
+		hdr := &encoder{}
+		hdr.byte(typ)
+		hdr.uvarint(uint64(len(b.buf)))
+		if _, err := bw.Write(hdr.buf); err != nil {
+			return err
+		}
+		_, err := bw.Write(b.buf)
+		return err
+	}
+	if _, err := bw.Write(e.buf); err != nil {
+		return err
+	}
+	if st.config.TotalShards != 0 {
+		if err := record(recConfig, st.config.encode); err != nil {
+			return err
+		}
+	}
+	ids := make([]string, 0, len(st.members))
+	for id := range st.members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // byte-identical snapshots on every replica
+	for _, id := range ids {
+		if err := record(recMember, st.members[id].encode); err != nil {
+			return err
+		}
+	}
+	for _, a := range st.assign {
+		if a.Node == "" {
+			continue
+		}
+		if err := record(recAssign, func(e *encoder) {
+			e.int(a.Shard)
+			e.str(a.Node)
+			e.uvarint(a.Epoch)
+			e.byte(byte(a.Phase))
+		}); err != nil {
+			return err
+		}
+	}
+	for _, r := range st.resume {
+		if r.SessionID == "" {
+			continue
+		}
+		if err := record(recResume, func(e *encoder) {
+			e.int(r.Shard)
+			ResumeData{SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL}.encode(e)
+			e.uvarint(r.Epoch)
+			e.varint(r.UpdatedAt)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := bw.WriteByte(recEnd); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Restore implements raft.FSM: it reads a whole snapshot into a new state, validates
+// it, and only then replaces the current state. On any error the FSM is unchanged.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := readSnapshot(bufio.NewReaderSize(rc, 64<<10))
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return nil
+}
+
+var errCorrupt = errors.New("corrupt snapshot")
+
+func readSnapshot(r *bufio.Reader) (state, error) {
+	st := state{members: map[string]Member{}}
+	magic := make([]byte, len(snapshotMagic)+1)
+	if _, err := io.ReadFull(r, magic); err != nil {
+		return st, fmt.Errorf("%w: header: %v", errCorrupt, err)
+	}
+	if string(magic[:len(snapshotMagic)]) != snapshotMagic {
+		return st, fmt.Errorf("%w: not a discluster snapshot", errCorrupt)
+	}
+	if v := magic[len(snapshotMagic)]; v != snapshotVersion {
+		return st, fmt.Errorf("snapshot format version %d is not supported (this build reads %d)", v, snapshotVersion)
+	}
+	index, err := readUvarint(r)
+	if err != nil {
+		return st, fmt.Errorf("%w: index: %v", errCorrupt, err)
+	}
+	st.index = index
+	var body []byte
+	for {
+		typ, err := r.ReadByte()
+		if err != nil {
+			return st, fmt.Errorf("%w: missing end record: %v", errCorrupt, err)
+		}
+		if typ == recEnd {
+			if _, err := r.ReadByte(); err != io.EOF {
+				return st, fmt.Errorf("%w: data after the end record", errCorrupt)
+			}
+			return st, st.check()
+		}
+		n, err := readUvarint(r)
+		if err != nil || n > maxRecord {
+			return st, fmt.Errorf("%w: record length %d: %v", errCorrupt, n, err)
+		}
+		body = slices.Grow(body[:0], int(n))[:n]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return st, fmt.Errorf("%w: record: %v", errCorrupt, err)
+		}
+		d := &decoder{buf: body}
+		if err := st.readRecord(typ, d); err != nil {
+			return st, fmt.Errorf("%w: %v", errCorrupt, err)
+		}
+		d.end()
+		if d.err != nil {
+			return st, fmt.Errorf("%w: record type %d: %v", errCorrupt, typ, d.err)
+		}
+	}
+}
+
+func readUvarint(r *bufio.Reader) (uint64, error) {
+	var buf [10]byte
+	for i := range buf {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		buf[i] = b
+		if b < 0x80 {
+			d := &decoder{buf: buf[:i+1]}
+			return d.uvarint(), d.err
+		}
+	}
+	return 0, errors.New("varint too long")
+}
+
+func (st *state) readRecord(typ byte, d *decoder) error {
+	switch typ {
+	case recConfig:
+		if st.config.TotalShards != 0 {
+			return errors.New("two config records")
+		}
+		st.config.decode(d)
+		if d.err != nil {
+			return d.err
+		}
+		if err := st.config.Validate(); err != nil {
+			return err
+		}
+		st.assign = make([]Assignment, st.config.TotalShards)
+		st.resume = make([]Resume, st.config.TotalShards)
+	case recMember:
+		var m Member
+		m.decode(d)
+		if d.err != nil {
+			return d.err
+		}
+		if err := m.validate(); err != nil {
+			return err
+		}
+		if _, dup := st.members[m.ID]; dup {
+			return fmt.Errorf("member %q twice", m.ID)
+		}
+		st.members[m.ID] = m
+	case recAssign:
+		a := Assignment{Shard: d.int(), Node: d.str(), Epoch: d.uvarint(), Phase: Phase(d.byte())}
+		if d.err != nil {
+			return d.err
+		}
+		if err := st.slot(a.Shard); err != nil {
+			return err
+		}
+		switch {
+		case a.Node == "" || a.Phase > Revoking:
+			return fmt.Errorf("shard %d: bad assignment", a.Shard)
+		case st.assign[a.Shard].Node != "":
+			return fmt.Errorf("shard %d assigned twice", a.Shard)
+		}
+		st.assign[a.Shard] = a
+	case recResume:
+		r := Resume{Shard: d.int()}
+		var rd ResumeData
+		rd.decode(d)
+		r.SessionID, r.Seq, r.ResumeURL = rd.SessionID, rd.Seq, rd.ResumeURL
+		r.Epoch, r.UpdatedAt = d.uvarint(), d.varint()
+		if d.err != nil {
+			return d.err
+		}
+		if err := st.slot(r.Shard); err != nil {
+			return err
+		}
+		switch {
+		case r.SessionID == "":
+			return fmt.Errorf("shard %d: resume state without a session", r.Shard)
+		case st.resume[r.Shard].SessionID != "":
+			return fmt.Errorf("shard %d: two resume states", r.Shard)
+		}
+		st.resume[r.Shard] = r
+	default:
+		return fmt.Errorf("unknown record type %d", typ)
+	}
+	return nil
+}
+
+func (st *state) slot(shard int) error {
+	if st.config.TotalShards == 0 {
+		return errors.New("shard record before the config record")
+	}
+	if shard < 0 || shard >= st.config.TotalShards {
+		return fmt.Errorf("shard %d outside [0, %d)", shard, st.config.TotalShards)
+	}
+	return nil
+}
+
+// check validates what records cannot check alone.
+func (st *state) check() error {
+	var bad []string
+	for _, a := range st.assign {
+		if a.Node != "" && a.Epoch > st.index {
+			bad = append(bad, fmt.Sprintf("shard %d epoch %d is after the snapshot index %d", a.Shard, a.Epoch, st.index))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", errCorrupt, strings.Join(bad, "; "))
+	}
+	return nil
+}
