@@ -51,7 +51,7 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.buf)
-	if n <= 0 {
+	if n <= 0 || !minimal(d.buf, n) {
 		d.fail(varintErr(n))
 		return 0
 	}
@@ -64,7 +64,7 @@ func (d *decoder) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.buf)
-	if n <= 0 {
+	if n <= 0 || !minimal(d.buf, n) {
 		d.fail(varintErr(n))
 		return 0
 	}
@@ -117,10 +117,17 @@ func (d *decoder) end() {
 	}
 }
 
-// varintErr explains binary.Uvarint's n <= 0.
+// minimal reports whether the n-byte varint at the start of p is in its shortest
+// form: a longer form (a last byte of 0) would give one command two encodings.
+func minimal(p []byte, n int) bool { return n == 1 || p[n-1] != 0 }
+
+// varintErr explains a varint that binary.Uvarint or minimal refused.
 func varintErr(n int) error {
-	if n == 0 {
+	switch {
+	case n == 0:
 		return errTruncated
+	case n < 0:
+		return errors.New("varint overflows 64 bits")
 	}
-	return errors.New("varint overflows 64 bits")
+	return errors.New("varint not in its shortest form")
 }

@@ -237,7 +237,7 @@ func (s *state) checkBatch(n int, entry func(i int) (shard int, node string)) er
 	if s.config.TotalShards == 0 {
 		return errors.New("no config yet: set the shard count first")
 	}
-	seen := make(map[int]bool, n)
+	seen := make([]bool, s.config.TotalShards)
 	for i := range n {
 		shard, node := entry(i)
 		switch {
