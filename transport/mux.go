@@ -1,0 +1,185 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The first byte of every connection. Never renumber them: nodes of different
+// versions talk to each other during a rolling upgrade.
+const (
+	ProtoRaft byte = 1
+	ProtoRPC  byte = 2
+)
+
+// ErrClosed is returned by Accept and Dial after Close.
+var ErrClosed = errors.New("transport closed")
+
+// handshakeTimeout bounds how long an accepted connection may take to send its first
+// byte; a port scanner or a stuck peer must not hold a goroutine forever.
+const handshakeTimeout = 10 * time.Second
+
+// Mux is the node's one TCP listener, split by first byte into a Raft stream and an
+// RPC stream.
+type Mux struct {
+	ln     net.Listener
+	filter *Filter
+	log    *slog.Logger
+	raft   *listener
+	rpc    *listener
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Listen opens addr ("host:port"; port 0 picks one). A nil filter blocks nothing.
+func Listen(addr string, filter *Filter, log *slog.Logger) (*Mux, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster port: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Mux{ln: ln, filter: filter, log: log, done: make(chan struct{})}
+	m.raft = &listener{mux: m, proto: ProtoRaft, conns: make(chan net.Conn)}
+	m.rpc = &listener{mux: m, proto: ProtoRPC, conns: make(chan net.Conn)}
+	m.wg.Add(1)
+	go m.acceptLoop()
+	return m, nil
+}
+
+// Addr is the address the mux listens on.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// Raft returns the stream layer to build raft's NetworkTransport on.
+func (m *Mux) Raft() raft.StreamLayer { return m.raft }
+
+// RPC returns the listener of RPC connections.
+func (m *Mux) RPC() net.Listener { return m.rpc }
+
+// Dial connects to another node's mux and announces proto.
+func (m *Mux) Dial(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	select {
+	case <-m.done:
+		return nil, ErrClosed
+	default:
+	}
+	if m.filter.Blocked(addr) {
+		return nil, fmt.Errorf("dial %s: %w", addr, ErrBlocked)
+	}
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
+		_, err = conn.Write([]byte{proto})
+		if err == nil {
+			err = conn.SetWriteDeadline(time.Time{})
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return m.filter.track(conn, addr), nil
+}
+
+// Close stops accepting; connections already handed out stay open until their
+// owners close them.
+func (m *Mux) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+		m.wg.Wait()
+	})
+	return err
+}
+
+func (m *Mux) acceptLoop() {
+	defer m.wg.Done()
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.log.Error("cluster port stopped accepting", "err", err)
+			return
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.route(conn)
+		}()
+	}
+}
+
+func (m *Mux) route(conn net.Conn) {
+	var first [1]byte
+	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		conn.Close()
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	var l *listener
+	switch first[0] {
+	case ProtoRaft:
+		l = m.raft
+	case ProtoRPC:
+		l = m.rpc
+	default:
+		m.log.Warn("cluster port: unknown protocol byte; closing (is something else talking to this port?)",
+			"from", conn.RemoteAddr().String(), "byte", first[0])
+		conn.Close()
+		return
+	}
+	select {
+	case l.conns <- conn:
+	case <-m.done:
+		conn.Close()
+	}
+}
+
+// listener is one protocol's share of the mux.
+type listener struct {
+	mux   *Mux
+	proto byte
+	conns chan net.Conn
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.mux.done:
+		return nil, ErrClosed
+	}
+}
+
+// Close closes the whole mux: raft's transport closes its stream layer on shutdown,
+// and the node shuts the two down together.
+func (l *listener) Close() error { return l.mux.Close() }
+
+func (l *listener) Addr() net.Addr { return l.mux.Addr() }
+
+// Dial implements raft.StreamLayer.
+func (l *listener) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.mux.Dial(string(addr), l.proto, timeout)
+}

@@ -1,0 +1,125 @@
+package transport
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+func listen(t *testing.T, f *Filter) *Mux {
+	t.Helper()
+	m, err := Listen("127.0.0.1:0", f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// accept returns the next connection of l, or fails the test after a deadline.
+func accept(t *testing.T, l net.Listener) net.Conn {
+	t.Helper()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			got <- c
+		}
+	}()
+	select {
+	case c := <-got:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted within 5s")
+		return nil
+	}
+}
+
+func TestMuxRoutesByFirstByte(t *testing.T) {
+	server, client := listen(t, nil), listen(t, nil)
+	addr := server.Addr().String()
+
+	for _, tc := range []struct {
+		name  string
+		proto byte
+		l     net.Listener
+	}{{"raft", ProtoRaft, server.raft}, {"rpc", ProtoRPC, server.RPC()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := client.Dial(addr, tc.proto, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("hello " + tc.name)); err != nil {
+				t.Fatal(err)
+			}
+			s := accept(t, tc.l)
+			buf := make([]byte, len("hello "+tc.name))
+			if _, err := io.ReadFull(s, buf); err != nil {
+				t.Fatal(err)
+			}
+			if string(buf) != "hello "+tc.name {
+				t.Fatalf("got %q: the protocol byte leaked into the stream or the wrong listener got it", buf)
+			}
+		})
+	}
+}
+
+func TestMuxClosesUnknownProtocol(t *testing.T) {
+	server := listen(t, nil)
+	c, err := net.Dial("tcp", server.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0xff, 'x'})
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("read = %v, want the connection closed by the mux", err)
+	}
+}
+
+func TestAcceptAfterCloseFails(t *testing.T) {
+	m := listen(t, nil)
+	m.Close()
+	if _, err := m.RPC().Accept(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Accept after Close = %v, want ErrClosed", err)
+	}
+	if _, err := m.Dial("127.0.0.1:1", ProtoRPC, time.Second); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Dial after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestFilterCutsDialedConnections(t *testing.T) {
+	f := NewFilter()
+	server, client := listen(t, nil), listen(t, f)
+	addr := server.Addr().String()
+	c, err := client.Dial(addr, ProtoRPC, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := accept(t, server.RPC())
+
+	f.Block(addr)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server side read = %v, want EOF once the dialer's filter blocked it", err)
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("write on a blocked connection succeeded")
+	}
+	if _, err := client.Dial(addr, ProtoRPC, time.Second); !errors.Is(err, ErrBlocked) {
+		t.Fatalf("dial while blocked = %v, want ErrBlocked", err)
+	}
+	f.Heal()
+	c2, err := client.Dial(addr, ProtoRPC, time.Second)
+	if err != nil {
+		t.Fatalf("dial after Heal: %v", err)
+	}
+	c2.Close()
+}
