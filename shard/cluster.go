@@ -291,3 +291,34 @@ func (c *Cluster) Close(ctx context.Context) (map[int]ResumeState, error) {
 	c.drain.Wait()
 	return states, errors.Join(errs...)
 }
+
+// ResumeState returns a running shard's resume state (its Seq counts the events
+// accepted into the queue, handled or not).
+func (c *Cluster) ResumeState(shardID int) (ResumeState, bool) {
+	c.mu.Lock()
+	sv, ok := c.shards[shardID]
+	c.mu.Unlock()
+	if !ok {
+		return ResumeState{}, false
+	}
+	return sv.shard.ResumeState(), true
+}
+
+// Kill drops every shard's connection without a close frame and stops the handler
+// without draining the queue, as a crash of the process would. Sessions stay
+// resumable on Discord's side. Kill exists for failure tests and for a node that must
+// stop at once; Close is the orderly way.
+func (c *Cluster) Kill() {
+	c.mu.Lock()
+	c.closed = true
+	svs := make([]*supervised, 0, len(c.shards))
+	for _, sv := range c.shards {
+		svs = append(svs, sv)
+	}
+	c.mu.Unlock()
+	c.cancel()
+	for _, sv := range svs {
+		<-sv.done
+	}
+	c.drain.Wait()
+}

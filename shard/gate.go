@@ -28,8 +28,9 @@ type LocalGate struct {
 	maxConcurrency int
 	spacing        time.Duration
 
-	mu      sync.Mutex
-	buckets map[int]*gateBucket
+	mu        sync.Mutex
+	buckets   map[int]*gateBucket
+	notBefore time.Time // no bucket's first grant comes earlier; see HoldUntil
 }
 
 // gateBucket lets one waiter at a time through. The next grant is timed from the
@@ -84,6 +85,14 @@ func (g *LocalGate) Wait(ctx context.Context, shardID int) error {
 		return ctx.Err()
 	}
 	defer func() { <-b.turn }()
+	g.mu.Lock()
+	notBefore := g.notBefore
+	g.mu.Unlock()
+	if b.last.IsZero() && !notBefore.IsZero() {
+		if err := sleepUntil(ctx, notBefore); err != nil {
+			return err
+		}
+	}
 	if !b.last.IsZero() {
 		if err := sleepUntil(ctx, b.last.Add(g.spacing)); err != nil {
 			return err
@@ -91,6 +100,16 @@ func (g *LocalGate) Wait(ctx context.Context, shardID int) error {
 	}
 	b.last = time.Now()
 	return nil
+}
+
+// HoldUntil delays the first grant of every bucket until t. A gate that takes over
+// from another one (a new Raft leader granting identifies for the whole cluster)
+// does not know when the old one last granted, so it waits one window before its
+// first grant.
+func (g *LocalGate) HoldUntil(t time.Time) {
+	g.mu.Lock()
+	g.notBefore = t
+	g.mu.Unlock()
 }
 
 func (g *LocalGate) bucket(n int) *gateBucket {

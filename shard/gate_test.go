@@ -88,3 +88,22 @@ func TestNewLocalGateRejectsBadInput(t *testing.T) {
 		t.Error("window 0 accepted")
 	}
 }
+
+func TestLocalGateHoldUntilDelaysFirstGrants(t *testing.T) {
+	g, err := NewLocalGate(2, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := time.Now().Add(300 * time.Millisecond)
+	g.HoldUntil(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []int{0, 1} {
+		if err := g.Wait(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if now := time.Now(); now.Before(hold) {
+			t.Fatalf("shard %d granted %v before the hold ended", id, hold.Sub(now))
+		}
+	}
+}

@@ -35,6 +35,9 @@ type Mux struct {
 	raft   *listener
 	rpc    *listener
 
+	advMu     sync.Mutex
+	advertise net.Addr
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -57,8 +60,32 @@ func Listen(addr string, filter *Filter, log *slog.Logger) (*Mux, error) {
 	return m, nil
 }
 
-// Addr is the address the mux listens on.
-func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+// Addr is the address other nodes reach the mux at: the advertised one once set,
+// else the one it listens on. Raft sends it to followers as the leader's address.
+func (m *Mux) Addr() net.Addr {
+	m.advMu.Lock()
+	defer m.advMu.Unlock()
+	if m.advertise != nil {
+		return m.advertise
+	}
+	return m.ln.Addr()
+}
+
+// ListenAddr is the address the mux listens on.
+func (m *Mux) ListenAddr() net.Addr { return m.ln.Addr() }
+
+// SetAdvertise sets the address Addr returns ("ip:port"); a mux bound to 0.0.0.0
+// must not tell its peers to dial 0.0.0.0.
+func (m *Mux) SetAdvertise(addr string) error {
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return err
+	}
+	m.advMu.Lock()
+	m.advertise = a
+	m.advMu.Unlock()
+	return nil
+}
 
 // Raft returns the stream layer to build raft's NetworkTransport on.
 func (m *Mux) Raft() raft.StreamLayer { return m.raft }

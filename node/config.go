@@ -1,0 +1,221 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/discluster/discluster/shard"
+	"github.com/discluster/discluster/transport"
+)
+
+// Default ports: gossip (UDP and TCP), the cluster port (Raft and RPC), HTTP.
+const (
+	DefaultGossipPort  = 7946
+	DefaultClusterPort = 7947
+	DefaultHTTPPort    = 7948
+)
+
+// ErrInvalidConfig wraps every configuration error.
+var ErrInvalidConfig = errors.New("invalid node config")
+
+// Config configures a node. Zero values take the defaults documented per field.
+type Config struct {
+	// Name identifies the node in gossip, Raft and the state; it must be unique and
+	// stay the same across restarts with one data dir. Default: the host name.
+	Name    string
+	DataDir string // required: Raft log, snapshots and the node's identity
+
+	GossipAddr  string // bind address, default 0.0.0.0:7946
+	ClusterAddr string // bind address of Raft and RPC, default 0.0.0.0:7947
+	HTTPAddr    string // the API, default 127.0.0.1:7948 (loopback unless told otherwise)
+	// Advertise is the IP other nodes reach this one at. Default: the bind IP, or, if
+	// that is 0.0.0.0, the private IP gossip picks.
+	Advertise string
+
+	Join            []string // gossip addresses of any members; retried until one answers
+	BootstrapExpect int      // default 1
+	Voters          int      // Raft voters, default 5
+	Weight          int      // relative capacity, default 1; 0 holds no shards
+
+	// Shards is the total shard count; 0 asks Discord (GET /gateway/bot).
+	// MaxConcurrency 0 also asks Discord, or is 1 when Shards is set and Discord
+	// cannot be asked.
+	Shards         int
+	MaxConcurrency int
+	IdentifyWindow time.Duration // default shard.DefaultIdentifyWindow
+	// SessionReserve is how many session starts the cluster keeps unspent out of
+	// Discord's daily session_start_limit: identifies stop there. Default: 5% of the
+	// limit, at least 10.
+	SessionReserve int
+
+	ShardsPerCluster   int           // shards per local cluster (goroutine group), default 16
+	CheckpointInterval time.Duration // default 1 s
+	Lease              time.Duration // default 5 s; see the package doc
+	MaxMoves           int           // rebalance handoffs in flight, default 16
+
+	Token       shard.Token
+	APIBase     string // default shard.DefaultAPIBase
+	GatewayURL  string // default: from GET /gateway/bot
+	Intents     uint64
+	Compression shard.Compression
+
+	Sink   Sink // where delivered events go; default: nowhere (counted only)
+	Logger *slog.Logger
+
+	Timing Timing
+	// Filter cuts network paths for tests of partitions; nil in production.
+	Filter *transport.Filter
+}
+
+// Timing holds the protocol timers. LANTiming is the default; tests shrink them.
+type Timing struct {
+	RaftHeartbeat     time.Duration
+	RaftElection      time.Duration
+	RaftLeaderLease   time.Duration
+	ProbeInterval     time.Duration // memberlist failure detection
+	ProbeTimeout      time.Duration
+	SuspicionMult     int
+	GossipInterval    time.Duration
+	PushPull          time.Duration
+	ReconcileInterval time.Duration // the leader's full pass
+	ReconnectInterval time.Duration // how often gossip retries failed members (partition heal)
+	ReapAfter         time.Duration // a failed member is forgotten after this
+	JoinBackoffMax    time.Duration
+}
+
+// LANTiming suits machines on one network.
+func LANTiming() Timing {
+	return Timing{
+		RaftHeartbeat:     1000 * time.Millisecond,
+		RaftElection:      1000 * time.Millisecond,
+		RaftLeaderLease:   500 * time.Millisecond,
+		ProbeInterval:     1 * time.Second,
+		ProbeTimeout:      500 * time.Millisecond,
+		SuspicionMult:     4,
+		GossipInterval:    200 * time.Millisecond,
+		PushPull:          30 * time.Second,
+		ReconcileInterval: 1 * time.Second,
+		ReconnectInterval: 10 * time.Second,
+		ReapAfter:         72 * time.Hour,
+		JoinBackoffMax:    30 * time.Second,
+	}
+}
+
+// FastTiming suits one machine (tests, the demo): failures are detected in about a
+// second.
+func FastTiming() Timing {
+	return Timing{
+		RaftHeartbeat:     200 * time.Millisecond,
+		RaftElection:      200 * time.Millisecond,
+		RaftLeaderLease:   100 * time.Millisecond,
+		ProbeInterval:     200 * time.Millisecond,
+		ProbeTimeout:      100 * time.Millisecond,
+		SuspicionMult:     2,
+		GossipInterval:    50 * time.Millisecond,
+		PushPull:          2 * time.Second,
+		ReconcileInterval: 200 * time.Millisecond,
+		ReconnectInterval: 500 * time.Millisecond,
+		ReapAfter:         time.Hour,
+		JoinBackoffMax:    2 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.GossipAddr, net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultGossipPort)))
+	def(&c.ClusterAddr, net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultClusterPort)))
+	def(&c.HTTPAddr, net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultHTTPPort)))
+	def(&c.APIBase, shard.DefaultAPIBase)
+	defInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defInt(&c.BootstrapExpect, 1)
+	defInt(&c.Voters, 5)
+	defInt(&c.ShardsPerCluster, 16)
+	defInt(&c.MaxMoves, 16)
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur(&c.IdentifyWindow, shard.DefaultIdentifyWindow)
+	defDur(&c.CheckpointInterval, time.Second)
+	defDur(&c.Lease, 5*time.Second)
+	if c.Timing == (Timing{}) {
+		c.Timing = LANTiming()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first invalid field, by its flag name.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Name == "":
+		return bad("--name is empty and the host name is unknown")
+	case len(c.Name) > 128:
+		return bad("--name %q is longer than 128 bytes", c.Name)
+	case c.DataDir == "":
+		return bad("--data-dir is required: Raft keeps its log and snapshots there")
+	case c.BootstrapExpect < 1:
+		return bad("--bootstrap-expect %d must be at least 1", c.BootstrapExpect)
+	case c.Voters < 1:
+		return bad("--voters %d must be at least 1", c.Voters)
+	case c.Weight < 0:
+		return bad("--weight %d must not be negative", c.Weight)
+	case c.Shards < 0:
+		return bad("--shards %d must be positive, or auto", c.Shards)
+	case c.MaxConcurrency < 0:
+		return bad("--max-concurrency %d must be positive", c.MaxConcurrency)
+	case c.ShardsPerCluster < 1:
+		return bad("--shards-per-cluster %d must be at least 1", c.ShardsPerCluster)
+	case c.IdentifyWindow < 0 || c.CheckpointInterval < 0 || c.Lease < 0:
+		return bad("durations must be positive")
+	case c.CheckpointInterval >= c.Lease:
+		return bad("--checkpoint-interval %v must be shorter than --lease %v", c.CheckpointInterval, c.Lease)
+	case c.Lease < 4*c.Timing.RaftHeartbeat:
+		return bad("--lease %v must be at least 4 Raft heartbeats (%v): a leader election must fit inside one lease", c.Lease, 4*c.Timing.RaftHeartbeat)
+	case c.SessionReserve < 0:
+		return bad("--session-reserve %d must not be negative", c.SessionReserve)
+	}
+	for _, a := range []struct{ flag, v string }{{"--gossip-addr", c.GossipAddr}, {"--cluster-addr", c.ClusterAddr}, {"--http-addr", c.HTTPAddr}} {
+		if _, _, err := splitHostPort(a.v); err != nil {
+			return bad("%s %q: %v", a.flag, a.v, err)
+		}
+	}
+	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {
+		return bad("--advertise %q is not an IP address", c.Advertise)
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number in [0, 65535]", port)
+	}
+	return host, p, nil
+}

@@ -1,0 +1,266 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/discluster/discluster/shard"
+	"github.com/discluster/discluster/shard/gatewaytest"
+	"github.com/discluster/discluster/transport"
+)
+
+const testToken = "node-test-token-0123456789"
+
+// testWriter sends log lines to t.Log, so they show only with a failure or -v.
+type testWriter struct {
+	t    testing.TB
+	mu   *sync.Mutex
+	done *bool
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(string(p[:len(p)-1]))
+	}
+	return len(p), nil
+}
+
+// events records every delivery of every node: which seqs of which session arrived,
+// and how often.
+type events struct {
+	mu   sync.Mutex
+	seen map[string]map[int64]int // session → seq → deliveries
+	by   map[string]int           // session → shard
+}
+
+func newEvents() *events {
+	return &events{seen: make(map[string]map[int64]int), by: make(map[string]int)}
+}
+
+func (e *events) Deliver(d Delivery) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.seen[d.Event.SessionID]
+	if m == nil {
+		m = make(map[int64]int)
+		e.seen[d.Event.SessionID] = m
+	}
+	m[d.Event.Seq]++
+	e.by[d.Event.SessionID] = d.Event.ShardID
+	return nil
+}
+
+// check compares the deliveries with what the fake sent: every seq of every session
+// delivered at least once (up to what the owner had accepted), and, when exactlyOnce,
+// none twice. It returns the number of duplicates.
+func (e *events) check(t *testing.T, st gatewaytest.Stats, exactlyOnce bool) int {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dups := 0
+	for sid, ss := range st.Sessions {
+		got := e.seen[sid]
+		var max int64
+		for s := range got {
+			max = Max(max, s)
+		}
+		// Every seq up to the highest delivered one must have been delivered: a gap
+		// is a lost event.
+		for s := ss.FirstSeq; s <= max; s++ {
+			switch n := got[s]; {
+			case n == 0:
+				t.Errorf("session %s (shard %d): seq %d lost (delivered up to %d)", sid, ss.ShardID, s, max)
+			case n > 1:
+				dups += n - 1
+				if exactlyOnce {
+					t.Errorf("session %s (shard %d): seq %d delivered %d times", sid, ss.ShardID, s, n)
+				}
+			}
+		}
+	}
+	return dups
+}
+
+func Max(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+type testCluster struct {
+	t      *testing.T
+	fake   *gatewaytest.Server
+	events *events
+	nodes  []*testNode
+	shards int
+	logMu  sync.Mutex
+	done   bool
+}
+
+type testNode struct {
+	*Node
+	cfg    Config
+	filter *transport.Filter
+}
+
+func newTestCluster(t *testing.T, shards int, opts gatewaytest.Options) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, events: newEvents(), shards: shards}
+	opts.Token = testToken
+	opts.Shards = shards
+	if opts.IdentifyWindow == 0 {
+		opts.IdentifyWindow = 100 * time.Millisecond
+	}
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = time.Second
+	}
+	if opts.EventRate == 0 {
+		opts.EventRate = 20
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("who", "fake")
+	fake, err := gatewaytest.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fake = fake
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.Kill()
+		}
+		fake.Close()
+		c.logMu.Lock()
+		c.done = true
+		c.logMu.Unlock()
+	})
+	return c
+}
+
+// config is a node's configuration on loopback with fast timers.
+func (c *testCluster) config(name string, expect int) Config {
+	return Config{
+		Name: name, DataDir: c.t.TempDir(),
+		GossipAddr: "127.0.0.1:0", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		BootstrapExpect: expect, Weight: 1,
+		Shards: c.shards, MaxConcurrency: 1, IdentifyWindow: 100 * time.Millisecond,
+		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 1500 * time.Millisecond,
+		Token: shard.Token(testToken), APIBase: c.fake.APIURL(),
+		Sink: c.events, Timing: FastTiming(),
+		Logger: slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+}
+
+// start starts a node; join names the nodes whose gossip address it joins.
+func (c *testCluster) start(cfg Config, join ...*testNode) *testNode {
+	c.t.Helper()
+	for _, j := range join {
+		cfg.Join = append(cfg.Join, j.GossipAddr())
+	}
+	if cfg.Filter == nil {
+		cfg.Filter = transport.NewFilter()
+	}
+	n, err := Start(cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", cfg.Name, err)
+	}
+	tn := &testNode{Node: n, cfg: cfg, filter: cfg.Filter}
+	c.nodes = append(c.nodes, tn)
+	return tn
+}
+
+// startN starts n nodes with bootstrap-expect n, each joining the first.
+func (c *testCluster) startN(n int) []*testNode {
+	var out []*testNode
+	for i := range n {
+		cfg := c.config(fmt.Sprintf("node%d", i+1), n)
+		if i == 0 {
+			out = append(out, c.start(cfg))
+		} else {
+			out = append(out, c.start(cfg, out[0]))
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("after %v, still not %s: %v", d, what, err)
+}
+
+// allReady waits until every shard has exactly one live connection at the fake and
+// its owner reports it ready, and returns the shards per node.
+func (c *testCluster) allReady(d time.Duration, via *testNode) map[string]int {
+	c.t.Helper()
+	var per map[string]int
+	waitFor(c.t, d, "every shard ready", func() error {
+		st := c.fake.Stats()
+		for id := range c.shards {
+			if l := st.Shards[id].Live; l != 1 {
+				return fmt.Errorf("shard %d has %d live connections", id, l)
+			}
+		}
+		s := via.Status(context.Background())
+		per = map[string]int{}
+		for _, sh := range s.Shards {
+			if sh.State != "ready" || sh.Phase != "assigned" {
+				return fmt.Errorf("shard %d on %q is %s (%s)", sh.Shard, sh.Node, sh.State, sh.Phase)
+			}
+			per[sh.Node]++
+		}
+		return nil
+	})
+	return per
+}
+
+// balanced reports an error unless the counts are within one of each other over the
+// given nodes.
+func balanced(per map[string]int, nodes ...*testNode) error {
+	var counts []int
+	for _, n := range nodes {
+		counts = append(counts, per[n.Name()])
+	}
+	if slices.Max(counts)-slices.Min(counts) > 1 {
+		return fmt.Errorf("shards per node %v: not within ±1", per)
+	}
+	return nil
+}
+
+func (c *testCluster) leader() *testNode {
+	for _, n := range c.nodes {
+		if n.ctx.Err() == nil && n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func (c *testCluster) waitLeader(d time.Duration, among ...*testNode) *testNode {
+	c.t.Helper()
+	var l *testNode
+	waitFor(c.t, d, "a leader", func() error {
+		for _, n := range among {
+			if n.IsLeader() {
+				l = n
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader among %d nodes", len(among))
+	})
+	return l
+}

@@ -1,0 +1,647 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/discluster/discluster/balancer"
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/shard"
+	"github.com/discluster/discluster/transport"
+)
+
+// leaderState is what only the leader keeps, in memory: it is rebuilt, with a grace
+// of one lease, by every new leader.
+type leaderState struct {
+	ctx         context.Context
+	established time.Time
+
+	mu        sync.Mutex
+	gate      *shard.LocalGate
+	lastRenew map[string]time.Time // lease grants, by node
+	failedAt  map[string]time.Time // when this leader marked a node failed
+	refused   map[string]bool      // the node's cluster port refused a connection: the process is gone
+	budget    Budget
+	lowLogged time.Time
+	configErr string
+}
+
+// Budget is the cluster's daily session start budget, as the leader tracks it.
+type Budget struct {
+	Known     bool      `json:"known"`
+	Total     int       `json:"total"`
+	Remaining int       `json:"remaining"` // as Discord said at FetchedAt, minus the starts granted since
+	Reserve   int       `json:"reserve"`
+	ResetsAt  time.Time `json:"resets_at,omitzero"`
+	FetchedAt time.Time `json:"fetched_at,omitzero"`
+	Low       bool      `json:"low"`
+	Note      string    `json:"note,omitempty"`
+}
+
+// monitorLeadership runs the leader loop while this node leads. It reads raft's
+// NotifyCh, which is ordered and reliable, and waits for one loop to end before it
+// starts the next.
+func (n *Node) monitorLeadership(notify <-chan bool) {
+	var running *leaderRun
+	for {
+		select {
+		case leading := <-notify:
+			switch {
+			case leading && running == nil:
+				running = n.startLeaderLoop()
+			case !leading && running != nil:
+				n.log.Info("lost leadership")
+				running.stop()
+				running = nil
+			}
+		case <-n.ctx.Done():
+			if running != nil {
+				running.stop()
+			}
+			return
+		}
+	}
+}
+
+// leaderRun is one leader loop in progress.
+type leaderRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *leaderRun) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func (n *Node) startLeaderLoop() *leaderRun {
+	ctx, cancel := context.WithCancel(n.ctx)
+	r := &leaderRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		n.leaderLoop(ctx)
+	}()
+	return r
+}
+
+func (n *Node) leaderLoop(ctx context.Context) {
+	for {
+		if err := n.raft.Barrier(10 * time.Second).Error(); err == nil {
+			break
+		} else if !sleepCtx(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+	ls := &leaderState{
+		ctx: ctx, established: time.Now(),
+		lastRenew: make(map[string]time.Time), failedAt: make(map[string]time.Time), refused: make(map[string]bool),
+	}
+	n.leader.Store(ls)
+	defer n.leader.Store(nil)
+	n.log.Info("became leader", "term", n.raft.CurrentTerm(), "applied", n.raft.AppliedIndex(),
+		"grace", n.cfg.Lease)
+
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.refreshBudget(ctx, ls)
+	}()
+	tick := time.NewTicker(n.cfg.Timing.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		n.reconcile(ctx, ls)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.leaderPoke:
+		}
+	}
+}
+
+func (n *Node) pokeLeader() {
+	select {
+	case n.leaderPoke <- struct{}{}:
+	default:
+	}
+}
+
+// reconcile is one full pass: Raft configuration, the member table, failures, then
+// placement. Each step reads the state afresh; a step that fails is retried on the
+// next pass.
+func (n *Node) reconcile(ctx context.Context, ls *leaderState) {
+	if ctx.Err() != nil {
+		return
+	}
+	members := n.ourMembers()
+	n.reconcileRaft(members)
+	if err := n.ensureConfig(ctx, ls); err != nil {
+		ls.mu.Lock()
+		if ls.configErr != err.Error() {
+			n.log.Error("cannot set the shard configuration", "err", err)
+		}
+		ls.configErr = err.Error()
+		ls.mu.Unlock()
+		return
+	}
+	n.reconcileMembers(ctx, ls, members)
+	n.reconcileShards(ctx, ls)
+}
+
+// ourMembers is the gossip pool minus nodes of other clusters.
+func (n *Node) ourMembers() []serf.Member {
+	cluster := n.clusterID()
+	var out []serf.Member
+	for _, m := range n.serf.Members() {
+		if c := m.Tags[tagCluster]; c != "" && cluster != "" && c != cluster {
+			continue
+		}
+		if m.Tags[tagRPC] == "" {
+			continue // not a discluster agent
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// reconcileRaft adds alive members to the Raft configuration (voters up to --voters,
+// then non-voters), removes members that left or were reaped, and promotes a
+// non-voter when a voter is gone. Failed members stay: removing them would shrink
+// the quorum on a guess.
+func (n *Node) reconcileRaft(members []serf.Member) {
+	fut := n.raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return
+	}
+	servers := fut.Configuration().Servers
+	inRaft := make(map[raft.ServerID]raft.Server, len(servers))
+	voters := 0
+	for _, s := range servers {
+		inRaft[s.ID] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	status := make(map[string]serf.MemberStatus, len(members))
+	for _, m := range members {
+		status[m.Name] = m.Status
+	}
+	self := raft.ServerID(n.cfg.Name)
+	for _, m := range members {
+		id, addr := raft.ServerID(m.Name), raft.ServerAddress(m.Tags[tagRPC])
+		s, ok := inRaft[id]
+		switch {
+		case m.Status == serf.StatusAlive && !ok:
+			var f raft.IndexFuture
+			if voters < n.cfg.Voters {
+				f = n.raft.AddVoter(id, addr, 0, 10*time.Second)
+				voters++
+			} else {
+				f = n.raft.AddNonvoter(id, addr, 0, 10*time.Second)
+			}
+			if err := f.Error(); err != nil {
+				n.log.Warn("cannot add node to raft", "node", m.Name, "err", err)
+				return
+			}
+			n.log.Info("added node to raft", "node", m.Name, "addr", addr, "voter", voters <= n.cfg.Voters)
+		case m.Status == serf.StatusAlive && s.Address != addr && id != self:
+			// The node came back at another address: Raft must forget the old one.
+			if err := n.raft.RemoveServer(id, 0, 10*time.Second).Error(); err != nil {
+				return
+			}
+			n.log.Info("node moved; re-adding it to raft", "node", m.Name, "from", s.Address, "to", addr)
+			return // the next pass adds it at the new address
+		case m.Status == serf.StatusLeft && ok && id != self:
+			if err := n.raft.RemoveServer(id, 0, 10*time.Second).Error(); err != nil {
+				return
+			}
+			if s.Suffrage == raft.Voter {
+				voters--
+			}
+			n.log.Info("removed node from raft: it left", "node", m.Name)
+		}
+	}
+	for _, s := range servers {
+		if _, known := status[string(s.ID)]; !known && s.ID != self {
+			// Reaped by gossip: gone for longer than --reap-after.
+			if err := n.raft.RemoveServer(s.ID, 0, 10*time.Second).Error(); err == nil {
+				n.log.Info("removed node from raft: forgotten by gossip", "node", s.ID)
+				if s.Suffrage == raft.Voter {
+					voters--
+				}
+			}
+		}
+	}
+	for _, s := range servers {
+		if voters >= n.cfg.Voters {
+			break
+		}
+		if s.Suffrage == raft.Nonvoter && status[string(s.ID)] == serf.StatusAlive {
+			if err := n.raft.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err == nil {
+				voters++
+				n.log.Info("promoted node to voter", "node", s.ID)
+			}
+		}
+	}
+}
+
+// ensureConfig writes the shard configuration once: from the flags, or from Discord.
+func (n *Node) ensureConfig(ctx context.Context, ls *leaderState) error {
+	cur := n.fsm.Config()
+	if cur.TotalShards != 0 {
+		if n.cfg.Shards != 0 && n.cfg.Shards != cur.TotalShards {
+			ls.mu.Lock()
+			if ls.configErr == "" {
+				n.log.Warn("ignoring --shards: the cluster already runs another count (resharding is not supported yet)",
+					"flag", n.cfg.Shards, "cluster", cur.TotalShards)
+				ls.configErr = "shards mismatch"
+			}
+			ls.mu.Unlock()
+		}
+		n.ensureGate(ls, cur)
+		return nil
+	}
+	c := fsm.Config{
+		TotalShards: n.cfg.Shards, MaxConcurrency: n.cfg.MaxConcurrency, ShardsPerCluster: n.cfg.ShardsPerCluster,
+		IdentifyWindow: n.cfg.IdentifyWindow, Lease: n.cfg.Lease, CheckpointInterval: n.cfg.CheckpointInterval,
+	}
+	if c.TotalShards == 0 || c.MaxConcurrency == 0 {
+		gb, err := n.gatewayBot(ctx)
+		switch {
+		case err != nil && c.TotalShards == 0:
+			return fmt.Errorf("--shards auto needs GET /gateway/bot: %w", err)
+		case err != nil:
+			n.log.Warn("cannot ask Discord for max_concurrency; using 1", "err", err)
+			c.MaxConcurrency = 1
+		default:
+			if c.TotalShards == 0 {
+				c.TotalShards = gb.Shards
+			}
+			if c.MaxConcurrency == 0 {
+				c.MaxConcurrency = gb.SessionStartLimit.MaxConcurrency
+			}
+		}
+	}
+	if _, err := n.applyLocal(fsm.SetConfig{Config: c}); err != nil {
+		return err
+	}
+	n.log.Info("shard configuration set", "shards", c.TotalShards, "max_concurrency", c.MaxConcurrency,
+		"identify_window", c.IdentifyWindow)
+	n.ensureGate(ls, c)
+	return nil
+}
+
+// ensureGate makes the cluster-wide identify gate once the configuration is known. A
+// new leader's gate holds its first grants for one window: it cannot know when the
+// previous leader last granted.
+func (n *Node) ensureGate(ls *leaderState, c fsm.Config) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.gate != nil {
+		return
+	}
+	g, err := shard.NewLocalGate(c.MaxConcurrency, c.IdentifyWindow)
+	if err != nil {
+		n.log.Error("identify gate", "err", err)
+		return
+	}
+	g.HoldUntil(ls.established.Add(c.IdentifyWindow))
+	ls.gate = g
+}
+
+func (n *Node) gatewayBot(ctx context.Context) (shard.GatewayBot, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return shard.FetchGatewayBot(ctx, nil, n.cfg.APIBase, n.cfg.Token)
+}
+
+// refreshBudget keeps the session start budget from Discord, whose count is the
+// truth: a new leader asks at once, then every minute.
+func (n *Node) refreshBudget(ctx context.Context, ls *leaderState) {
+	for {
+		gb, err := n.gatewayBot(ctx)
+		ls.mu.Lock()
+		if err != nil {
+			ls.budget.Note = "cannot read session_start_limit: " + err.Error()
+		} else {
+			l := gb.SessionStartLimit
+			reserve := n.cfg.SessionReserve
+			if reserve == 0 {
+				reserve = max(10, l.Total/20)
+			}
+			ls.budget = Budget{Known: true, Total: l.Total, Remaining: l.Remaining, Reserve: reserve,
+				ResetsAt: time.Now().Add(l.ResetIn()), FetchedAt: time.Now()}
+			ls.budget.Low = ls.budget.Remaining <= 2*reserve
+		}
+		ls.mu.Unlock()
+		if !sleepCtx(ctx, time.Minute) {
+			return
+		}
+	}
+}
+
+// grantIdentify is the leader's side of the identify gate: the session start budget
+// first, then one grant per bucket per window for the whole cluster.
+func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) error {
+	ls := n.leader.Load()
+	if ls == nil {
+		return ErrNotLeader
+	}
+	ls.mu.Lock()
+	g, b := ls.gate, &ls.budget
+	if g == nil {
+		ls.mu.Unlock()
+		return fmt.Errorf("%w: no shard configuration yet", ErrNotLeader)
+	}
+	if b.Known && time.Now().Before(b.ResetsAt) && b.Remaining <= b.Reserve {
+		msg := fmt.Sprintf(": %d of %d daily session starts left, reserve %d, resets at %s; shards wait rather than risk a token reset",
+			b.Remaining, b.Total, b.Reserve, b.ResetsAt.Format(time.RFC3339))
+		if time.Since(ls.lowLogged) > time.Minute {
+			n.log.Error("SESSION START BUDGET EXHAUSTED: identifies stopped", "remaining", b.Remaining, "reserve", b.Reserve, "resets_at", b.ResetsAt)
+			ls.lowLogged = time.Now()
+		}
+		ls.mu.Unlock()
+		return fmt.Errorf("%w%s", ErrBudgetLow, msg)
+	}
+	ls.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ls.ctx, cancel)
+	defer stop()
+	if err := g.Wait(ctx, shardID); err != nil {
+		if ls.ctx.Err() != nil {
+			return ErrNotLeader
+		}
+		return err
+	}
+	ls.mu.Lock()
+	if b.Known {
+		b.Remaining--
+		if !b.Low && b.Remaining <= 2*b.Reserve {
+			b.Low = true
+			n.log.Warn("session start budget running low", "remaining", b.Remaining, "total", b.Total, "reserve", b.Reserve, "resets_at", b.ResetsAt)
+		}
+	}
+	ls.mu.Unlock()
+	n.log.Debug("identify granted", "node", node, "shard", shardID)
+	return nil
+}
+
+// grantLease renews node's lease. A node marked failed gets none: the leader is
+// waiting for its last lease to run out before giving its shards away.
+func (n *Node) grantLease(node string) (uint64, error) {
+	ls := n.leader.Load()
+	if ls == nil || n.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	if m, ok := n.fsm.Member(node); ok && m.State == fsm.Failed {
+		return 0, fmt.Errorf("%w: %s is marked failed; its shards are moving to other nodes", ErrLeaseRefused, node)
+	}
+	ls.mu.Lock()
+	ls.lastRenew[node] = time.Now()
+	ls.mu.Unlock()
+	return n.raft.AppliedIndex(), nil
+}
+
+// reconcileMembers brings the member table in line with gossip and the leases.
+func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []serf.Member) {
+	now := time.Now()
+	graceOver := now.After(ls.established.Add(n.cfg.Lease))
+	known := make(map[string]fsm.Member)
+	for _, m := range n.fsm.Members() {
+		known[m.ID] = m
+	}
+	holds := func(id string) int { return len(n.fsm.ShardsOf(id)) }
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		seen[m.Name] = true
+		want := memberFromGossip(m)
+		cur, ok := known[m.Name]
+		switch m.Status {
+		case serf.StatusAlive:
+			switch {
+			case !ok:
+				want.State, want.Since = fsm.Alive, now.UnixNano()
+				n.upsert(want, "node joined")
+			case (cur.State == fsm.Failed || cur.State == fsm.Left) && holds(m.Name) == 0:
+				want.State, want.Since = fsm.Alive, now.UnixNano()
+				n.upsert(want, "node is back")
+				ls.mu.Lock()
+				delete(ls.failedAt, m.Name)
+				delete(ls.refused, m.Name)
+				ls.lastRenew[m.Name] = now
+				ls.mu.Unlock()
+			case cur.State != fsm.Failed && cur.State != fsm.Left && sameExceptState(cur, want) == false:
+				want.State, want.Since = cur.State, cur.Since
+				n.upsert(want, "node updated")
+			}
+			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && graceOver && m.Name != n.cfg.Name {
+				ls.mu.Lock()
+				last, renewed := ls.lastRenew[m.Name]
+				ls.mu.Unlock()
+				if !renewed {
+					last = ls.established
+				}
+				if silent := now.Sub(last); silent > n.cfg.Lease {
+					n.fail(ctx, ls, m.Name, fmt.Sprintf("no lease renewal for %v (gossip still sees it: a partial partition, or a stuck process)", silent.Round(time.Millisecond)))
+				}
+			}
+		case serf.StatusFailed:
+			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && graceOver {
+				n.fail(ctx, ls, m.Name, "gossip declared it dead")
+			}
+		case serf.StatusLeft, serf.StatusLeaving:
+			if ok && m.Status == serf.StatusLeft {
+				n.forget(ctx, ls, cur, holds(m.Name), graceOver, "it left")
+			}
+		}
+	}
+	for id, cur := range known {
+		if !seen[id] && id != n.cfg.Name {
+			n.forget(ctx, ls, cur, holds(id), graceOver, "gossip no longer knows it")
+		}
+	}
+}
+
+func (n *Node) forget(ctx context.Context, ls *leaderState, m fsm.Member, holds int, graceOver bool, why string) {
+	switch {
+	case holds == 0:
+		if _, err := n.applyLocal(fsm.RemoveMember{ID: m.ID}); err == nil {
+			n.log.Info("removed member", "node", m.ID, "why", why)
+		}
+	case (m.State == fsm.Alive || m.State == fsm.Draining) && graceOver:
+		n.fail(ctx, ls, m.ID, why+" while holding shards")
+	}
+}
+
+func memberFromGossip(m serf.Member) fsm.Member {
+	w, _ := strconv.Atoi(m.Tags[tagWeight])
+	return fsm.Member{
+		ID: m.Name, RaftAddr: m.Tags[tagRPC], HTTPAddr: m.Tags[tagHTTP],
+		GossipAddr: fmt.Sprintf("%s:%d", m.Addr, m.Port), Weight: w,
+	}
+}
+
+func sameExceptState(a, b fsm.Member) bool {
+	return a.ID == b.ID && a.RaftAddr == b.RaftAddr && a.HTTPAddr == b.HTTPAddr && a.GossipAddr == b.GossipAddr && a.Weight == b.Weight
+}
+
+func (n *Node) upsert(m fsm.Member, why string) {
+	if _, err := n.applyLocal(fsm.UpsertMember{Member: m}); err != nil {
+		n.log.Warn("cannot record member", "node", m.ID, "err", err)
+		return
+	}
+	n.log.Info(why, "node", m.ID, "state", m.State, "weight", m.Weight)
+}
+
+// fail marks a node failed and revokes its shards. From then on it gets no lease, so
+// once its last lease has run out (or at once, when its cluster port refuses
+// connections) the shards can go elsewhere.
+func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
+	if _, err := n.applyLocal(fsm.MarkFailed{ID: id, At: time.Now().UnixNano()}); err != nil {
+		n.log.Warn("cannot mark node failed", "node", id, "err", err)
+		return
+	}
+	ls.mu.Lock()
+	ls.failedAt[id] = time.Now()
+	ls.mu.Unlock()
+	var moves []fsm.RevokeMove
+	for _, a := range n.fsm.ShardsOf(id) {
+		if a.Phase == fsm.Assigned {
+			moves = append(moves, fsm.RevokeMove{Shard: a.Shard, ExpectNode: a.Node, ExpectEpoch: a.Epoch})
+		}
+	}
+	n.log.Warn("node failed", "node", id, "why", why, "shards", len(n.fsm.ShardsOf(id)),
+		"reassign_after", n.cfg.Lease)
+	if len(moves) > 0 {
+		if _, err := n.applyLocal(fsm.Revoke{Moves: moves}); err != nil {
+			n.log.Warn("cannot revoke shards of failed node", "node", id, "err", err)
+		}
+	}
+	if m, ok := n.fsm.Member(id); ok && m.RaftAddr != "" {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if n.processGone(m.RaftAddr) {
+				ls.mu.Lock()
+				ls.refused[id] = true
+				ls.mu.Unlock()
+				n.log.Info("failed node's cluster port refuses connections: its process is gone, no lease wait", "node", id)
+				n.pokeLeader()
+			}
+		}()
+	}
+}
+
+// processGone reports whether addr's machine answers but nothing listens on the port:
+// the process died, and its websockets with it.
+func (n *Node) processGone(addr string) bool {
+	c, err := n.mux.Dial(addr, transport.ProtoRPC, time.Second)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// fenced reports whether a failed owner can no longer be running its shards: its
+// process is gone, or its last lease has run out.
+func (ls *leaderState) fenced(owner string, lease time.Duration) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.refused[owner] {
+		return true
+	}
+	since, ok := ls.failedAt[owner]
+	if !ok {
+		since = ls.established // failed under an earlier leader: wait out the grace
+	}
+	// A tenth of the lease covers clock rate differences and the grant's flight time.
+	return time.Since(since) > lease+lease/10
+}
+
+// reconcileShards applies the balancer's plan: revocations for shards to evacuate or
+// rebalance, assignments for unassigned shards and for fenced shards of failed nodes.
+func (n *Node) reconcileShards(ctx context.Context, ls *leaderState) {
+	cfg := n.fsm.Config()
+	members := n.fsm.Members()
+	state := make(map[string]fsm.MemberState, len(members))
+	in := balancer.Input{TotalShards: cfg.TotalShards, MaxMoves: n.cfg.MaxMoves}
+	for _, m := range members {
+		state[m.ID] = m.State
+		in.Members = append(in.Members, balancer.Member{ID: m.ID, Weight: m.Weight, State: balancer.MemberState(m.State)})
+	}
+	forced := make(map[int]fsm.Assignment)
+	for _, a := range n.fsm.Assignments() {
+		st, ok := state[a.Node]
+		if a.Phase == fsm.Revoking && (!ok || st == fsm.Failed || st == fsm.Left) && ls.fenced(a.Node, n.cfg.Lease) {
+			forced[a.Shard] = a // placed as if unassigned, but the move names its old owner
+			continue
+		}
+		in.Assignments = append(in.Assignments, balancer.Assignment{Shard: a.Shard, Node: a.Node, Epoch: a.Epoch, Phase: balancer.Phase(a.Phase)})
+	}
+	plan, err := balancer.Compute(in)
+	if err != nil {
+		n.log.Error("balancer refused the state", "err", err)
+		return
+	}
+	var revoke fsm.Revoke
+	var assign fsm.Assign
+	for _, mv := range plan.Moves {
+		switch mv.Reason {
+		case balancer.Place:
+			m := fsm.AssignMove{Shard: mv.Shard, To: mv.To}
+			if a, ok := forced[mv.Shard]; ok {
+				m.ExpectNode, m.ExpectEpoch = a.Node, a.Epoch
+			}
+			assign.Moves = append(assign.Moves, m)
+		default:
+			revoke.Moves = append(revoke.Moves, fsm.RevokeMove{Shard: mv.Shard, ExpectNode: mv.From, ExpectEpoch: mv.FromEpoch})
+		}
+	}
+	if len(revoke.Moves) > 0 {
+		if res, err := n.applyLocal(revoke); err == nil {
+			n.log.Info("revoking shards", "count", res.Applied, "shards", foldMoves(len(revoke.Moves), func(i int) int { return revoke.Moves[i].Shard }), "plan", plan.Reason)
+		}
+	}
+	if len(assign.Moves) > 0 {
+		res, err := n.applyLocal(assign)
+		if err == nil {
+			failover := 0
+			for _, m := range assign.Moves {
+				if m.ExpectNode != "" {
+					failover++
+				}
+			}
+			n.log.Info("assigned shards", "count", res.Applied, "from_failed_nodes", failover,
+				"shards", foldMoves(len(assign.Moves), func(i int) int { return assign.Moves[i].Shard }), "plan", plan.Reason)
+		}
+	}
+}
+
+func foldMoves(k int, shard func(i int) int) string {
+	ids := make([]int, k)
+	for i := range ids {
+		ids[i] = shard(i)
+	}
+	return FoldRanges(ids)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,208 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/rpc"
+	"sync"
+	"time"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/shard"
+	"github.com/discluster/discluster/transport"
+)
+
+// The node-to-node RPCs, served on the cluster port (net/rpc, gob-encoded). Writes go
+// to the leader: any node accepts them and forwards them there.
+
+// ApplyArgs carries one encoded fsm command to the leader.
+type ApplyArgs struct{ Command []byte }
+
+// ApplyReply is the command's outcome.
+type ApplyReply struct {
+	Index   uint64
+	Applied int
+	Stale   []fsm.Stale
+}
+
+// RenewArgs asks the leader to renew a node's lease.
+type RenewArgs struct{ Node string }
+
+// RenewReply grants the lease. The node counts it only once its state machine has
+// applied Index, so that it has seen every move the leader had made by then.
+type RenewReply struct{ Index uint64 }
+
+// IdentifyArgs asks the leader for a turn to IDENTIFY shard Shard.
+type IdentifyArgs struct {
+	Node  string
+	Shard int
+}
+
+// IdentifyReply grants it.
+type IdentifyReply struct{}
+
+// ShardsArgs asks a node what its shards are doing.
+type ShardsArgs struct{}
+
+// ShardsReply is a node's local view, for status.
+type ShardsReply struct {
+	Shards []LocalShard
+	Budget *Budget // from the leader only
+	Lease  LeaseStatus
+}
+
+// LocalShard is a shard as its node runs it.
+type LocalShard struct {
+	Info    shard.Info
+	Cluster int
+	Epoch   uint64
+}
+
+// rpcService is what the RPC server exposes as "Node".
+type rpcService struct{ n *Node }
+
+// rpcTimeout bounds every RPC but the identify wait.
+const rpcTimeout = 5 * time.Second
+
+func (s *rpcService) Apply(args *ApplyArgs, reply *ApplyReply) error {
+	cmd, err := fsm.Decode(args.Command)
+	if err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	res, err := s.n.applyLocal(cmd)
+	if err != nil {
+		return err
+	}
+	*reply = ApplyReply{Index: res.Index, Applied: res.Applied, Stale: res.Stale}
+	return nil
+}
+
+func (s *rpcService) Renew(args *RenewArgs, reply *RenewReply) error {
+	idx, err := s.n.grantLease(args.Node)
+	reply.Index = idx
+	return err
+}
+
+func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
+	ctx, cancel := context.WithTimeout(s.n.ctx, identifyRPCTimeout)
+	defer cancel()
+	return s.n.grantIdentify(ctx, args.Node, args.Shard)
+}
+
+func (s *rpcService) Shards(args *ShardsArgs, reply *ShardsReply) error {
+	*reply = s.n.localShards()
+	return nil
+}
+
+// identifyRPCTimeout bounds one identify wait at the leader; the node asks again.
+const identifyRPCTimeout = 30 * time.Second
+
+// serveRPC serves the RPC listener until it closes.
+func (n *Node) serveRPC(ln net.Listener) {
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Node", &rpcService{n: n}); err != nil {
+		panic(err) // the method set is fixed at compile time
+	}
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			// Peers keep their connections open; shutdown must not wait for them.
+			stop := context.AfterFunc(n.ctx, func() { conn.Close() })
+			defer stop()
+			srv.ServeConn(conn)
+		}()
+	}
+}
+
+// peers keeps one RPC client per node address.
+type peers struct {
+	mux *transport.Mux
+	mu  sync.Mutex
+	m   map[string]*rpc.Client
+}
+
+func newPeers(mux *transport.Mux) *peers {
+	return &peers{mux: mux, m: make(map[string]*rpc.Client)}
+}
+
+func (p *peers) client(addr string) (*rpc.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.m[addr]; ok {
+		return c, nil
+	}
+	conn, err := p.mux.Dial(addr, transport.ProtoRPC, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := rpc.NewClient(conn)
+	p.m[addr] = c
+	return c, nil
+}
+
+func (p *peers) drop(addr string, c *rpc.Client) {
+	p.mu.Lock()
+	if p.m[addr] == c {
+		delete(p.m, addr)
+	}
+	p.mu.Unlock()
+	c.Close()
+}
+
+// call runs one RPC on the node at addr, until ctx ends.
+func (p *peers) call(ctx context.Context, addr, method string, args, reply any) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	call := c.Go("Node."+method, args, reply, make(chan *rpc.Call, 1))
+	select {
+	case <-call.Done:
+		var se rpc.ServerError
+		if call.Error != nil && !errors.As(call.Error, &se) {
+			p.drop(addr, c) // the connection broke; dial afresh next time
+		}
+		if errors.As(call.Error, &se) {
+			return remoteError(se)
+		}
+		return call.Error
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, c := range p.m {
+		c.Close()
+		delete(p.m, addr)
+	}
+}
+
+// remoteError turns a server's error text back into the sentinel errors callers
+// branch on; net/rpc carries only the text.
+func remoteError(se error) error {
+	msg := se.Error()
+	for _, e := range []error{ErrNotLeader, ErrLeaseRefused, ErrBudgetLow} {
+		if len(msg) >= len(e.Error()) && msg[:len(e.Error())] == e.Error() {
+			return fmt.Errorf("%w%s", e, msg[len(e.Error()):])
+		}
+	}
+	return errors.New(msg)
+}
+
+// Errors of the leader's services.
+var (
+	ErrNotLeader    = errors.New("not the leader")
+	ErrNoLeader     = errors.New("no leader")
+	ErrLeaseRefused = errors.New("lease refused")
+	ErrBudgetLow    = errors.New("session start budget low")
+)

@@ -1,0 +1,428 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/shard"
+)
+
+// supervisor runs this node's shards as the state machine assigns them: it starts
+// assigned shards while the lease holds (RESUME when a resume state exists), stops
+// and releases revoked ones, suspends all of them when the lease is lost, and
+// checkpoints their positions.
+type supervisor struct {
+	n      *Node
+	pokeCh chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	reqs   chan func() // work that must run on the run goroutine
+	done   chan struct{}
+	halted bool // after stopAll: start nothing more
+
+	// Only the run goroutine touches these, but for clusters, which it writes under mu
+	// so that status can read it.
+	clusters   map[int]*shard.Cluster
+	running    map[int]uint64         // shard → the epoch it runs under
+	suspended  map[int]suspendedShard // stopped here while still assigned here
+	releases   map[int]fsm.Release    // waiting to be written
+	checkpoint map[int]fsm.ResumeData // last written, by shard
+	gatewayURL string
+
+	mu        sync.Mutex
+	handled   map[int]position // the last event each shard delivered to the sink
+	clusterOf map[int]int
+	started   map[int]time.Time // when a shard was started here, for the failover log
+	gate      *remoteGate
+}
+
+type position struct {
+	session string
+	seq     int64
+}
+
+type suspendedShard struct {
+	epoch uint64
+	state shard.ResumeState
+}
+
+func newSupervisor(n *Node) *supervisor {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &supervisor{
+		n: n, pokeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		reqs: make(chan func()), done: make(chan struct{}),
+		clusters: make(map[int]*shard.Cluster), running: make(map[int]uint64),
+		suspended: make(map[int]suspendedShard), releases: make(map[int]fsm.Release),
+		checkpoint: make(map[int]fsm.ResumeData), handled: make(map[int]position),
+		clusterOf: make(map[int]int), started: make(map[int]time.Time),
+		gate: &remoteGate{n: n},
+	}
+}
+
+func (s *supervisor) poke() {
+	select {
+	case s.pokeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *supervisor) run() {
+	defer close(s.done)
+	tick := time.NewTicker(s.n.cfg.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		if !s.halted {
+			s.pass()
+		}
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case f := <-s.reqs:
+			f()
+		case <-s.pokeCh:
+		case <-tick.C:
+			s.writeCheckpoint()
+		}
+	}
+}
+
+// pass brings the shards running here in line with the state machine and the lease.
+func (s *supervisor) pass() {
+	n := s.n
+	leaseOK := n.lease.valid(time.Now())
+	want := make(map[int]fsm.Assignment)
+	for _, a := range n.fsm.ShardsOf(n.cfg.Name) {
+		want[a.Shard] = a
+	}
+	type stop struct {
+		id      int
+		epoch   uint64
+		release bool
+	}
+	var stops []stop
+	for id, epoch := range s.running {
+		a, ok := want[id]
+		switch {
+		case !ok || a.Epoch != epoch:
+			n.log.Warn("shard moved away while running here; stopping it", "shard", id)
+			stops = append(stops, stop{id: id, epoch: epoch})
+		case a.Phase == fsm.Revoking:
+			stops = append(stops, stop{id: id, epoch: epoch, release: true})
+		case !leaseOK:
+			stops = append(stops, stop{id: id, epoch: epoch})
+		}
+	}
+	if len(stops) > 0 {
+		var wg sync.WaitGroup
+		finals := make([]shard.ResumeState, len(stops))
+		for i, st := range stops {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				finals[i] = s.stopShard(st.id)
+			}()
+		}
+		wg.Wait()
+		for i, st := range stops {
+			delete(s.running, st.id)
+			if a, ok := want[st.id]; ok && a.Epoch == st.epoch {
+				s.suspended[st.id] = suspendedShard{epoch: st.epoch, state: finals[i]}
+			}
+		}
+		if !leaseOK {
+			n.log.Warn("lease lost: shards suspended", "count", len(stops), "why", n.lease.status().Reason)
+		}
+	}
+	// Revoked shards not running here (suspended, or never started) are released too,
+	// with the best state known: our own final one, else the last checkpoint.
+	for id, a := range want {
+		if a.Phase != fsm.Revoking {
+			continue
+		}
+		if _, pending := s.releases[id]; pending {
+			continue
+		}
+		rd := fsm.ResumeData{}
+		if sp, ok := s.suspended[id]; ok && sp.epoch == a.Epoch {
+			rd = fsm.ResumeData{SessionID: sp.state.SessionID, Seq: sp.state.Seq, ResumeURL: sp.state.ResumeURL}
+		} else if r, ok := n.fsm.Resume(id); ok {
+			rd = fsm.ResumeData{SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL}
+		}
+		s.releases[id] = fsm.Release{Shard: id, Epoch: a.Epoch, Resume: rd}
+	}
+	for id, sp := range s.suspended {
+		if a, ok := want[id]; !ok || a.Epoch != sp.epoch {
+			delete(s.suspended, id)
+		}
+	}
+	if leaseOK {
+		for id, a := range want {
+			if _, ok := s.running[id]; ok || a.Phase != fsm.Assigned {
+				continue
+			}
+			if err := s.startShard(a); err != nil {
+				n.log.Error("cannot start shard", "shard", id, "err", err)
+				continue
+			}
+			s.running[id] = a.Epoch
+		}
+	}
+	s.writeReleases()
+}
+
+// startShard starts a shard in its local cluster, resuming when it can.
+func (s *supervisor) startShard(a fsm.Assignment) error {
+	n := s.n
+	if s.gatewayURL == "" {
+		s.gatewayURL = n.cfg.GatewayURL
+		if s.gatewayURL == "" {
+			gb, err := n.gatewayBot(s.ctx)
+			if err != nil {
+				return fmt.Errorf("gateway url: %w", err)
+			}
+			s.gatewayURL = gb.URL
+		}
+	}
+	cfg := n.fsm.Config()
+	resume, from := shard.ResumeState{}, "identify"
+	if sp, ok := s.suspended[a.Shard]; ok && sp.epoch == a.Epoch && sp.state.Resumable() {
+		resume, from = sp.state, "own suspended state"
+	} else if r, ok := n.fsm.Resume(a.Shard); ok && r.SessionID != "" {
+		resume, from = shard.ResumeState{SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL}, "replicated state"
+	}
+	c, err := s.cluster(a.Shard / n.cfg.ShardsPerCluster)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.handled[a.Shard] = position{session: resume.SessionID, seq: resume.Seq}
+	s.clusterOf[a.Shard] = a.Shard / n.cfg.ShardsPerCluster
+	s.started[a.Shard] = time.Now()
+	s.mu.Unlock()
+	err = c.Add(shard.Config{
+		Token: n.cfg.Token, ShardID: a.Shard, ShardCount: cfg.TotalShards, Intents: n.cfg.Intents,
+		GatewayURL: s.gatewayURL, APIBase: n.cfg.APIBase, Compression: n.cfg.Compression,
+		Resume: resume, Gate: s.gate, Logger: n.log.With("shard", a.Shard),
+	})
+	if err != nil {
+		return err
+	}
+	delete(s.suspended, a.Shard)
+	n.log.Info("shard starting", "shard", a.Shard, "epoch", a.Epoch, "from", from, "seq", resume.Seq)
+	return nil
+}
+
+func (s *supervisor) cluster(id int) (*shard.Cluster, error) {
+	if c, ok := s.clusters[id]; ok {
+		return c, nil
+	}
+	n := s.n
+	c, err := shard.NewCluster(shard.ClusterConfig{
+		ID: id, Logger: n.log,
+		Handler: func(ev shard.Event) { s.deliver(id, ev) },
+		Observe: s.observe,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.clusters[id] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// deliver hands one event to the sink, then records it as the shard's position: a
+// checkpoint never names an event the sink has not had.
+func (s *supervisor) deliver(cluster int, ev shard.Event) {
+	if sink := s.n.cfg.Sink; sink != nil {
+		if err := sink.Deliver(Delivery{Node: s.n.cfg.Name, Cluster: cluster, Event: ev}); err != nil {
+			s.n.log.Error("sink failed", "shard", ev.ShardID, "seq", ev.Seq, "err", err)
+		}
+	}
+	s.mu.Lock()
+	s.handled[ev.ShardID] = position{session: ev.SessionID, seq: ev.Seq}
+	s.mu.Unlock()
+}
+
+func (s *supervisor) observe(l shard.Lifecycle) {
+	switch l.Kind {
+	case shard.LifecycleReady, shard.LifecycleResumed:
+		s.mu.Lock()
+		started, ok := s.started[l.ShardID]
+		delete(s.started, l.ShardID)
+		s.mu.Unlock()
+		if ok {
+			s.n.log.Info("shard "+l.Kind.String(), "shard", l.ShardID, "took", time.Since(started).Round(time.Millisecond))
+		}
+	case shard.LifecycleInvalidated, shard.LifecycleFailed:
+		s.n.log.Warn("shard "+l.Kind.String(), "shard", l.ShardID, "reason", l.Reason)
+	}
+}
+
+// stopShard stops a shard with a resumable close once its queued events were
+// delivered, and returns its final state.
+func (s *supervisor) stopShard(id int) shard.ResumeState {
+	s.mu.Lock()
+	cid := s.clusterOf[id]
+	s.mu.Unlock()
+	c := s.clusters[cid]
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	rs, err := c.Remove(ctx, id)
+	if err != nil && !errors.Is(err, shard.ErrUnknownShard) {
+		s.n.log.Warn("shard stop", "shard", id, "err", err)
+	}
+	s.mu.Lock()
+	delete(s.handled, id)
+	delete(s.clusterOf, id)
+	s.mu.Unlock()
+	delete(s.checkpoint, id)
+	return rs
+}
+
+func (s *supervisor) writeReleases() {
+	if len(s.releases) == 0 {
+		return
+	}
+	cmd := fsm.Released{Node: s.n.cfg.Name, At: time.Now().UnixNano()}
+	for _, r := range s.releases {
+		cmd.Shards = append(cmd.Shards, r)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	res, err := s.n.write(ctx, cmd)
+	if err != nil {
+		s.n.log.Warn("cannot release shards yet; retrying", "count", len(cmd.Shards), "err", err)
+		return
+	}
+	ids := make([]int, 0, len(cmd.Shards))
+	for _, r := range cmd.Shards {
+		ids = append(ids, r.Shard)
+		delete(s.releases, r.Shard)
+		delete(s.suspended, r.Shard)
+	}
+	s.n.log.Info("released shards", "shards", FoldRanges(ids), "applied", res.Applied, "stale", len(res.Stale))
+}
+
+// writeCheckpoint writes the position of every shard that moved since the last
+// checkpoint, in one command, while the lease holds.
+func (s *supervisor) writeCheckpoint() {
+	if !s.n.lease.valid(time.Now()) || len(s.running) == 0 {
+		return
+	}
+	cmd := fsm.Checkpoint{Node: s.n.cfg.Name, At: time.Now().UnixNano()}
+	s.mu.Lock()
+	for id, epoch := range s.running {
+		p, ok := s.handled[id]
+		if !ok || p.session == "" {
+			continue
+		}
+		url := s.checkpoint[id].ResumeURL
+		if c := s.clusters[s.clusterOf[id]]; c != nil {
+			if rs, ok := c.ResumeState(id); ok && rs.SessionID == p.session {
+				url = rs.ResumeURL
+			}
+		}
+		rd := fsm.ResumeData{SessionID: p.session, Seq: p.seq, ResumeURL: url}
+		if s.checkpoint[id] == rd {
+			continue
+		}
+		cmd.Entries = append(cmd.Entries, fsm.CheckpointEntry{Shard: id, Epoch: epoch, Resume: rd})
+	}
+	s.mu.Unlock()
+	if len(cmd.Entries) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.n.cfg.CheckpointInterval*2)
+	defer cancel()
+	if _, err := s.n.write(ctx, cmd); err != nil {
+		s.n.log.Warn("checkpoint failed", "shards", len(cmd.Entries), "err", err)
+		return
+	}
+	for _, e := range cmd.Entries {
+		s.checkpoint[e.Shard] = e.Resume
+	}
+}
+
+// stopAll stops every shard with a resumable close and, when checkpoint is set,
+// writes their final positions: whoever runs them next resumes exactly there.
+func (s *supervisor) stopAll(ctx context.Context, checkpoint bool) error {
+	done := make(chan error, 1)
+	// The run goroutine owns the maps, so the work runs there.
+	f := func() {
+		s.halted = true
+		cmd := fsm.Checkpoint{Node: s.n.cfg.Name, At: time.Now().UnixNano()}
+		for id, epoch := range s.running {
+			rs := s.stopShard(id)
+			if rs.Resumable() {
+				cmd.Entries = append(cmd.Entries, fsm.CheckpointEntry{Shard: id, Epoch: epoch,
+					Resume: fsm.ResumeData{SessionID: rs.SessionID, Seq: rs.Seq, ResumeURL: rs.ResumeURL}})
+			}
+			delete(s.running, id)
+		}
+		if checkpoint && len(cmd.Entries) > 0 {
+			_, err := s.n.write(ctx, cmd)
+			done <- err
+			return
+		}
+		done <- nil
+	}
+	select {
+	case s.reqs <- f:
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-done
+}
+
+// kill drops every shard's connection as a crash would.
+func (s *supervisor) kill() {
+	s.cancel()
+	<-s.done
+	for _, c := range s.clusters {
+		c.Kill()
+	}
+}
+
+// remoteGate asks the leader for each identify: one per bucket per window across the
+// whole cluster, within the daily session start budget.
+type remoteGate struct{ n *Node }
+
+func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
+	n := g.n
+	for attempt := 0; ; attempt++ {
+		var err error
+		if n.IsLeader() {
+			err = n.grantIdentify(ctx, n.cfg.Name, shardID)
+		} else if addr, _ := n.raft.LeaderWithID(); addr == "" {
+			err = ErrNoLeader
+		} else {
+			cctx, cancel := context.WithTimeout(ctx, identifyRPCTimeout+rpcTimeout)
+			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID}, &IdentifyReply{})
+			cancel()
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second)
+		if errors.Is(err, ErrBudgetLow) {
+			wait = 30 * time.Second
+		}
+		if attempt%20 == 0 {
+			n.log.Warn("identify not granted yet", "shard", shardID, "err", err, "retry_in", wait)
+		}
+		if !sleepCtx(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
