@@ -107,12 +107,12 @@ func LANTiming() Timing {
 }
 
 // FastTiming suits one machine (tests, the demo): failures are detected in about a
-// second.
+// second, and a lease of 3 s fits a leader election with room to spare.
 func FastTiming() Timing {
 	return Timing{
-		RaftHeartbeat:     200 * time.Millisecond,
-		RaftElection:      200 * time.Millisecond,
-		RaftLeaderLease:   100 * time.Millisecond,
+		RaftHeartbeat:     500 * time.Millisecond,
+		RaftElection:      500 * time.Millisecond,
+		RaftLeaderLease:   250 * time.Millisecond,
 		ProbeInterval:     200 * time.Millisecond,
 		ProbeTimeout:      100 * time.Millisecond,
 		SuspicionMult:     2,
@@ -192,8 +192,8 @@ func (c Config) Validate() error {
 		return bad("durations must be positive")
 	case c.CheckpointInterval >= c.Lease:
 		return bad("--checkpoint-interval %v must be shorter than --lease %v", c.CheckpointInterval, c.Lease)
-	case c.Lease < 4*c.Timing.RaftHeartbeat:
-		return bad("--lease %v must be at least 4 Raft heartbeats (%v): a leader election must fit inside one lease", c.Lease, 4*c.Timing.RaftHeartbeat)
+	case c.Lease < 5*c.Timing.RaftHeartbeat:
+		return bad("--lease %v must be at least 5 Raft heartbeat timeouts (%v): a leader election must fit well inside one lease, or every leader change suspends every shard", c.Lease, 5*c.Timing.RaftHeartbeat)
 	case c.SessionReserve < 0:
 		return bad("--session-reserve %d must not be negative", c.SessionReserve)
 	}

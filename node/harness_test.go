@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"log/slog"
 	"slices"
 	"sync"
@@ -150,8 +152,8 @@ func (c *testCluster) config(name string, expect int) Config {
 		GossipAddr: "127.0.0.1:0", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		BootstrapExpect: expect, Weight: 1,
 		Shards: c.shards, MaxConcurrency: 1, IdentifyWindow: 100 * time.Millisecond,
-		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 1500 * time.Millisecond,
-		Token: shard.Token(testToken), APIBase: c.fake.APIURL(),
+		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 3 * time.Second,
+		Token: shard.Token(testToken), APIBase: c.fake.APIURL(), Intents: 513, // GUILDS, GUILD_MESSAGES
 		Sink: c.events, Timing: FastTiming(),
 		Logger: slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
@@ -263,4 +265,18 @@ func (c *testCluster) waitLeader(d time.Duration, among ...*testNode) *testNode 
 		return fmt.Errorf("no leader among %d nodes", len(among))
 	})
 	return l
+}
+
+// httpPost posts nothing to url and returns the body, or an error with it.
+func httpPost(url string) (string, error) {
+	resp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	return string(b), nil
 }

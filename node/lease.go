@@ -51,8 +51,11 @@ func (l *leaseKeeper) status() LeaseStatus {
 // whenever it is gained or lost.
 func (n *Node) leaseLoop() {
 	every := n.cfg.Lease / 4
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	// After a failure (a leader change, most often) it asks again soon: the lease
+	// left is all the time there is to find the new leader.
+	retry := min(every, 100*time.Millisecond)
+	next := time.NewTimer(every)
+	defer next.Stop()
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
 	var failures int
@@ -85,10 +88,15 @@ func (n *Node) leaseLoop() {
 		if nowHeld {
 			expiry.Reset(time.Until(until))
 		}
+		if err != nil {
+			next.Reset(retry)
+		} else {
+			next.Reset(every)
+		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-tick.C:
+		case <-next.C:
 		case <-expiry.C:
 			if !n.lease.valid(time.Now()) {
 				n.log.Error("lease expired: suspending every shard here until the leader renews it", "why", reason)
