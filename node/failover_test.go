@@ -61,6 +61,7 @@ func TestKilledNodeShardsResumeOnSurvivors(t *testing.T) {
 			nodes := c.startN(3)
 			leader := c.waitLeader(20*time.Second, nodes...)
 			c.allReady(30*time.Second, nodes[0])
+			c.checkpointed(nodes[0])
 			victim := c.nonLeader(nodes)
 			if which == "leader" {
 				victim = leader
@@ -149,6 +150,7 @@ func TestDrainCommandMovesShardsOff(t *testing.T) {
 	nodes := c.startN(3)
 	c.waitLeader(20*time.Second, nodes...)
 	c.allReady(30*time.Second, nodes[0])
+	c.checkpointed(nodes[0])
 	victim := c.nonLeader(nodes)
 	res, err := httpPost("http://" + nodes[0].HTTPAddr() + "/v1/drain/" + victim.Name())
 	if err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -279,4 +279,18 @@ func httpPost(url string) (string, error) {
 		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
 	}
 	return string(b), nil
+}
+
+// checkpointed waits until the replicated state holds a resume state for every
+// shard: before that, a failure re-identifies the shards that have none, rightly.
+func (c *testCluster) checkpointed(via *testNode) {
+	c.t.Helper()
+	waitFor(c.t, 10*time.Second, "every shard checkpointed", func() error {
+		for id := range c.shards {
+			if r, ok := via.fsm.Resume(id); !ok || r.SessionID == "" {
+				return fmt.Errorf("shard %d has no resume state", id)
+			}
+		}
+		return nil
+	})
 }

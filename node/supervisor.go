@@ -130,6 +130,7 @@ func (s *supervisor) pass() {
 		wg.Wait()
 		for i, st := range stops {
 			delete(s.running, st.id)
+			delete(s.checkpoint, st.id)
 			if a, ok := want[st.id]; ok && a.Epoch == st.epoch {
 				s.suspended[st.id] = suspendedShard{epoch: st.epoch, state: finals[i]}
 			}
@@ -281,7 +282,6 @@ func (s *supervisor) stopShard(id int) shard.ResumeState {
 	delete(s.handled, id)
 	delete(s.clusterOf, id)
 	s.mu.Unlock()
-	delete(s.checkpoint, id)
 	return rs
 }
 
@@ -364,6 +364,7 @@ func (s *supervisor) stopAll(ctx context.Context, checkpoint bool) error {
 					Resume: fsm.ResumeData{SessionID: rs.SessionID, Seq: rs.Seq, ResumeURL: rs.ResumeURL}})
 			}
 			delete(s.running, id)
+			delete(s.checkpoint, id)
 		}
 		if checkpoint && len(cmd.Entries) > 0 {
 			_, err := s.n.write(ctx, cmd)
