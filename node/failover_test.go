@@ -177,3 +177,33 @@ func TestDrainCommandMovesShardsOff(t *testing.T) {
 		t.Errorf("drain of an unknown node: %v", err)
 	}
 }
+
+func TestLeaveWhileAnotherNodeIsDeadKeepsQuorum(t *testing.T) {
+	c := newTestCluster(t, 6, gatewaytest.Options{})
+	nodes := c.startN(3)
+	leader := c.waitLeader(20*time.Second, nodes...)
+	c.allReady(30*time.Second, nodes[0])
+	c.checkpointed(nodes[0])
+	others := without(nodes, leader)
+	others[0].Kill()
+	waitFor(t, 20*time.Second, "the dead node marked failed", func() error {
+		if m, _ := leader.fsm.Member(others[0].Name()); m.State.String() != "failed" {
+			return fmt.Errorf("state %v", m.State)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := others[1].Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	// The last node must keep a majority of the voters, so its lease, and run all six.
+	per := c.allReady(30*time.Second, leader)
+	if per[leader.Name()] != 6 {
+		t.Fatalf("survivor runs %d shards", per[leader.Name()])
+	}
+	if st := leader.Status(context.Background()); !st.Lease.Held || st.Leader != leader.Name() {
+		t.Fatalf("survivor: leader %q, lease %+v", st.Leader, st.Lease)
+	}
+	c.checkOneLive()
+}

@@ -220,6 +220,9 @@ func (n *Node) reconcileRaft(members []serf.Member) {
 			n.log.Info("node moved; re-adding it to raft", "node", m.Name, "from", s.Address, "to", addr)
 			return // the next pass adds it at the new address
 		case m.Status == serf.StatusLeft && ok && id != self:
+			// A voter leaving while another is dead would leave the dead one half of
+			// the quorum: remove the dead ones first, while they are a minority.
+			voters -= n.removeFailedVoters(servers, status, 0)
 			if err := n.raft.RemoveServer(id, 0, 10*time.Second).Error(); err != nil {
 				return
 			}
@@ -240,6 +243,7 @@ func (n *Node) reconcileRaft(members []serf.Member) {
 			}
 		}
 	}
+	voters -= n.removeFailedVoters(servers, status, 2*n.cfg.Lease)
 	for _, s := range servers {
 		if voters >= n.cfg.Voters {
 			break
@@ -251,6 +255,40 @@ func (n *Node) reconcileRaft(members []serf.Member) {
 			}
 		}
 	}
+}
+
+// removeFailedVoters removes from the Raft configuration the voters that gossip has
+// seen failed for longer than after, when they are a minority of the voters (the rule
+// of Consul's autopilot): a dead voter still counts in the quorum, and one more
+// failure would then stop the cluster. A removed node that comes back is added again.
+// It returns how many it removed.
+func (n *Node) removeFailedVoters(servers []raft.Server, status map[string]serf.MemberStatus, after time.Duration) int {
+	var failed, voters []raft.Server
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters = append(voters, s)
+		if status[string(s.ID)] != serf.StatusFailed || string(s.ID) == n.cfg.Name {
+			continue
+		}
+		if m, ok := n.fsm.Member(string(s.ID)); ok && m.State == fsm.Failed && time.Since(time.Unix(0, m.Since)) >= after {
+			failed = append(failed, s)
+		}
+	}
+	if len(failed) == 0 || len(failed) > (len(voters)-1)/2 {
+		return 0
+	}
+	removed := 0
+	for _, s := range failed {
+		if err := n.raft.RemoveServer(s.ID, 0, 10*time.Second).Error(); err != nil {
+			n.log.Warn("cannot remove failed voter from raft", "node", s.ID, "err", err)
+			continue
+		}
+		removed++
+		n.log.Warn("removed failed voter from raft so that one more failure does not stop the cluster; it is added back when it returns", "node", s.ID)
+	}
+	return removed
 }
 
 // ensureConfig writes the shard configuration once: from the flags, or from Discord.

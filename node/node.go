@@ -200,6 +200,9 @@ func (n *Node) startRaft(notify chan bool) error {
 	rc.LeaderLeaseTimeout = n.cfg.Timing.RaftLeaderLease
 	rc.SnapshotThreshold = 4096
 	rc.TrailingLogs = 4096
+	// The leader removes and re-adds nodes as gossip sees them go and come back; a
+	// node must not stop itself on reading an old removal while it catches up.
+	rc.ShutdownOnRemove = false
 	n.raft, err = raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)

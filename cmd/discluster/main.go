@@ -1,6 +1,6 @@
 // Command discluster runs the Discord gateway connections of a large bot across many
-// machines. This build has one subcommand so far: fake-discord, a protocol-faithful
-// fake Discord gateway for manual testing and multi-process tests.
+// machines: agent runs a node, status shows the cluster, drain moves shards off a
+// node, and fake-discord serves a protocol-faithful fake Discord for tests.
 package main
 
 import (
@@ -29,6 +29,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Commands: []*cli.Command{
+			agentCommand(),
+			statusCommand(),
+			drainCommand(),
 			fakeDiscordCommand(),
 		},
 	}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/shard"
+)
+
+func env(name string) []string { return []string{"DISCLUSTER_" + name} }
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run a node: join the cluster and run the shards it assigns here",
+		Description: "Every machine runs the same agent. Start the first ones with --bootstrap-expect N (3 or 5 is\n" +
+			"advised: the cluster keeps running shards only while a majority of the voters are up), and point\n" +
+			"--join at any member. Every flag can also be set with the environment variable shown.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "unique node name, stable across restarts (default: host name)", EnvVars: env("NAME")},
+			&cli.StringFlag{Name: "data-dir", Usage: "where Raft keeps its log and snapshots (required)", EnvVars: env("DATA_DIR")},
+			&cli.StringSliceFlag{Name: "join", Usage: "gossip address of any member, HOST[:PORT]; repeatable; retried until one answers", EnvVars: env("JOIN")},
+			&cli.IntFlag{Name: "bootstrap-expect", Value: 1, Usage: "bootstrap Raft once this many agents see each other", EnvVars: env("BOOTSTRAP_EXPECT")},
+			&cli.IntFlag{Name: "voters", Value: 5, Usage: "Raft voters; further nodes join as non-voters", EnvVars: env("VOTERS")},
+			&cli.IntFlag{Name: "weight", Value: 1, Usage: "relative capacity; 0 holds no shards", EnvVars: env("WEIGHT")},
+			&cli.StringFlag{Name: "gossip-addr", Value: "0.0.0.0:" + strconv.Itoa(node.DefaultGossipPort), Usage: "gossip bind address (UDP and TCP)", EnvVars: env("GOSSIP_ADDR")},
+			&cli.StringFlag{Name: "cluster-addr", Value: "0.0.0.0:" + strconv.Itoa(node.DefaultClusterPort), Usage: "Raft and RPC bind address", EnvVars: env("CLUSTER_ADDR")},
+			&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:" + strconv.Itoa(node.DefaultHTTPPort), Usage: "API bind address (loopback unless told otherwise)", EnvVars: env("HTTP_ADDR")},
+			&cli.StringFlag{Name: "advertise", Usage: "IP other nodes reach this one at (default: the bind IP, or a private IP)", EnvVars: env("ADVERTISE")},
+			&cli.StringFlag{Name: "shards", Value: "auto", Usage: "total shards, or auto (Discord's recommendation from GET /gateway/bot)", EnvVars: env("SHARDS")},
+			&cli.IntFlag{Name: "max-concurrency", Usage: "identify buckets (default: from GET /gateway/bot)", EnvVars: env("MAX_CONCURRENCY")},
+			&cli.DurationFlag{Name: "identify-window", Value: shard.DefaultIdentifyWindow, Usage: "one identify per bucket per window", EnvVars: env("IDENTIFY_WINDOW")},
+			&cli.IntFlag{Name: "session-reserve", Usage: "daily session starts never spent (default 5% of the limit, at least 10)", EnvVars: env("SESSION_RESERVE")},
+			&cli.IntFlag{Name: "shards-per-cluster", Value: 16, Usage: "shards per local cluster (goroutine group)", EnvVars: env("SHARDS_PER_CLUSTER")},
+			&cli.DurationFlag{Name: "checkpoint-interval", Value: time.Second, Usage: "how often resume states are replicated", EnvVars: env("CHECKPOINT_INTERVAL")},
+			&cli.DurationFlag{Name: "lease", Value: 5 * time.Second, Usage: "a node cut off from the leader this long stops its shards", EnvVars: env("LEASE")},
+			&cli.IntFlag{Name: "max-moves", Value: 16, Usage: "rebalancing handoffs in flight at once", EnvVars: env("MAX_MOVES")},
+			&cli.StringFlag{Name: "timing", Value: "lan", Usage: "protocol timers: lan, or fast (one machine: tests and the demo)", EnvVars: env("TIMING")},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the bot token (instead of DISCORD_TOKEN)", EnvVars: []string{"DISCORD_TOKEN_FILE"}},
+			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
+			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
+			&cli.Uint64Flag{Name: "intents", Value: 513, Usage: "gateway intents (default GUILDS | GUILD_MESSAGES)", EnvVars: env("INTENTS")},
+			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream or none", EnvVars: env("COMPRESSION")},
+			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout, file:PATH, or none (one JSON line per dispatch)", EnvVars: env("SINK")},
+			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the sink", EnvVars: env("SINK_PAYLOAD")},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
+		},
+		Action: runAgent,
+	}
+}
+
+func runAgent(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("agent takes no arguments, got %q (flags go before them?)", c.Args().Slice())
+	}
+	cfg, closeSink, err := agentConfig(c)
+	if err != nil {
+		return err
+	}
+	defer closeSink()
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err := <-n.Fatal():
+		n.Kill()
+		return err
+	}
+	stop() // a second signal kills at once
+	cfg.Logger.Info("signal received: handing shards off and leaving (a second signal stops at once)")
+	leaveCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	again, stopAgain := signalContext(context.Background())
+	defer stopAgain()
+	go func() {
+		<-again.Done()
+		cancel()
+	}()
+	if err := n.Leave(leaveCtx); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// agentConfig turns the flags into a node.Config, refusing bad values with the flag's
+// name.
+func agentConfig(c *cli.Context) (node.Config, func(), error) {
+	noop := func() {}
+	level, err := parseLevel(c.String("log-level"))
+	if err != nil {
+		return node.Config{}, noop, err
+	}
+	log := newLogger(c.App.ErrWriter, level)
+	cfg := node.Config{
+		Name: c.String("name"), DataDir: c.String("data-dir"), Join: c.StringSlice("join"),
+		BootstrapExpect: c.Int("bootstrap-expect"), Voters: c.Int("voters"), Weight: c.Int("weight"),
+		GossipAddr: c.String("gossip-addr"), ClusterAddr: c.String("cluster-addr"), HTTPAddr: c.String("http-addr"),
+		Advertise: c.String("advertise"), MaxConcurrency: c.Int("max-concurrency"), IdentifyWindow: c.Duration("identify-window"),
+		SessionReserve: c.Int("session-reserve"), ShardsPerCluster: c.Int("shards-per-cluster"),
+		CheckpointInterval: c.Duration("checkpoint-interval"), Lease: c.Duration("lease"), MaxMoves: c.Int("max-moves"),
+		APIBase: c.String("api-base"), GatewayURL: c.String("gateway-url"), Intents: c.Uint64("intents"),
+		Compression: shard.Compression(c.String("compression")), Logger: log,
+	}
+	for i, j := range cfg.Join {
+		if !strings.Contains(j, ":") {
+			cfg.Join[i] = j + ":" + strconv.Itoa(node.DefaultGossipPort)
+		}
+	}
+	if s := c.String("shards"); s != "auto" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return cfg, noop, fmt.Errorf("--shards %q: want a positive number or auto", s)
+		}
+		cfg.Shards = n
+	}
+	switch c.String("timing") {
+	case "lan":
+		cfg.Timing = node.LANTiming()
+	case "fast":
+		cfg.Timing = node.FastTiming()
+	default:
+		return cfg, noop, fmt.Errorf("--timing %q: want lan or fast", c.String("timing"))
+	}
+	switch cfg.Compression {
+	case shard.CompressionZlibStream, shard.CompressionZstdStream, shard.CompressionNone:
+	default:
+		return cfg, noop, fmt.Errorf("--compression %q: want zlib-stream, zstd-stream or none", cfg.Compression)
+	}
+	tok, err := readToken(c.String("token-file"))
+	if err != nil {
+		return cfg, noop, err
+	}
+	cfg.Token = tok
+	sink, closeSink, err := openSink(c.String("sink"), c.Bool("sink-payload"), c.App.Writer)
+	if err != nil {
+		return cfg, noop, err
+	}
+	cfg.Sink = sink
+	if err := cfg.Validate(); err != nil && !strings.Contains(err.Error(), "--name is empty") {
+		closeSink()
+		return cfg, noop, err
+	}
+	return cfg, closeSink, nil
+}
+
+// readToken takes the bot token from DISCORD_TOKEN or from a file; it never appears
+// in a flag, where ps would show it.
+func readToken(file string) (shard.Token, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("--token-file %s is empty", file)
+		}
+		return shard.Token(tok), nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("DISCORD_TOKEN")); tok != "" {
+		return shard.Token(tok), nil
+	}
+	return "", errors.New("no bot token: set DISCORD_TOKEN, or --token-file PATH (for a fake Discord, its token, e.g. fake-token)")
+}
+
+func openSink(spec string, payload bool, stdout io.Writer) (node.Sink, func(), error) {
+	switch {
+	case spec == "none":
+		return nil, func() {}, nil
+	case spec == "stdout":
+		return node.NewNDJSONSink(stdout, payload), func() {}, nil
+	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
+		f, err := os.OpenFile(strings.TrimPrefix(spec, "file:"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		return node.NewNDJSONSink(f, payload), func() { f.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("--sink %q: want stdout, file:PATH or none", spec)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

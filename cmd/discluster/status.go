@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/discluster/discluster/node"
+)
+
+var addrFlag = &cli.StringFlag{Name: "addr", Value: "127.0.0.1:" + strconv.Itoa(node.DefaultHTTPPort),
+	Usage: "HTTP address of any agent", EnvVars: env("HTTP_ADDR")}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the members, the leader and every shard",
+		Flags: []cli.Flag{addrFlag, &cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"}},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return fmt.Errorf("status takes no arguments, got %q", c.Args().Slice())
+			}
+			body, err := apiCall(c.Context, http.MethodGet, c.String("addr"), "/v1/status")
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				_, err := c.App.Writer.Write(body)
+				return err
+			}
+			var st node.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				return fmt.Errorf("status from %s: %w", c.String("addr"), err)
+			}
+			renderStatus(c.App.Writer, st, time.Now())
+			return nil
+		},
+	}
+}
+
+func drainCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "drain",
+		Usage:     "move every shard off a node, each handed off at its exact seq",
+		ArgsUsage: "NODE",
+		Flags:     []cli.Flag{addrFlag},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() != 1 {
+				return fmt.Errorf("drain takes one node name, got %q", c.Args().Slice())
+			}
+			body, err := apiCall(c.Context, http.MethodPost, c.String("addr"), "/v1/drain/"+c.Args().First())
+			if err != nil {
+				return err
+			}
+			var r struct {
+				Draining string `json:"draining"`
+				Shards   int    `json:"shards"`
+			}
+			if err := json.Unmarshal(body, &r); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "draining %s: its %d shards move to the other nodes; `discluster status` shows them go\n", r.Draining, r.Shards)
+			return nil
+		},
+	}
+}
+
+// apiCall calls an agent's API and returns the body of a 2xx answer.
+func apiCall(ctx context.Context, method, addr, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach an agent at %s (is it running? --addr names its --http-addr): %w", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s: %s", addr, e.Error)
+		}
+		return nil, fmt.Errorf("%s: HTTP %d", addr, resp.StatusCode)
+	}
+	return body, nil
+}
+
+// renderStatus prints members, then shards grouped by node and cluster with their
+// ranges folded.
+func renderStatus(w io.Writer, st node.Status, now time.Time) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "NONE"
+	}
+	fmt.Fprintf(w, "cluster %s   leader %s   term %d   seen from %s\n", orDash(st.Cluster), leader, st.Term, st.Node)
+	if st.Config != nil {
+		fmt.Fprintf(w, "shards %d   max_concurrency %d   lease %v   checkpoint every %v\n", st.Config.TotalShards,
+			st.Config.MaxConcurrency, st.Config.Lease, st.Config.CheckpointInterval)
+	} else {
+		fmt.Fprintln(w, "no shard configuration yet (the leader sets it once elected)")
+	}
+	if b := st.Budget; b != nil && b.Known {
+		warn := ""
+		if b.Low {
+			warn = "   LOW: identifies stop at the reserve"
+		}
+		fmt.Fprintf(w, "session starts %d/%d left, reserve %d, resets in %v%s\n", b.Remaining, b.Total, b.Reserve,
+			b.ResetsAt.Sub(now).Round(time.Minute), warn)
+	}
+	if !st.Lease.Held {
+		fmt.Fprintf(w, "\n%s HOLDS NO LEASE: its shards are suspended. Why: %s\n", st.Node, st.Lease.Reason)
+	}
+
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tGOSSIP\tRAFT\tLEASE\tWEIGHT\tSHARDS\tCLUSTER ADDR\tHTTP ADDR")
+	for _, m := range st.Members {
+		name := m.ID
+		if m.Leader {
+			name += " *"
+		}
+		lease := "-"
+		if m.Lease != nil {
+			lease = "held"
+			if !m.Lease.Held {
+				lease = "LOST"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, orDash(m.State), m.Gossip, orDash(m.Raft), lease,
+			m.Weight, m.Shards, m.Cluster, m.HTTP)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(* leader)")
+
+	type group struct {
+		node    string
+		cluster int
+		state   string
+	}
+	groups := map[group][]int{}
+	for _, s := range st.Shards {
+		state := s.State
+		if s.Phase == "revoking" {
+			state += " (revoking)"
+		}
+		g := group{node: s.Node, cluster: s.Cluster, state: state}
+		if s.Node == "" {
+			g.cluster = -1
+		}
+		groups[g] = append(groups[g], s.Shard)
+	}
+	keys := make([]group, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b group) int {
+		if c := strings.Compare(a.node, b.node); c != 0 {
+			if a.node == "" {
+				return 1
+			}
+			if b.node == "" {
+				return -1
+			}
+			return c
+		}
+		if a.cluster != b.cluster {
+			return a.cluster - b.cluster
+		}
+		return strings.Compare(a.state, b.state)
+	})
+	if len(keys) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tCLUSTER\tSTATE\tCOUNT\tSHARDS")
+	for _, k := range keys {
+		nodeName, cl := k.node, strconv.Itoa(k.cluster)
+		if nodeName == "" {
+			nodeName, cl = "(none)", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", nodeName, cl, k.state, len(groups[k]), node.FoldRanges(groups[k]))
+	}
+	tw.Flush()
+	for _, p := range st.Problems {
+		fmt.Fprintf(w, "warning: %s\n", p)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
