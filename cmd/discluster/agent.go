@@ -72,7 +72,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext(context.Background())
+	ctx, stop := signalContext(c.Context)
 	defer stop()
 	select {
 	case <-ctx.Done():

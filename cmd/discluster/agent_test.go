@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/shard/gatewaytest"
+)
+
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := newApp(&out, &errOut).RunContext(ctx, append([]string{"discluster"}, args...))
+	return out.String(), errOut.String(), err
+}
+
+func TestAgentRefusesBadInvocations(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty-token")
+	os.WriteFile(empty, nil, 0o600)
+	for _, tc := range []struct {
+		name  string
+		token string
+		args  []string
+		want  string
+	}{
+		{"no token", "", []string{"--data-dir", dir}, "DISCORD_TOKEN"},
+		{"empty token file", "", []string{"--data-dir", dir, "--token-file", empty}, "is empty"},
+		{"no data dir", "t", nil, "--data-dir is required"},
+		{"bad shards", "t", []string{"--data-dir", dir, "--shards", "many"}, `--shards "many"`},
+		{"bad timing", "t", []string{"--data-dir", dir, "--timing", "slow"}, "--timing"},
+		{"bad sink", "t", []string{"--data-dir", dir, "--sink", "kafka"}, "--sink"},
+		{"bad compression", "t", []string{"--data-dir", dir, "--compression", "gzip"}, "--compression"},
+		{"bad address", "t", []string{"--data-dir", dir, "--http-addr", "nowhere"}, "--http-addr"},
+		{"lease too short", "t", []string{"--data-dir", dir, "--lease", "1s"}, "--lease"},
+		{"stray argument", "t", []string{"--data-dir", dir, "extra"}, "no arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("DISCORD_TOKEN", tc.token)
+			_, _, err := run(t, append([]string{"agent"}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+			if tc.token != "" && strings.Contains(err.Error(), tc.token+"\"") {
+				t.Fatalf("the error shows the token: %v", err)
+			}
+		})
+	}
+}
+
+func TestStatusAndDrainNeedAnAgent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for _, args := range [][]string{{"status", "--addr", addr}, {"drain", "--addr", addr, "node1"}} {
+		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "cannot reach an agent") {
+			t.Errorf("%v: err = %v", args, err)
+		}
+	}
+	if _, _, err := run(t, "drain", "--addr", addr); err == nil || !strings.Contains(err.Error(), "one node name") {
+		t.Errorf("drain without a node: %v", err)
+	}
+}
+
+func TestDrainReportsTheAgentsError(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error": "no member \"ghost\""}`))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, _, err = run(t, "drain", "--addr", ln.Addr().String(), "ghost")
+	if err == nil || !strings.Contains(err.Error(), `no member "ghost"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRenderStatusFoldsRangesAndMarksTheLeader(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	st := node.Status{
+		Node: "a", Cluster: "c1", Leader: "a", Term: 4, Lease: node.LeaseStatus{Held: true},
+		Config: &node.Config0{TotalShards: 8, MaxConcurrency: 1, Lease: 5 * time.Second, CheckpointInterval: time.Second},
+		Budget: &node.Budget{Known: true, Total: 1000, Remaining: 40, Reserve: 50, ResetsAt: now.Add(2 * time.Hour), Low: true},
+		Members: []node.MemberStatus{
+			{ID: "a", State: "alive", Gossip: "alive", Raft: "voter", Leader: true, Weight: 1, Shards: 5, Lease: &node.LeaseStatus{Held: true}},
+			{ID: "b", State: "failed", Gossip: "failed", Raft: "voter", Weight: 1, Shards: 2},
+		},
+		Shards: []node.ShardStatus{
+			{Shard: 0, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
+			{Shard: 1, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
+			{Shard: 2, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
+			{Shard: 3, Node: "a", Phase: "assigned", Cluster: 0, State: "resuming"},
+			{Shard: 4, Node: "a", Phase: "assigned", Cluster: 1, State: "ready"},
+			{Shard: 5, Node: "b", Phase: "revoking", Cluster: 1, State: "unreachable"},
+			{Shard: 6, Node: "b", Phase: "revoking", Cluster: 1, State: "unreachable"},
+			{Shard: 7, State: "unassigned", Cluster: 1},
+		},
+	}
+	var b bytes.Buffer
+	renderStatus(&b, st, now)
+	out := b.String()
+	for _, want := range []string{
+		"leader a", "a *", "0-2", "ready", "resuming", "5-6", "unreachable (revoking)", "(none)", "LOW",
+		"40/1000 left", "resets in 2h0m0s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	// Shards of one node and cluster with one state share a line.
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "a ") && strings.Contains(line, " 0 ") && strings.Contains(line, "ready") && !strings.Contains(line, "0-2") {
+			t.Errorf("cluster 0's ready shards not folded: %q", line)
+		}
+	}
+	st.Lease = node.LeaseStatus{Reason: "no leader: quorum lost?"}
+	b.Reset()
+	renderStatus(&b, st, now)
+	if !strings.Contains(b.String(), "HOLDS NO LEASE") || !strings.Contains(b.String(), "quorum lost?") {
+		t.Errorf("a node without a lease must say so and why:\n%s", b.String())
+	}
+}
+
+func TestFoldRanges(t *testing.T) {
+	for _, tc := range []struct {
+		in   []int
+		want string
+	}{
+		{nil, ""}, {[]int{3}, "3"}, {[]int{0, 1, 2, 3}, "0-3"}, {[]int{5, 1, 2, 9, 3, 10}, "1-3,5,9-10"}, {[]int{1, 1, 2}, "1-2"},
+	} {
+		if got := node.FoldRanges(tc.in); got != tc.want {
+			t.Errorf("FoldRanges(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestAgentRunsShardsAndLeavesOnSignal(t *testing.T) {
+	fake := startFake(t, 4)
+	dir := t.TempDir()
+	httpAddr := freeAddr(t)
+	t.Setenv("DISCORD_TOKEN", "tok")
+	events := filepath.Join(dir, "events.ndjson")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(&out, &errOut).RunContext(ctx, []string{"discluster", "agent",
+			"--name", "solo", "--data-dir", filepath.Join(dir, "data"), "--gossip-addr", "127.0.0.1:0",
+			"--cluster-addr", "127.0.0.1:0", "--http-addr", httpAddr, "--shards", "4", "--max-concurrency", "1",
+			"--identify-window", "100ms", "--lease", "3s", "--timing", "fast", "--checkpoint-interval", "200ms",
+			"--api-base", fake.APIURL(), "--sink", "file:" + events})
+	}()
+	exited := false
+	defer func() {
+		if !exited {
+			cancel()
+			<-done
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	var status string
+	for {
+		// Not through run(): urfave/cli writes package-level flags while parsing, so
+		// two apps must not parse at once.
+		s, err := statusText(httpAddr)
+		if err == nil && strings.Count(s, "ready") > 0 && strings.Contains(s, "0-3") {
+			status = s
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no agent with 4 ready shards after 30s: %v\n%s\n%s", err, s, errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(status, "solo *") {
+		t.Errorf("status does not mark the leader:\n%s", status)
+	}
+	cancel() // as SIGTERM: hand off (nowhere to go), checkpoint, leave
+	select {
+	case err := <-done:
+		exited = true
+		if err != nil {
+			t.Fatalf("agent exited with %v\n%s", err, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop within 30s of the signal")
+	}
+	b, err := os.ReadFile(events)
+	if err != nil || !bytes.Contains(b, []byte(`"t":"READY"`)) {
+		t.Fatalf("sink file: %v, %.200s", err, b)
+	}
+	if strings.Contains(errOut.String(), "tok\"") || strings.Contains(errOut.String(), "Bot tok") {
+		t.Fatal("the log shows the token")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startFake(t *testing.T, shards int) *gatewaytest.Server {
+	t.Helper()
+	srv, err := gatewaytest.NewServer(gatewaytest.Options{
+		Token: "tok", Shards: shards, IdentifyWindow: 100 * time.Millisecond,
+		HeartbeatInterval: time.Second, EventRate: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func statusText(addr string) (string, error) {
+	body, err := apiCall(context.Background(), http.MethodGet, addr, "/v1/status")
+	if err != nil {
+		return "", err
+	}
+	var st node.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	renderStatus(&b, st, time.Now())
+	return b.String(), nil
+}
