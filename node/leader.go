@@ -409,18 +409,8 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 		ls.mu.Unlock()
 		return fmt.Errorf("%w%s", ErrBudgetLow, msg)
 	}
-	ls.mu.Unlock()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(ls.ctx, cancel)
-	defer stop()
-	if err := g.Wait(ctx, shardID); err != nil {
-		if ls.ctx.Err() != nil {
-			return ErrNotLeader
-		}
-		return err
-	}
-	ls.mu.Lock()
+	// The start is taken from the budget before the wait, so that waiters queued
+	// together cannot all pass the check; a wait that ends without a grant gives it back.
 	if b.Known {
 		b.Remaining--
 		if !b.Low && b.Remaining <= 2*b.Reserve {
@@ -428,7 +418,23 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 			n.log.Warn("session start budget running low", "remaining", b.Remaining, "total", b.Total, "reserve", b.Reserve, "resets_at", b.ResetsAt)
 		}
 	}
+	known := b.Known
 	ls.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ls.ctx, cancel)
+	defer stop()
+	if err := g.Wait(ctx, shardID); err != nil {
+		if known {
+			ls.mu.Lock()
+			b.Remaining++
+			ls.mu.Unlock()
+		}
+		if ls.ctx.Err() != nil {
+			return ErrNotLeader
+		}
+		return err
+	}
 	n.log.Debug("identify granted", "node", node, "shard", shardID)
 	return nil
 }
@@ -661,6 +667,34 @@ func (n *Node) reconcileShards(ctx context.Context, ls *leaderState) {
 			}
 			n.log.Info("assigned shards", "count", res.Applied, "from_failed_nodes", failover,
 				"shards", foldMoves(len(assign.Moves), func(i int) int { return assign.Moves[i].Shard }), "plan", plan.Reason)
+			n.logFailovers(ls, assign.Moves)
+		}
+	}
+}
+
+// logFailovers logs, per failed node, how long its shards waited between the node
+// being marked failed and their new assignment.
+func (n *Node) logFailovers(ls *leaderState, moves []fsm.AssignMove) {
+	by := map[string][]int{}
+	for _, m := range moves {
+		if m.ExpectNode != "" {
+			by[m.ExpectNode] = append(by[m.ExpectNode], m.Shard)
+		}
+	}
+	for node, shards := range by {
+		ls.mu.Lock()
+		since, ok := ls.failedAt[node]
+		fast := ls.refused[node]
+		ls.mu.Unlock()
+		wait := "lease expired"
+		if fast {
+			wait = "process gone (port refused): no lease wait"
+		}
+		if ok {
+			n.log.Warn("failover: shards of failed node reassigned", "node", node, "shards", FoldRanges(shards),
+				"after", time.Since(since).Round(time.Millisecond), "because", wait)
+		} else {
+			n.log.Warn("failover: shards of failed node reassigned", "node", node, "shards", FoldRanges(shards), "because", wait+" (failed under an earlier leader)")
 		}
 	}
 }
