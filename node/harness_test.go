@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	if !*w.done {
 		w.t.Log(string(p[:len(p)-1]))
+		if strings.Contains(string(p), testToken) {
+			w.t.Errorf("a log line shows the bot token: %s", p)
+		}
 	}
 	return len(p), nil
 }

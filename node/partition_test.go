@@ -215,3 +215,77 @@ func TestTwoClustersRefuseToMerge(t *testing.T) {
 		}
 	}
 }
+
+func TestNonVoterPromotedWhenAVoterDies(t *testing.T) {
+	c := newTestCluster(t, 8, gatewaytest.Options{})
+	var nodes []*testNode
+	for i := range 3 {
+		cfg := c.config(fmt.Sprintf("node%d", i+1), 3)
+		cfg.Voters = 3
+		if i == 0 {
+			nodes = append(nodes, c.start(cfg))
+		} else {
+			nodes = append(nodes, c.start(cfg, nodes[0]))
+		}
+	}
+	leader := c.waitLeader(20*time.Second, nodes...)
+	cfg := c.config("node4", 3)
+	cfg.Voters = 3
+	fourth := c.start(cfg, nodes[0])
+	suffrage := func(id string) string {
+		for _, m := range leader.Status(context.Background()).Members {
+			if m.ID == id {
+				return m.Raft
+			}
+		}
+		return ""
+	}
+	waitFor(t, 20*time.Second, "node4 in raft as a non-voter", func() error {
+		if s := suffrage("node4"); s != "nonvoter" {
+			return fmt.Errorf("node4 is %q", s)
+		}
+		return nil
+	})
+	victim := c.nonLeader(nodes)
+	victim.Kill()
+	// Dead for two leases, the voter is removed and node4 takes its vote.
+	waitFor(t, 30*time.Second, "node4 promoted", func() error {
+		if s := suffrage("node4"); s != "voter" {
+			return fmt.Errorf("node4 is %q, %s is %q", s, victim.Name(), suffrage(victim.Name()))
+		}
+		return nil
+	})
+	c.allReady(30*time.Second, fourth)
+}
+
+func TestJoiningAnotherClusterIsFatal(t *testing.T) {
+	c := newTestCluster(t, 2, gatewaytest.Options{})
+	a := c.start(c.config("alpha", 1))
+	g := c.start(c.config("gamma", 1))
+	c.waitLeader(20*time.Second, a)
+	c.waitLeader(20*time.Second, g)
+	waitFor(t, 10*time.Second, "both bootstrapped", func() error {
+		if a.clusterID() == "" || g.clusterID() == "" {
+			return errors.New("no cluster id yet")
+		}
+		return nil
+	})
+	g.Kill()
+	// gamma's data dir belongs to its own cluster; told to join alpha's, it must stop.
+	cfg := g.cfg
+	cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Join = []string{a.GossipAddr()}
+	back, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Kill()
+	select {
+	case err := <-back.Fatal():
+		if !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), "empty --data-dir") {
+			t.Fatalf("fatal error %v does not say what to do", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a node of another cluster joined without a fatal error")
+	}
+}
