@@ -37,10 +37,13 @@ type Config struct {
 	// that is 0.0.0.0, the private IP gossip picks.
 	Advertise string
 
-	Join            []string // gossip addresses of any members; retried until one answers
-	BootstrapExpect int      // default 1
-	Voters          int      // Raft voters, default 5
-	Weight          int      // relative capacity, default 1; 0 holds no shards
+	Join []string // gossip addresses of any members; retried until one answers
+	// JoinTimeout gives up joining after this long, with an error on Fatal; 0 retries
+	// forever (a node may well start before the others).
+	JoinTimeout     time.Duration
+	BootstrapExpect int // default 1
+	Voters          int // Raft voters, default 5
+	Weight          int // relative capacity, default 1; 0 holds no shards
 
 	// Shards is the total shard count; 0 asks Discord (GET /gateway/bot).
 	// MaxConcurrency 0 also asks Discord, or is 1 when Shards is set and Discord
@@ -200,6 +203,17 @@ func (c Config) Validate() error {
 	for _, a := range []struct{ flag, v string }{{"--gossip-addr", c.GossipAddr}, {"--cluster-addr", c.ClusterAddr}, {"--http-addr", c.HTTPAddr}} {
 		if _, _, err := splitHostPort(a.v); err != nil {
 			return bad("%s %q: %v", a.flag, a.v, err)
+		}
+	}
+	for _, j := range c.Join {
+		host, _, err := splitHostPort(j)
+		if err != nil {
+			return bad("--join %q: %v", j, err)
+		}
+		if net.ParseIP(host) == nil {
+			if _, err := net.LookupHost(host); err != nil {
+				return bad("--join %q: cannot resolve %s: %v", j, host, err)
+			}
 		}
 	}
 	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {

@@ -196,6 +196,7 @@ func (n *Node) joinLoop() {
 		return
 	}
 	backoff := 200 * time.Millisecond
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		k, err := n.serf.Join(n.cfg.Join, true)
 		if err == nil && k > 0 {
@@ -206,6 +207,14 @@ func (n *Node) joinLoop() {
 		if c := n.conflict.Load(); c != nil {
 			select {
 			case n.fatal <- c.(error):
+			default:
+			}
+			return
+		}
+		if t := n.cfg.JoinTimeout; t > 0 && time.Since(start) > t {
+			select {
+			case n.fatal <- fmt.Errorf("could not join any of %s within --join-timeout %v (last error: %v): check the addresses (gossip ports, default %d) and that an agent runs there",
+				strings.Join(n.cfg.Join, ", "), t, err, DefaultGossipPort):
 			default:
 			}
 			return

@@ -108,6 +108,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	defer n.leader.Store(nil)
 	n.log.Info("became leader", "term", n.raft.CurrentTerm(), "applied", n.raft.AppliedIndex(),
 		"grace", n.cfg.Lease)
+	n.note("became leader (term %d)", n.raft.CurrentTerm())
 
 	n.wg.Add(1)
 	go func() {
@@ -520,6 +521,7 @@ func (n *Node) forget(ctx context.Context, ls *leaderState, m fsm.Member, holds 
 	case holds == 0:
 		if _, err := n.applyLocal(fsm.RemoveMember{ID: m.ID}); err == nil {
 			n.log.Info("removed member", "node", m.ID, "why", why)
+			n.note("%s removed: %s", m.ID, why)
 		}
 	case (m.State == fsm.Alive || m.State == fsm.Draining) && graceOver:
 		n.fail(ctx, ls, m.ID, why+" while holding shards")
@@ -544,6 +546,9 @@ func (n *Node) upsert(m fsm.Member, why string) {
 		return
 	}
 	n.log.Info(why, "node", m.ID, "state", m.State, "weight", m.Weight)
+	if why != "node updated" {
+		n.note("%s: %s", why, m.ID)
+	}
 }
 
 // fail marks a node failed and revokes its shards. From then on it gets no lease, so
@@ -565,6 +570,7 @@ func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
 	}
 	n.log.Warn("node failed", "node", id, "why", why, "shards", len(n.fsm.ShardsOf(id)),
 		"reassign_after", n.cfg.Lease)
+	n.note("%s failed: %s; %d shards revoked", id, why, len(moves))
 	if len(moves) > 0 {
 		if _, err := n.applyLocal(fsm.Revoke{Moves: moves}); err != nil {
 			n.log.Warn("cannot revoke shards of failed node", "node", id, "err", err)
@@ -653,6 +659,9 @@ func (n *Node) reconcileShards(ctx context.Context, ls *leaderState) {
 	}
 	if len(revoke.Moves) > 0 {
 		if res, err := n.applyLocal(revoke); err == nil {
+			if res.Applied > 0 {
+				n.note("revoking %s (%s)", foldMoves(len(revoke.Moves), func(i int) int { return revoke.Moves[i].Shard }), plan.Reason)
+			}
 			n.log.Info("revoking shards", "count", res.Applied, "shards", foldMoves(len(revoke.Moves), func(i int) int { return revoke.Moves[i].Shard }), "plan", plan.Reason)
 		}
 	}
@@ -691,8 +700,10 @@ func (n *Node) logFailovers(ls *leaderState, moves []fsm.AssignMove) {
 			wait = "process gone (port refused): no lease wait"
 		}
 		if ok {
+			after := time.Since(since).Round(time.Millisecond)
 			n.log.Warn("failover: shards of failed node reassigned", "node", node, "shards", FoldRanges(shards),
-				"after", time.Since(since).Round(time.Millisecond), "because", wait)
+				"after", after, "because", wait)
+			n.note("failover: %s's shards %s reassigned %v after it failed (%s)", node, FoldRanges(shards), after, wait)
 		} else {
 			n.log.Warn("failover: shards of failed node reassigned", "node", node, "shards", FoldRanges(shards), "because", wait+" (failed under an earlier leader)")
 		}

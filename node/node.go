@@ -50,6 +50,7 @@ type Node struct {
 	leader     atomic.Pointer[leaderState]
 	leaderPoke chan struct{}
 	lease      leaseKeeper
+	recent     recentEvents
 
 	joined   chan struct{} // closed once a --join succeeded (or none was asked)
 	conflict atomic.Value  // error: a join met another cluster
@@ -504,3 +505,6 @@ func containsLevel(s, lvl string) bool {
 	}
 	return false
 }
+
+// note records an event for status and logs nothing: the caller logs.
+func (n *Node) note(format string, args ...any) { n.recent.add(n.cfg.Name, format, args...) }

@@ -51,6 +51,7 @@ type ShardsReply struct {
 	Shards []LocalShard
 	Budget *Budget // from the leader only
 	Lease  LeaseStatus
+	Events []Event
 }
 
 // LocalShard is a shard as its node runs it.

@@ -33,6 +33,8 @@ type Status struct {
 	Budget    *Budget        `json:"session_budget,omitempty"`
 	Members   []MemberStatus `json:"members"`
 	Shards    []ShardStatus  `json:"shards"`
+	// Events are the recent events of every member that answered, oldest first.
+	Events []Event `json:"events,omitempty"`
 	// Problems lists what this node could not find out (an unreachable member).
 	Problems []string `json:"problems,omitempty"`
 }
@@ -77,7 +79,7 @@ type ShardStatus struct {
 // localShards is this node's view of its own shards.
 func (n *Node) localShards() ShardsReply {
 	s := n.sup
-	out := ShardsReply{Lease: n.lease.status()}
+	out := ShardsReply{Lease: n.lease.status(), Events: n.recent.list()}
 	if ls := n.leader.Load(); ls != nil {
 		ls.mu.Lock()
 		b := ls.budget
@@ -165,6 +167,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	wg.Wait()
 	close(answers)
+	var events [][]Event
 	live := map[int]LocalShard{}
 	liveOwner := map[int]string{}
 	for a := range answers {
@@ -174,6 +177,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		l := a.reply.Lease
 		byID[a.id].Lease = &l
+		events = append(events, a.reply.Events)
 		if a.reply.Budget != nil {
 			st.Budget = a.reply.Budget
 		}
@@ -183,6 +187,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 	}
 	slices.Sort(st.Problems)
+	st.Events = mergeEvents(events, 20)
 	for _, ms := range byID {
 		st.Members = append(st.Members, *ms)
 	}

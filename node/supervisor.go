@@ -137,6 +137,7 @@ func (s *supervisor) pass() {
 		}
 		if !leaseOK {
 			n.log.Warn("lease lost: shards suspended", "count", len(stops), "why", n.lease.status().Reason)
+			n.note("lease lost: %d shards suspended (%s)", len(stops), n.lease.status().Reason)
 		}
 	}
 	// Revoked shards not running here (suspended, or never started) are released too,
@@ -258,7 +259,11 @@ func (s *supervisor) observe(l shard.Lifecycle) {
 		delete(s.started, l.ShardID)
 		s.mu.Unlock()
 		if ok {
-			s.n.log.Info("shard "+l.Kind.String(), "shard", l.ShardID, "took", time.Since(started).Round(time.Millisecond))
+			took := time.Since(started).Round(time.Millisecond)
+			s.n.log.Info("shard "+l.Kind.String(), "shard", l.ShardID, "took", took)
+			if l.Kind == shard.LifecycleResumed {
+				s.n.note("shard %d resumed in %v", l.ShardID, took)
+			}
 		}
 	case shard.LifecycleInvalidated, shard.LifecycleFailed:
 		s.n.log.Warn("shard "+l.Kind.String(), "shard", l.ShardID, "reason", l.Reason)
@@ -307,6 +312,7 @@ func (s *supervisor) writeReleases() {
 		delete(s.suspended, r.Shard)
 	}
 	s.n.log.Info("released shards", "shards", FoldRanges(ids), "applied", res.Applied, "stale", len(res.Stale))
+	s.n.note("handed off shards %s", FoldRanges(ids))
 }
 
 // writeCheckpoint writes the position of every shard that moved since the last

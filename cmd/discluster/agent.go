@@ -30,6 +30,8 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "unique node name, stable across restarts (default: host name)", EnvVars: env("NAME")},
 			&cli.StringFlag{Name: "data-dir", Usage: "where Raft keeps its log and snapshots (required)", EnvVars: env("DATA_DIR")},
 			&cli.StringSliceFlag{Name: "join", Usage: "gossip address of any member, HOST[:PORT]; repeatable; retried until one answers", EnvVars: env("JOIN")},
+			&cli.DurationFlag{Name: "join-timeout", Usage: "give up (exit 1) when no --join address answers for this long; 0 retries forever", EnvVars: env("JOIN_TIMEOUT")},
+			&cli.BoolFlag{Name: "exit-with-parent", Hidden: true, Usage: "exit when standard input closes (the demo's children)"},
 			&cli.IntFlag{Name: "bootstrap-expect", Value: 1, Usage: "bootstrap Raft once this many agents see each other", EnvVars: env("BOOTSTRAP_EXPECT")},
 			&cli.IntFlag{Name: "voters", Value: 5, Usage: "Raft voters; further nodes join as non-voters", EnvVars: env("VOTERS")},
 			&cli.IntFlag{Name: "weight", Value: 1, Usage: "relative capacity; 0 holds no shards", EnvVars: env("WEIGHT")},
@@ -74,6 +76,16 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, stop := signalContext(c.Context)
 	defer stop()
+	if c.Bool("exit-with-parent") {
+		// The demo holds our stdin open; when it dies, however it dies, stdin closes and
+		// this agent goes with it instead of running on as an orphan.
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			cfg.Logger.Warn("parent gone: stopping")
+			n.Kill()
+			os.Exit(1)
+		}()
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-n.Fatal():
@@ -106,7 +118,7 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	}
 	log := newLogger(c.App.ErrWriter, level)
 	cfg := node.Config{
-		Name: c.String("name"), DataDir: c.String("data-dir"), Join: c.StringSlice("join"),
+		Name: c.String("name"), DataDir: c.String("data-dir"), Join: c.StringSlice("join"), JoinTimeout: c.Duration("join-timeout"),
 		BootstrapExpect: c.Int("bootstrap-expect"), Voters: c.Int("voters"), Weight: c.Int("weight"),
 		GossipAddr: c.String("gossip-addr"), ClusterAddr: c.String("cluster-addr"), HTTPAddr: c.String("http-addr"),
 		Advertise: c.String("advertise"), MaxConcurrency: c.Int("max-concurrency"), IdentifyWindow: c.Duration("identify-window"),

@@ -29,6 +29,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Commands: []*cli.Command{
+			demoCommand(),
 			agentCommand(),
 			statusCommand(),
 			drainCommand(),

@@ -24,10 +24,31 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the members, the leader and every shard",
-		Flags: []cli.Flag{addrFlag, &cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"}},
+		Flags: []cli.Flag{addrFlag,
+			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"},
+			&cli.BoolFlag{Name: "watch", Usage: "redraw a live view (status, progress, recent moves and failovers) until Ctrl-C"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "with --watch: how often to redraw"},
+		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return fmt.Errorf("status takes no arguments, got %q", c.Args().Slice())
+			}
+			if c.Bool("watch") {
+				if c.Duration("interval") < 100*time.Millisecond {
+					return fmt.Errorf("--interval %v: at least 100ms", c.Duration("interval"))
+				}
+				ctx, stop := signalContext(c.Context)
+				defer stop()
+				// Other agents answer too, when this one is the one that was killed.
+				addrs := []string{c.String("addr")}
+				if st, _, err := fetchStatus(ctx, addrs); err == nil {
+					for _, m := range st.Members {
+						if m.HTTP != "" && m.HTTP != addrs[0] {
+							addrs = append(addrs, m.HTTP)
+						}
+					}
+				}
+				return watch(ctx, c.App.Writer, addrs, c.Duration("interval"), nil)
 			}
 			body, err := apiCall(c.Context, http.MethodGet, c.String("addr"), "/v1/status")
 			if err != nil {

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+const demoToken = "fake-token"
+
+func demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "run a fake Discord and a cluster of agents on this machine, and watch it survive kills",
+		Description: "Starts the fake Discord and --nodes agents as child processes of this binary, on loopback, each\n" +
+			"with its own data dir under a temporary folder, prints the commands to try (kill -9 a PID, kill -STOP\n" +
+			"it, drain a node), and shows a live view until Ctrl-C, which stops every child and removes the folder.",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "agents to start"},
+			&cli.IntFlag{Name: "shards", Value: 16, Usage: "shards"},
+			&cli.IntFlag{Name: "max-concurrency", Value: 2, Usage: "identify buckets"},
+			&cli.DurationFlag{Name: "identify-window", Value: time.Second, Usage: "one identify per bucket per window (Discord's is 5s)"},
+			&cli.Float64Flag{Name: "event-rate", Value: 2, Usage: "MESSAGE_CREATE events per second per shard"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "how often the live view redraws"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder (logs, data dirs, event files)"},
+		},
+		Action: runDemo,
+	}
+}
+
+// child is one process the demo started.
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	stdin   io.Closer
+	ports   map[string]int
+	log     string
+	done    chan struct{}
+	exitErr error
+}
+
+func (c *child) running() bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func runDemo(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("demo takes no arguments, got %q", c.Args().Slice())
+	}
+	nodes, shards := c.Int("nodes"), c.Int("shards")
+	switch {
+	case nodes < 1 || nodes > 9:
+		return fmt.Errorf("--nodes %d: between 1 and 9 on one machine", nodes)
+	case shards < 1 || shards > 4096:
+		return fmt.Errorf("--shards %d: between 1 and 4096", shards)
+	case c.Int("max-concurrency") < 1:
+		return fmt.Errorf("--max-concurrency %d: at least 1", c.Int("max-concurrency"))
+	case c.Duration("identify-window") < 10*time.Millisecond:
+		return fmt.Errorf("--identify-window %v: at least 10ms", c.Duration("identify-window"))
+	case c.Float64("event-rate") < 0:
+		return fmt.Errorf("--event-rate must not be negative")
+	case c.Duration("interval") < 100*time.Millisecond:
+		return fmt.Errorf("--interval %v: at least 100ms", c.Duration("interval"))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this binary to start the children: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "discluster-demo-")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(c.Context)
+	defer stop()
+	out := c.App.Writer
+
+	var children []*child
+	defer func() {
+		for _, ch := range children {
+			if ch.running() {
+				ch.cmd.Process.Kill()
+				<-ch.done
+			}
+		}
+		if c.Bool("keep") {
+			fmt.Fprintf(out, "\nstopped; logs and data kept in %s\n", dir)
+		} else {
+			os.RemoveAll(dir)
+			fmt.Fprintf(out, "\nstopped every child and removed %s\n", dir)
+		}
+	}()
+
+	ports, err := freePorts(1 + 3*nodes)
+	if err != nil {
+		return err
+	}
+	fakeAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	window := c.Duration("identify-window").String()
+	fake, err := startChild(exe, "fake-discord", filepath.Join(dir, "fake-discord.log"), map[string]int{"http": ports[0]},
+		"fake-discord", "--addr", fakeAddr, "--shards", strconv.Itoa(shards), "--token", demoToken,
+		"--max-concurrency", strconv.Itoa(c.Int("max-concurrency")), "--identify-window", window,
+		"--event-rate", strconv.FormatFloat(c.Float64("event-rate"), 'f', -1, 64), "--heartbeat-interval", "5s")
+	if err != nil {
+		return err
+	}
+	children = append(children, fake)
+	if err := waitHTTP(ctx, "http://"+fakeAddr+"/fake/stats", fake); err != nil {
+		return fmt.Errorf("the fake Discord did not start (see %s): %w", fake.log, err)
+	}
+	var httpAddrs []string
+	for i := range nodes {
+		name := fmt.Sprintf("node-%d", i+1)
+		p := map[string]int{"gossip": ports[1+3*i], "cluster": ports[2+3*i], "http": ports[3+3*i]}
+		ndir := filepath.Join(dir, name)
+		if err := os.MkdirAll(ndir, 0o700); err != nil {
+			return err
+		}
+		args := []string{"agent", "--exit-with-parent", "--name", name, "--data-dir", filepath.Join(ndir, "data"),
+			"--gossip-addr", loop(p["gossip"]), "--cluster-addr", loop(p["cluster"]), "--http-addr", loop(p["http"]),
+			"--join", loop(ports[1]), "--bootstrap-expect", strconv.Itoa(nodes),
+			"--shards", strconv.Itoa(shards), "--max-concurrency", strconv.Itoa(c.Int("max-concurrency")),
+			"--identify-window", window, "--lease", "3s", "--checkpoint-interval", "500ms", "--timing", "fast",
+			"--api-base", "http://" + fakeAddr + "/api/v10", "--sink", "file:" + filepath.Join(ndir, "events.ndjson")}
+		ch, err := startChild(exe, name, filepath.Join(ndir, "agent.log"), p, args...)
+		if err != nil {
+			return err
+		}
+		children = append(children, ch)
+		httpAddrs = append(httpAddrs, loop(p["http"]))
+	}
+
+	prog := "discluster"
+	if strings.Contains(exe, "go-build") {
+		prog = "go run ./cmd/discluster"
+	}
+	intro := func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROCESS\tPID\tGOSSIP\tCLUSTER\tHTTP\tRUNNING\tLOG")
+		for _, ch := range children {
+			state := "yes"
+			if !ch.running() {
+				state = "EXITED"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ch.name, ch.cmd.Process.Pid, port(ch.ports, "gossip"),
+				port(ch.ports, "cluster"), port(ch.ports, "http"), state, ch.log)
+		}
+		tw.Flush()
+		n2 := children[min(2, len(children)-1)]
+		fmt.Fprintf(w, "\ntry, in another terminal:\n")
+		pid := n2.cmd.Process.Pid
+		tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+		fmt.Fprintf(tw, "  %s status --addr %s\tthe cluster as one agent sees it\n", prog, httpAddrs[0])
+		fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", pid, n2.name)
+		fmt.Fprintf(tw, "  kill -STOP %d; sleep 10; kill -CONT %d\tpause it: it suspends, and never reruns a moved shard\n", pid, pid)
+		fmt.Fprintf(tw, "  %s drain %s --addr %s\thand its shards off, exactly once\n", prog, n2.name, httpAddrs[0])
+		fmt.Fprintf(tw, "  curl -s http://%s/fake/stats\tthe fake Discord's counters\n", fakeAddr)
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	intro(out)
+	fmt.Fprintf(out, "data, logs and delivered events: %s\n", dir)
+	return watch(ctx, out, httpAddrs, c.Duration("interval"), intro)
+}
+
+func loop(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+
+func port(m map[string]int, k string) string {
+	if p, ok := m[k]; ok {
+		return strconv.Itoa(p)
+	}
+	return "-"
+}
+
+// startChild starts this binary with args, its output in logPath. The child's stdin is
+// a pipe that only the demo holds: it closes when the demo dies.
+func startChild(exe, name, logPath string, ports map[string]int, args ...string) (*child, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "DISCORD_TOKEN="+demoToken)
+	cmd.SysProcAttr = childAttr()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	ch := &child{name: name, cmd: cmd, stdin: stdin, ports: ports, log: logPath, done: make(chan struct{})}
+	go func() {
+		ch.exitErr = cmd.Wait()
+		f.Close()
+		close(ch.done)
+	}()
+	return ch, nil
+}
+
+func waitHTTP(ctx context.Context, url string, ch *child) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if !ch.running() {
+			return errors.New("it exited")
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// freePorts asks the OS for n free loopback ports. They are free when it answers; a
+// race with another program that takes one in between is possible but rare.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/discluster/discluster/node"
+)
+
+// fetchStatus asks the first of addrs that answers.
+func fetchStatus(ctx context.Context, addrs []string) (node.Status, string, error) {
+	var last error
+	for _, a := range addrs {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		body, err := apiCall(ctx, http.MethodGet, a, "/v1/status")
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		var st node.Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			last = fmt.Errorf("%s: %w", a, err)
+			continue
+		}
+		return st, a, nil
+	}
+	return node.Status{}, "", last
+}
+
+// renderLive is the live view: the status, cold-start progress, and recent events.
+func renderLive(w io.Writer, st node.Status, now time.Time) {
+	renderStatus(w, st, now)
+	if st.Config != nil {
+		ready := 0
+		for _, s := range st.Shards {
+			if s.State == "ready" {
+				ready++
+			}
+		}
+		total := st.Config.TotalShards
+		fmt.Fprintf(w, "\n%d/%d shards ready", ready, total)
+		if ready < total {
+			// Each bucket identifies one shard per window; resumes take a round trip.
+			left := total - ready
+			mc := max(1, st.Config.MaxConcurrency)
+			eta := time.Duration((left+mc-1)/mc) * st.Config.IdentifyWindow
+			fmt.Fprintf(w, ", at most ~%v to go by the identify schedule (%d per %v)", eta.Round(100*time.Millisecond), mc, st.Config.IdentifyWindow)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(st.Events) > 0 {
+		fmt.Fprintln(w, "\nRECENT")
+		for _, e := range st.Events {
+			fmt.Fprintf(w, "  %s  %-8s %s\n", e.At.Local().Format("15:04:05.000"), e.Node, e.Text)
+		}
+	}
+}
+
+// isTerminal reports whether w is a terminal, where the view redraws in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// watch redraws the live view every interval until ctx ends. header, when set, is
+// printed above each frame (the demo's list of processes).
+func watch(ctx context.Context, w io.Writer, addrs []string, interval time.Duration, header func(io.Writer)) error {
+	term := isTerminal(w)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		var b strings.Builder
+		if header != nil {
+			header(&b)
+		}
+		st, from, err := fetchStatus(ctx, addrs)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil:
+			fmt.Fprintf(&b, "no agent answers (%v); retrying\n", err)
+		default:
+			renderLive(&b, st, time.Now())
+			fmt.Fprintf(&b, "\n(from %s, every %v; Ctrl-C to stop)\n", from, interval)
+		}
+		if term {
+			io.WriteString(w, "\033[H\033[2J")
+		} else {
+			io.WriteString(w, "\n")
+		}
+		io.WriteString(w, b.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
