@@ -64,16 +64,19 @@ type MemberStatus struct {
 
 // ShardStatus is one shard.
 type ShardStatus struct {
-	Shard     int       `json:"shard"`
-	Node      string    `json:"node,omitempty"`
-	Epoch     uint64    `json:"epoch,omitempty"`
-	Phase     string    `json:"phase,omitempty"` // assigned, revoking; "" when unassigned
-	Cluster   int       `json:"cluster"`
-	State     string    `json:"state"` // the shard's own state on its owner, or "unassigned", "unknown"
-	Seq       int64     `json:"seq"`
-	Latency   float64   `json:"latency_ms"`
-	LastEvent time.Time `json:"last_event,omitzero"`
-	Error     string    `json:"error,omitempty"`
+	Shard   int    `json:"shard"`
+	Node    string `json:"node,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+	Phase   string `json:"phase,omitempty"` // assigned, revoking; "" when unassigned
+	Cluster int    `json:"cluster"`
+	State   string `json:"state"` // the shard's own state on its owner, or "unassigned", "unknown"
+	Seq     int64  `json:"seq"`
+	// Checkpoint is the seq the replicated state holds: where the shard resumes if its
+	// node dies now.
+	Checkpoint int64     `json:"checkpoint_seq"`
+	Latency    float64   `json:"latency_ms"`
+	LastEvent  time.Time `json:"last_event,omitzero"`
+	Error      string    `json:"error,omitempty"`
 }
 
 // localShards is this node's view of its own shards.
@@ -206,7 +209,7 @@ func (n *Node) Status(ctx context.Context) Status {
 				count[a.Node]++
 				s.Node, s.Epoch, s.Phase, s.State = a.Node, a.Epoch, a.Phase.String(), "unknown"
 				if r, ok := n.fsm.Resume(id); ok && r.SessionID != "" {
-					s.Seq = r.Seq
+					s.Seq, s.Checkpoint = r.Seq, r.Seq
 				}
 				if l, ok := live[id]; ok && liveOwner[id] == a.Node {
 					s.State, s.Seq, s.Cluster = l.Info.State.String(), l.Info.Seq, l.Cluster

@@ -162,7 +162,10 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.Sink = sink
-	if err := cfg.Validate(); err != nil && !strings.Contains(err.Error(), "--name is empty") {
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if err := cfg.Validate(); err != nil {
 		closeSink()
 		return cfg, noop, err
 	}

@@ -1,0 +1,617 @@
+package main
+
+// End-to-end tests: the real binary, as processes, killed, paused and terminated.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/shard/gatewaytest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the discluster binary once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the end-to-end tests signal processes the Linux way")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "discluster-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "discluster")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// proc is a process of the binary that the test cleans up, whatever happens.
+type proc struct {
+	name  string
+	args  []string
+	cmd   *exec.Cmd
+	logMu sync.Mutex
+	log   bytes.Buffer
+	done  chan struct{}
+	err   error
+}
+
+func (p *proc) output() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+type e2e struct {
+	t     *testing.T
+	bin   string
+	dir   string
+	fake  *proc
+	fakeA string
+	nodes []*agentProc
+	mu    sync.Mutex
+	procs []*proc
+}
+
+type agentProc struct {
+	*proc
+	name     string
+	http     string
+	gossip   string
+	events   string
+	dataDir  string
+	argsBase []string
+}
+
+func newE2E(t *testing.T, shards int) *e2e {
+	t.Helper()
+	e := &e2e{t: t, bin: binary(t), dir: t.TempDir()}
+	t.Cleanup(func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, p := range e.procs {
+			p.cmd.Process.Signal(syscall.SIGCONT)
+			p.cmd.Process.Kill()
+			<-p.done
+			if t.Failed() {
+				t.Logf("--- %s output (last 3000 bytes):\n%s", p.name, tail(p.output(), 3000))
+			}
+		}
+	})
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fakeA = loop(ports[0])
+	e.fake = e.start("fake", "fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", "tok",
+		"--identify-window", "100ms", "--heartbeat-interval", "2s", "--event-rate", "20")
+	e.waitFor(15*time.Second, "the fake up", func() error { _, err := e.stats(); return err })
+	return e
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (e *e2e) start(name string, args ...string) *proc {
+	e.t.Helper()
+	p := &proc{name: name, args: args, done: make(chan struct{})}
+	w := writerFunc(func(b []byte) (int, error) {
+		p.logMu.Lock()
+		defer p.logMu.Unlock()
+		return p.log.Write(b)
+	})
+	p.cmd = exec.Command(e.bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	p.cmd.Env = append(os.Environ(), "DISCORD_TOKEN=tok")
+	p.cmd.SysProcAttr = childAttr()
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.mu.Unlock()
+	return p
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// startAgents starts n agents with bootstrap-expect n.
+func (e *e2e) startAgents(n int) {
+	ports, err := freePorts(3 * n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		a := &agentProc{name: name, gossip: loop(ports[3*i]), http: loop(ports[3*i+2]),
+			dataDir: filepath.Join(e.dir, name), events: filepath.Join(e.dir, name+".ndjson")}
+		a.argsBase = []string{"agent", "--name", name, "--data-dir", a.dataDir,
+			"--gossip-addr", a.gossip, "--cluster-addr", loop(ports[3*i+1]), "--http-addr", a.http,
+			"--join", loop(ports[0]), "--bootstrap-expect", strconv.Itoa(n), "--shards", "auto",
+			"--identify-window", "100ms", "--lease", "3s", "--checkpoint-interval", "200ms", "--timing", "fast",
+			"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info"}
+		a.proc = e.start(name, a.argsBase...)
+		e.nodes = append(e.nodes, a)
+	}
+}
+
+// restart starts a stopped agent again with its data dir and ports.
+func (e *e2e) restart(a *agentProc) {
+	a.proc = e.start(a.name, a.argsBase...)
+}
+
+func (e *e2e) waitFor(d time.Duration, what string, cond func() error) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("after %v, still not %s: %v", d, what, err)
+}
+
+func (e *e2e) stats() (gatewaytest.Stats, error) {
+	var st gatewaytest.Stats
+	resp, err := http.Get("http://" + e.fakeA + "/fake/stats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (e *e2e) mustStats() gatewaytest.Stats {
+	e.t.Helper()
+	st, err := e.stats()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// status runs `discluster status --json` against a, as a user would.
+func (e *e2e) status(a *agentProc) (node.Status, error) {
+	var st node.Status
+	out, err := exec.Command(e.bin, "status", "--json", "--addr", a.http).Output()
+	if err != nil {
+		return st, fmt.Errorf("status via %s: %v", a.name, err)
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+// allReady waits until every shard is ready on the given agents, spread ±1, with one
+// live connection each at the fake and a checkpoint in the replicated state.
+func (e *e2e) allReady(d time.Duration, on ...*agentProc) node.Status {
+	e.t.Helper()
+	var last node.Status
+	e.waitFor(d, "every shard ready", func() error {
+		st, err := e.status(on[0])
+		if err != nil {
+			return err
+		}
+		if st.Config == nil {
+			return errors.New("no config yet")
+		}
+		per := map[string]int{}
+		for _, s := range st.Shards {
+			if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
+				return fmt.Errorf("shard %d on %q: %s/%s, checkpoint %d", s.Shard, s.Node, s.State, s.Phase, s.Checkpoint)
+			}
+			per[s.Node]++
+		}
+		var counts []int
+		for _, a := range on {
+			counts = append(counts, per[a.name])
+		}
+		if len(per) != len(on) || slices.Max(counts)-slices.Min(counts) > 1 {
+			return fmt.Errorf("shards per node %v", per)
+		}
+		fs, err := e.stats()
+		if err != nil {
+			return err
+		}
+		for id := range st.Config.TotalShards {
+			if l := fs.Shards[id].Live; l != 1 {
+				return fmt.Errorf("shard %d: %d live connections", id, l)
+			}
+		}
+		last = st
+		return nil
+	})
+	return last
+}
+
+func (e *e2e) leader(among ...*agentProc) *agentProc {
+	e.t.Helper()
+	var l *agentProc
+	e.waitFor(30*time.Second, "a leader", func() error {
+		st, err := e.status(among[0])
+		if err != nil {
+			return err
+		}
+		for _, a := range among {
+			if a.name == st.Leader {
+				l = a
+				return nil
+			}
+		}
+		return fmt.Errorf("leader %q", st.Leader)
+	})
+	return l
+}
+
+func (e *e2e) others(not *agentProc) []*agentProc {
+	var out []*agentProc
+	for _, a := range e.nodes {
+		if a != not {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// checkEvents reads every agent's sink file and compares it with what the fake sent:
+// no seq lost in any session, and, when exactlyOnce, none delivered twice.
+func (e *e2e) checkEvents(exactlyOnce bool) (dups int) {
+	e.t.Helper()
+	seen := map[string]map[int64]int{}
+	for _, a := range e.nodes {
+		f, err := os.Open(a.events)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var l struct {
+				Session string `json:"session"`
+				Seq     int64  `json:"seq"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				continue // a line cut short by SIGKILL
+			}
+			if seen[l.Session] == nil {
+				seen[l.Session] = map[int64]int{}
+			}
+			seen[l.Session][l.Seq]++
+		}
+		f.Close()
+	}
+	st := e.mustStats()
+	for sid, ss := range st.Sessions {
+		got := seen[sid]
+		var top int64
+		for s := range got {
+			top = max(top, s)
+		}
+		for s := ss.FirstSeq; s <= top; s++ {
+			switch n := got[s]; {
+			case n == 0:
+				e.t.Errorf("session of shard %d: seq %d lost (delivered up to %d)", ss.ShardID, s, top)
+			case n > 1:
+				dups += n - 1
+				if exactlyOnce {
+					e.t.Errorf("session of shard %d: seq %d delivered %d times", ss.ShardID, s, n)
+				}
+			}
+		}
+	}
+	return dups
+}
+
+func sendSignal(t *testing.T, p *proc, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestE2EKillRestartAndKillTheLeader(t *testing.T) {
+	e := newE2E(t, 9)
+	e.startAgents(3)
+	e.allReady(60*time.Second, e.nodes...)
+	identifies := e.mustStats().Identifies
+	leader := e.leader(e.nodes...)
+
+	victim := e.others(leader)[0]
+	sendSignal(t, victim.proc, syscall.SIGKILL)
+	<-victim.done
+	e.allReady(30*time.Second, e.others(victim)...)
+	if st := e.mustStats(); st.Identifies != identifies || st.Resumes < 3 {
+		t.Fatalf("after SIGKILL: identifies %d→%d, resumes %d: the shards should have resumed", identifies, st.Identifies, st.Resumes)
+	}
+
+	e.restart(victim)
+	e.allReady(60*time.Second, e.nodes...)
+
+	leader = e.leader(e.nodes...)
+	sendSignal(t, leader.proc, syscall.SIGKILL)
+	<-leader.done
+	rest := e.others(leader)
+	e.leader(rest...)
+	e.allReady(30*time.Second, rest...)
+	if st := e.mustStats(); st.Identifies != identifies || st.IdentifyViolations != 0 {
+		t.Fatalf("after killing the leader: identifies %d→%d, violations %d", identifies, st.Identifies, st.IdentifyViolations)
+	}
+	dups := e.checkEvents(false)
+	t.Logf("no seq lost; %d events delivered twice (replayed since a checkpoint)", dups)
+}
+
+func TestE2ETermHandsOffThenPauseIsFenced(t *testing.T) {
+	e := newE2E(t, 9)
+	// Four, so that after one leaves, pausing another still leaves a majority.
+	e.startAgents(4)
+	e.allReady(60*time.Second, e.nodes...)
+	identifies := e.mustStats().Identifies
+
+	// SIGTERM: a planned handoff, exactly once, and exit 0.
+	leaver := e.others(e.leader(e.nodes...))[0]
+	sendSignal(t, leaver.proc, syscall.SIGTERM)
+	select {
+	case <-leaver.done:
+		if leaver.err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM", leaver.err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent still running 60s after SIGTERM")
+	}
+	rest := e.others(leaver)
+	e.allReady(30*time.Second, rest...)
+	if dups := e.checkEvents(true); dups != 0 {
+		t.Fatalf("%d duplicates in a SIGTERM handoff", dups)
+	}
+	for id, s := range e.mustStats().Shards {
+		if s.MaxLive > 1 {
+			t.Errorf("shard %d had %d live connections during the handoff", id, s.MaxLive)
+		}
+	}
+
+	// SIGSTOP: the others move its shards; after SIGCONT it must not reconnect them.
+	paused := e.others(e.leader(rest...))
+	paused = slices.DeleteFunc(paused, func(a *agentProc) bool { return a == leaver })
+	p := paused[0]
+	sendSignal(t, p.proc, syscall.SIGSTOP)
+	running := slices.DeleteFunc(slices.Clone(rest), func(a *agentProc) bool { return a == p })
+	e.allReady(40*time.Second, running...)
+	sendSignal(t, p.proc, syscall.SIGCONT)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st := e.mustStats()
+		for id, s := range st.Shards {
+			if s.Live > 1 {
+				t.Fatalf("after SIGCONT shard %d has %d live connections", id, s.Live)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.waitFor(30*time.Second, "the paused node back", func() error {
+		st, err := e.status(p)
+		if err != nil {
+			return err
+		}
+		if !st.Lease.Held {
+			return fmt.Errorf("no lease: %s", st.Lease.Reason)
+		}
+		return nil
+	})
+	e.allReady(60*time.Second, rest...)
+	if st := e.mustStats(); st.Identifies != identifies {
+		t.Errorf("identifies %d→%d", identifies, st.Identifies)
+	}
+	e.checkEvents(false)
+}
+
+func TestE2EBadInvocations(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	run := func(env []string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.SysProcAttr = childAttr()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := []string{"--gossip-addr", loop(ports[0]), "--cluster-addr", loop(ports[1]), "--http-addr", loop(ports[2]), "--timing", "fast", "--lease", "3s", "--shards", "2"}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"missing token", []string{"DISCORD_TOKEN="}, []string{"agent", "--data-dir", dir}, "no bot token"},
+		{"bad flag value", []string{"DISCORD_TOKEN=t"}, append([]string{"agent", "--data-dir", dir, "--voters", "0"}, local...), "--voters"},
+		{"unknown flag", nil, []string{"agent", "--shrads", "3"}, "shrads"},
+		{"unresolvable join", []string{"DISCORD_TOKEN=t"}, append([]string{"agent", "--data-dir", dir, "--join", "no-such-host.invalid"}, local...), "cannot resolve"},
+		{"unreachable join", []string{"DISCORD_TOKEN=t"}, append([]string{"agent", "--data-dir", filepath.Join(dir, "j"), "--join", "127.0.0.1:1", "--join-timeout", "2s", "--api-base", "http://127.0.0.1:1/api"}, local...), "could not join"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(tc.env, tc.args...)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("exit %v, want non-zero; output:\n%s", err, out)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("output does not say %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+func TestE2EDataDirOfAnotherCluster(t *testing.T) {
+	e := newE2E(t, 2)
+	ports, err := freePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := func(name string, p []int, extra ...string) []string {
+		return append([]string{"agent", "--name", name, "--data-dir", filepath.Join(e.dir, name),
+			"--gossip-addr", loop(p[0]), "--cluster-addr", loop(p[1]), "--http-addr", loop(p[2]),
+			"--shards", "2", "--identify-window", "100ms", "--lease", "3s", "--timing", "fast",
+			"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "none"}, extra...)
+	}
+	a := &agentProc{name: "a", http: loop(ports[2])}
+	a.proc = e.start("a", agent("a", ports[0:3])...)
+	b := &agentProc{name: "b", http: loop(ports[5])}
+	b.proc = e.start("b", agent("b", ports[3:6])...)
+	for _, x := range []*agentProc{a, b} {
+		e.waitFor(30*time.Second, x.name+" bootstrapped", func() error {
+			st, err := e.status(x)
+			if err != nil || st.Cluster == "" || st.Leader != x.name {
+				return fmt.Errorf("%v %+v", err, st.Cluster)
+			}
+			return nil
+		})
+	}
+	// b's data dir belongs to b's cluster: told to join a's, it must refuse and exit.
+	sendSignal(t, b.proc, syscall.SIGKILL)
+	<-b.done
+	b.proc = e.start("b", agent("b", ports[3:6], "--join", loop(ports[0]))...)
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("an agent of another cluster joined and kept running")
+	}
+	var ee *exec.ExitError
+	if !errors.As(b.err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("exit %v, want non-zero", b.err)
+	}
+	if out := b.output(); !strings.Contains(out, "never merge") || !strings.Contains(out, "empty --data-dir") {
+		t.Fatalf("the error does not say what to do:\n%s", tail(out, 2000))
+	}
+}
+
+// demoPIDs reads the children's PIDs from the demo's process table.
+func demoPIDs(out string) []int {
+	var pids []int
+	inTable := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "PROCESS":
+			inTable = true
+			continue
+		case len(f) == 0:
+			inTable = false
+		}
+		if inTable && len(f) > 2 {
+			if pid, err := strconv.Atoi(f[1]); err == nil && !slices.Contains(pids, pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func TestE2EDemo(t *testing.T) {
+	for _, how := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+		t.Run(how.String(), func(t *testing.T) {
+			e := &e2e{t: t, bin: binary(t)}
+			t.Cleanup(func() {
+				for _, p := range e.procs {
+					p.cmd.Process.Kill()
+					<-p.done
+				}
+			})
+			d := e.start("demo", "demo", "--nodes", "3", "--shards", "4", "--identify-window", "100ms", "--interval", "300ms")
+			out := d.output
+			e.waitFor(60*time.Second, "the demo's cluster ready", func() error {
+				if !strings.Contains(out(), "4/4 shards ready") {
+					return errors.New("not yet")
+				}
+				return nil
+			})
+			pids := demoPIDs(out())
+			if len(pids) != 4 {
+				t.Fatalf("found PIDs %v in the demo's output, want 4", pids)
+			}
+			for _, want := range []string{"kill -9 ", "kill -STOP ", "status --addr 127.0.0.1:", "drain node-"} {
+				if !strings.Contains(out(), want) {
+					t.Errorf("the demo does not suggest %q", want)
+				}
+			}
+			sendSignal(t, d, how)
+			select {
+			case <-d.done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("demo still running 30s after the signal")
+			}
+			e.waitFor(10*time.Second, "every child gone", func() error {
+				for _, pid := range pids {
+					if alive(pid) {
+						return fmt.Errorf("child %d still running", pid)
+					}
+				}
+				return nil
+			})
+			if how == syscall.SIGINT {
+				i := strings.Index(out(), "removed ")
+				if i < 0 {
+					t.Fatalf("the demo did not say it removed its folder:\n%s", tail(out(), 500))
+				}
+				dir := strings.TrimSpace(strings.SplitN(out()[i+len("removed "):], "\n", 2)[0])
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s still exists: %v", dir, err)
+				}
+			}
+		})
+	}
+}
