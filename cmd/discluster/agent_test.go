@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,4 +248,47 @@ func statusText(addr string) (string, error) {
 	var b bytes.Buffer
 	renderStatus(&b, st, time.Now())
 	return b.String(), nil
+}
+
+func TestWatchRedrawsTheLiveView(t *testing.T) {
+	st := node.Status{
+		Node: "a", Leader: "a", Lease: node.LeaseStatus{Held: true},
+		Config:  &node.Config0{TotalShards: 4, MaxConcurrency: 1, IdentifyWindow: time.Second},
+		Members: []node.MemberStatus{{ID: "a", State: "alive", Gossip: "alive", Leader: true, Shards: 4}},
+		Events:  []node.Event{{At: time.Now(), Node: "a", Text: "failover: b's shards 2-3 reassigned 12ms after it failed"}},
+	}
+	for i := range 4 {
+		state := "ready"
+		if i >= 2 {
+			state = "identifying"
+		}
+		st.Shards = append(st.Shards, node.ShardStatus{Shard: i, Node: "a", Phase: "assigned", State: state})
+	}
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		json.NewEncoder(w).Encode(st)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- watch(ctx, &out, []string{"127.0.0.1:1", strings.TrimPrefix(srv.URL, "http://")}, 100*time.Millisecond, nil) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if calls.Load() < 3 {
+		t.Fatalf("%d redraws in 10s", calls.Load())
+	}
+	for _, want := range []string{"2/4 shards ready", "~2s to go", "RECENT", "reassigned 12ms after it failed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("live view lacks %q:\n%s", want, got)
+		}
+	}
 }
