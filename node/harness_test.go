@@ -122,11 +122,20 @@ func newTestCluster(t *testing.T, shards int, opts gatewaytest.Options) *testClu
 	c := &testCluster{t: t, events: newEvents(), shards: shards}
 	opts.Token = testToken
 	opts.Shards = shards
+	// The fake enforces a quarter of the window the nodes keep (testIdentifyWindow):
+	// it measures by arrival, and on a loaded CI machine a granted IDENTIFY can take
+	// 100 ms or more to reach it. A gate that let two grants through together (two
+	// leaders, per-node gates) still shows as a violation.
 	if opts.IdentifyWindow == 0 {
-		opts.IdentifyWindow = 100 * time.Millisecond
+		opts.IdentifyWindow = testIdentifyWindow / 4
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = time.Second
+	}
+	// Zombie detection is the shard package's to test; here a heartbeat late by a
+	// scheduler stall must not look like a failover.
+	if opts.HeartbeatTimeout == 0 {
+		opts.HeartbeatTimeout = 5 * time.Second
 	}
 	if opts.EventRate == 0 {
 		opts.EventRate = 20
@@ -149,16 +158,34 @@ func newTestCluster(t *testing.T, shards int, opts gatewaytest.Options) *testClu
 	return c
 }
 
+// testIdentifyWindow is the identify window the test nodes keep.
+const testIdentifyWindow = 200 * time.Millisecond
+
+// testTiming is FastTiming with room for a loaded 2-core CI machine running the
+// race detector, where a goroutine can wait 300 ms for a CPU: a Raft leader that
+// steps down after 250 ms without contact, or a gossip probe that gives up after
+// 100 ms, turns such a stall into an election or a false failure.
+func testTiming() Timing {
+	t := FastTiming()
+	t.RaftHeartbeat = time.Second
+	t.RaftElection = time.Second
+	t.RaftLeaderLease = 500 * time.Millisecond
+	t.ProbeInterval = 500 * time.Millisecond
+	t.ProbeTimeout = 400 * time.Millisecond
+	t.SuspicionMult = 3
+	return t
+}
+
 // config is a node's configuration on loopback with fast timers.
 func (c *testCluster) config(name string, expect int) Config {
 	return Config{
 		Name: name, DataDir: c.t.TempDir(),
 		GossipAddr: "127.0.0.1:0", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		BootstrapExpect: expect, Weight: 1,
-		Shards: c.shards, MaxConcurrency: 1, IdentifyWindow: 100 * time.Millisecond,
-		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 3 * time.Second,
+		Shards: c.shards, MaxConcurrency: 1, IdentifyWindow: testIdentifyWindow,
+		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 5 * time.Second,
 		Token: shard.Token(testToken), APIBase: c.fake.APIURL(), Intents: 513, // GUILDS, GUILD_MESSAGES
-		Sink: c.events, Timing: FastTiming(),
+		Sink: c.events, Timing: testTiming(),
 		Logger: slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 }
@@ -232,6 +259,25 @@ func (c *testCluster) allReady(d time.Duration, via *testNode) map[string]int {
 		return nil
 	})
 	return per
+}
+
+// readyAndBalanced waits until every shard is ready and the shards are within one
+// of each other over nodes. Rebalancing moves a few shards at a time, so between
+// two moves every shard can be ready while the spread is still uneven.
+func (c *testCluster) readyAndBalanced(d time.Duration, via *testNode, nodes ...*testNode) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		per := c.allReady(time.Until(deadline), via)
+		err := balanced(per, nodes...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after %v, every shard ready but not balanced: %v", d, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // balanced reports an error unless the counts are within one of each other over the

@@ -85,10 +85,7 @@ func TestCutOffNodeSuspendsAndHealedPartitionRejoins(t *testing.T) {
 		}
 		return nil
 	})
-	per = c.allReady(30*time.Second, victim)
-	if err := balanced(per, nodes...); err != nil {
-		t.Error(err)
-	}
+	c.readyAndBalanced(30*time.Second, victim, nodes...)
 	for _, n := range nodes {
 		if l := n.Status(context.Background()).Leader; l != survivors[0].Status(context.Background()).Leader {
 			t.Errorf("%s sees leader %q", n.Name(), l)
@@ -160,10 +157,7 @@ func TestFourthNodeJoinsAndRestartRejoins(t *testing.T) {
 		}
 		return nil
 	})
-	per := c.allReady(30*time.Second, fourth)
-	if err := balanced(per, all...); err != nil {
-		t.Error(err)
-	}
+	c.readyAndBalanced(30*time.Second, fourth, all...)
 	if got := c.fake.Stats().Identifies; got != before.Identifies {
 		t.Errorf("identifies %d→%d during rebalancing", before.Identifies, got)
 	}
@@ -187,10 +181,7 @@ func TestFourthNodeJoinsAndRestartRejoins(t *testing.T) {
 		}
 		return nil
 	})
-	per = c.allReady(30*time.Second, back)
-	if err := balanced(per, append(survivors, back)...); err != nil {
-		t.Error(err)
-	}
+	c.readyAndBalanced(30*time.Second, back, append(survivors, back)...)
 }
 
 func TestTwoClustersRefuseToMerge(t *testing.T) {

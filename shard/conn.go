@@ -35,9 +35,13 @@ type connection struct {
 	established atomic.Bool
 	beatNow     chan struct{}
 
+	reads atomic.Uint64 // payloads read so far
+
 	mu            sync.Mutex
 	lastBeat      time.Time
 	acked         bool
+	readsAtBeat   uint64 // reads when lastBeat was sent
+	lateAcks      int    // consecutive beats whose ACK was late while payloads arrived
 	inDispatch    bool
 	dispatchSince time.Time     // when the current Dispatch call began
 	dispatchTime  time.Duration // spent in Dispatch since the last heartbeat
@@ -243,6 +247,7 @@ func (c *connection) readLoop(ctx context.Context, pr payloadReader, onHello fun
 		if err := pr.next(&env); err != nil {
 			return err
 		}
+		c.reads.Add(1)
 		switch env.Op {
 		case OpDispatch:
 			if err := c.dispatch(ctx, &env); err != nil {
@@ -388,10 +393,21 @@ func (c *connection) heartbeat(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// maxLateAcks bounds how many beats in a row may go unacknowledged while payloads
+// still arrive: a gateway that sends but never answers heartbeats is not healthy.
+const maxLateAcks = 4
+
 // zombie reports whether the last heartbeat went unacknowledged for a reason that is
-// the connection's fault. A slow handler stops the read loop (back-pressure), and an
-// ACK stuck unread behind it is not a dead connection: if the read loop spent half
-// the interval or more inside Dispatch, the missing ACK is forgiven once.
+// the connection's fault. The gateway queues its ACK behind the dispatches already
+// on their way, so an ACK can be late without anything being wrong:
+//   - a slow handler stops the read loop (back-pressure) and the ACK waits unread:
+//     if the read loop spent half the interval or more inside Dispatch, the missing
+//     ACK is forgiven;
+//   - a busy or starved process reads a long RESUME replay slower than it arrives:
+//     while payloads keep arriving the connection is alive, and treating it as a
+//     zombie would only resume into a longer replay, again and again.
+//
+// A dead connection delivers nothing, and that is what this catches.
 func (c *connection) zombie(interval time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -401,9 +417,17 @@ func (c *connection) zombie(interval time.Duration) bool {
 	}
 	c.dispatchTime = 0
 	if c.lastBeat.IsZero() || c.acked {
+		c.lateAcks = 0
 		return false
 	}
-	return blocked < interval/2
+	if blocked >= interval/2 {
+		return false
+	}
+	if c.reads.Load() != c.readsAtBeat && c.lateAcks < maxLateAcks {
+		c.lateAcks++
+		return false
+	}
+	return true
 }
 
 func (c *connection) sendHeartbeat(ctx context.Context) error {
@@ -418,6 +442,7 @@ func (c *connection) sendHeartbeat(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.lastBeat, c.acked = time.Now(), false
+	c.readsAtBeat = c.reads.Load()
 	c.mu.Unlock()
 	if err := c.send(ctx, payload, true); err != nil {
 		return err

@@ -25,8 +25,16 @@ func newFake(t testing.TB, opts gatewaytest.Options) *gatewaytest.Server {
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = time.Second
 	}
+	// Clients gate identifies at 100 ms (baseConfig); the fake measures arrivals, so
+	// it enforces half that, or a CI machine's scheduler stall between a grant and
+	// its IDENTIFY reaching the fake would read as a violation.
 	if opts.IdentifyWindow == 0 {
-		opts.IdentifyWindow = 100 * time.Millisecond
+		opts.IdentifyWindow = 50 * time.Millisecond
+	}
+	// Likewise a heartbeat sent late by a stall must not close the connection;
+	// the tests of zombie detection set their own timeout.
+	if opts.HeartbeatTimeout == 0 {
+		opts.HeartbeatTimeout = 2 * opts.HeartbeatInterval
 	}
 	if opts.Logger == nil {
 		// The fake's warnings (a violation, a close it sent) show up with a failure.

@@ -156,9 +156,12 @@ func TestStopThenResumeElsewhereIsExactlyOnce(t *testing.T) {
 // violation at the gateway.
 func TestIdentifyBucketsNoViolations(t *testing.T) {
 	const shards, maxConcurrency = 8, 2
+	// The gate keeps 2.5 times the window the fake enforces: grants that ignored
+	// buckets or the window would still collide, while a grant delayed on its way by
+	// a loaded machine does not.
 	window := 100 * time.Millisecond
 	srv := newFake(t, gatewaytest.Options{Shards: shards, MaxConcurrency: maxConcurrency, IdentifyWindow: window})
-	gate, err := shard.NewLocalGate(maxConcurrency, window)
+	gate, err := shard.NewLocalGate(maxConcurrency, 5*window/2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +320,30 @@ func TestZombieConnectionIsResumed(t *testing.T) {
 	}
 	if life := rec.lifecycle(0); !strings.Contains(strings.Join(life, ","), "reconnecting") {
 		t.Fatalf("lifecycle %v has no reconnecting", life)
+	}
+}
+
+// An ACK late while dispatches keep arriving is queued behind them, not lost: the
+// connection is given a few intervals before it counts as a zombie, and is still
+// dropped when the ACKs never come.
+func TestLateAckWhilePayloadsArriveIsForgivenForAWhile(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	srv := newFake(t, gatewaytest.Options{EventRate: 500, HeartbeatInterval: interval, HeartbeatTimeout: time.Minute})
+	rec := newRecorder()
+	sh := startShard(t, baseConfig(t, srv, rec, 0, 1))
+	rec.waitFor(t, "ready", stateIs(sh.Shard, shard.StateReady))
+	srv.SetHeartbeatACKs(false)
+	off := time.Now()
+	rec.waitFor(t, "zombie detected", func() bool { return sh.Info().Counters.Zombies >= 1 })
+	// A beat goes out at most one interval after ACKs stop; it is judged a zombie at
+	// the earliest after four forgiven intervals and the one that fails.
+	if took := time.Since(off); took < 4*interval {
+		t.Fatalf("zombie after %v with events flowing; want at least %v of grace", took, 4*interval)
+	}
+	srv.SetHeartbeatACKs(true)
+	rec.waitFor(t, "ready again", stateIs(sh.Shard, shard.StateReady))
+	if st := srv.Stats(); st.Identifies != 1 {
+		t.Fatalf("identifies %d: want the zombie resumed", st.Identifies)
 	}
 }
 

@@ -123,7 +123,10 @@ func newE2E(t *testing.T, shards int) *e2e {
 	}
 	e.fakeA = loop(ports[0])
 	e.fake = e.start("fake", "fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", "tok",
-		"--identify-window", "100ms", "--heartbeat-interval", "2s", "--event-rate", "20")
+		// Half the agents' identify window and a long heartbeat grace: the fake
+		// measures arrivals, and on a loaded CI machine an IDENTIFY or a heartbeat
+		// can reach it 100 ms late without any rule having been broken.
+		"--identify-window", "50ms", "--heartbeat-interval", "2s", "--heartbeat-timeout", "5s", "--event-rate", "20")
 	e.waitFor(15*time.Second, "the fake up", func() error { _, err := e.stats(); return err })
 	return e
 }
