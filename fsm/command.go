@@ -22,6 +22,7 @@ const (
 	CmdReleased     CommandType = 8
 	CmdCheckpoint   CommandType = 9
 	CmdClearResume  CommandType = 10
+	CmdUndrain      CommandType = 11
 )
 
 // commandVersion is the encoding version every command is written with (the second
@@ -54,6 +55,12 @@ type MarkFailed struct {
 
 // Drain marks a member draining: it keeps its shards until they are moved off.
 type Drain struct {
+	ID string
+	At int64
+}
+
+// Undrain makes a draining member alive again: it takes shards from then on.
+type Undrain struct {
 	ID string
 	At int64
 }
@@ -136,6 +143,7 @@ func (SetConfig) Type() CommandType    { return CmdSetConfig }
 func (UpsertMember) Type() CommandType { return CmdUpsertMember }
 func (MarkFailed) Type() CommandType   { return CmdMarkFailed }
 func (Drain) Type() CommandType        { return CmdDrain }
+func (Undrain) Type() CommandType      { return CmdUndrain }
 func (RemoveMember) Type() CommandType { return CmdRemoveMember }
 func (Assign) Type() CommandType       { return CmdAssign }
 func (Revoke) Type() CommandType       { return CmdRevoke }
@@ -187,6 +195,8 @@ func newCommand(t CommandType) decodable {
 		return &MarkFailed{}
 	case CmdDrain:
 		return &Drain{}
+	case CmdUndrain:
+		return &Undrain{}
 	case CmdRemoveMember:
 		return &RemoveMember{}
 	case CmdAssign:
@@ -261,6 +271,8 @@ func (c MarkFailed) encode(e *encoder)    { e.str(c.ID); e.varint(c.At) }
 func (c *MarkFailed) decode(d *decoder)   { c.ID = d.str(); c.At = d.varint() }
 func (c Drain) encode(e *encoder)         { e.str(c.ID); e.varint(c.At) }
 func (c *Drain) decode(d *decoder)        { c.ID = d.str(); c.At = d.varint() }
+func (c Undrain) encode(e *encoder)       { e.str(c.ID); e.varint(c.At) }
+func (c *Undrain) decode(d *decoder)      { c.ID = d.str(); c.At = d.varint() }
 func (c RemoveMember) encode(e *encoder)  { e.str(c.ID) }
 func (c *RemoveMember) decode(d *decoder) { c.ID = d.str() }
 

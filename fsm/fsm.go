@@ -112,7 +112,7 @@ func (f *FSM) advance(index uint64) {
 func cmdName(t CommandType) string {
 	names := map[CommandType]string{
 		CmdSetConfig: "set config", CmdUpsertMember: "upsert member", CmdMarkFailed: "mark failed",
-		CmdDrain: "drain", CmdRemoveMember: "remove member", CmdAssign: "assign", CmdRevoke: "revoke",
+		CmdDrain: "drain", CmdUndrain: "undrain", CmdRemoveMember: "remove member", CmdAssign: "assign", CmdRevoke: "revoke",
 		CmdReleased: "released", CmdCheckpoint: "checkpoint", CmdClearResume: "clear resume",
 	}
 	return names[t]
@@ -147,6 +147,11 @@ func (s *state) apply(cmd Command, index uint64) (*Result, error) {
 		return res, s.setState(c.ID, Failed, c.At)
 	case *Drain:
 		return res, s.setState(c.ID, Draining, c.At)
+	case *Undrain:
+		if m, ok := s.members[c.ID]; ok && m.State != Draining {
+			return nil, fmt.Errorf("%s is %s, not draining", c.ID, m.State)
+		}
+		return res, s.setState(c.ID, Alive, c.At)
 	case *RemoveMember:
 		if _, ok := s.members[c.ID]; !ok {
 			return nil, fmt.Errorf("no member %q", c.ID)

@@ -102,6 +102,13 @@ func TestMembers(t *testing.T) {
 	if m, _ := h.f.Member("b"); m.State != Draining || m.Since != 5 {
 		t.Fatalf("after drain: %+v", m)
 	}
+	h.refused(Encode(Undrain{ID: "c", At: 6}), "c is failed, not draining")
+	h.refused(Encode(Undrain{ID: "zz", At: 6}), `no member "zz"`)
+	h.ok(Undrain{ID: "b", At: 6})
+	if m, _ := h.f.Member("b"); m.State != Alive || m.Since != 6 {
+		t.Fatalf("after undrain: %+v", m)
+	}
+	h.ok(Drain{ID: "b", At: 5})
 	if m, _ := h.f.Member("c"); m.State != Failed || m.Since != 2 {
 		t.Fatalf("after mark failed: %+v", m)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,25 @@ func TestDrainCommandMovesShardsOff(t *testing.T) {
 	}
 	if _, err := httpPost("http://" + nodes[0].HTTPAddr() + "/v1/drain/nosuchnode"); err == nil || !strings.Contains(err.Error(), "no member") {
 		t.Errorf("drain of an unknown node: %v", err)
+	}
+
+	// Cancelling the drain hands shards back to the node, each exactly once.
+	if _, err := httpDo(http.MethodDelete, "http://"+nodes[0].HTTPAddr()+"/v1/drain/"+victim.Name()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the undrained node balanced again", func() error {
+		if s := shardsOf(victim); len(s) != 3 {
+			return fmt.Errorf("%s holds %v, want 3 shards", victim.Name(), s)
+		}
+		return nil
+	})
+	c.allReady(30*time.Second, nodes[0])
+	c.checkOneLive()
+	if dups := c.events.check(t, c.fake.Stats(), true); dups != 0 {
+		t.Errorf("%d duplicates in handoffs back to an undrained node", dups)
+	}
+	if _, err := httpDo(http.MethodDelete, "http://"+nodes[0].HTTPAddr()+"/v1/drain/"+victim.Name()); err == nil || !strings.Contains(err.Error(), "not draining") {
+		t.Errorf("cancelling a drain that is not on: %v", err)
 	}
 }
 

@@ -318,8 +318,14 @@ func (c *testCluster) waitLeader(d time.Duration, among ...*testNode) *testNode 
 }
 
 // httpPost posts nothing to url and returns the body, or an error with it.
-func httpPost(url string) (string, error) {
-	resp, err := http.Post(url, "application/json", nil)
+func httpPost(url string) (string, error) { return httpDo(http.MethodPost, url) }
+
+func httpDo(method, url string) (string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err
 	}

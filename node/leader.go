@@ -29,9 +29,17 @@ type leaderState struct {
 	lastRenew map[string]time.Time // lease grants, by node
 	failedAt  map[string]time.Time // when this leader marked a node failed
 	refused   map[string]bool      // the node's cluster port refused a connection: the process is gone
-	budget    Budget
-	lowLogged time.Time
-	configErr string
+	// crashed holds nodes whose Raft heartbeat failed and whose cluster port then
+	// refused a connection: the next reconcile marks them failed without waiting for
+	// gossip's verdict.
+	crashed map[string]bool
+	// askedWhileFailed holds failed nodes that asked for a lease since: proof, over
+	// the cluster port, that a process runs there again. Gossip alone is not, as it
+	// may not have noticed a crash yet.
+	askedWhileFailed map[string]bool
+	budget           Budget
+	lowLogged        time.Time
+	configErr        string
 }
 
 // Budget is the cluster's daily session start budget, as the leader tracks it.
@@ -103,6 +111,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	ls := &leaderState{
 		ctx: ctx, established: time.Now(),
 		lastRenew: make(map[string]time.Time), failedAt: make(map[string]time.Time), refused: make(map[string]bool),
+		crashed: make(map[string]bool), askedWhileFailed: make(map[string]bool),
 	}
 	n.leader.Store(ls)
 	defer n.leader.Store(nil)
@@ -259,7 +268,7 @@ func (n *Node) reconcileRaft(members []serf.Member) {
 }
 
 // removeFailedVoters removes from the Raft configuration the voters that gossip has
-// seen failed for longer than after, when they are a minority of the voters (the rule
+// seen failed for longer than after (with after 0, that the leader marked failed), when they are a minority of the voters (the rule
 // of Consul's autopilot): a dead voter still counts in the quorum, and one more
 // failure would then stop the cluster. A removed node that comes back is added again.
 // It returns how many it removed.
@@ -270,7 +279,9 @@ func (n *Node) removeFailedVoters(servers []raft.Server, status map[string]serf.
 			continue
 		}
 		voters = append(voters, s)
-		if status[string(s.ID)] != serf.StatusFailed || string(s.ID) == n.cfg.Name {
+		// A leave (after 0) cannot wait for gossip's verdict on a voter the leader
+		// already failed (its process found gone): the leaver would take the quorum.
+		if string(s.ID) == n.cfg.Name || status[string(s.ID)] != serf.StatusFailed && after > 0 {
 			continue
 		}
 		if m, ok := n.fsm.Member(string(s.ID)); ok && m.State == fsm.Failed && time.Since(time.Unix(0, m.Since)) >= after {
@@ -440,6 +451,22 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 	return nil
 }
 
+// identifySent is the report that a granted IDENTIFY was written. A leader that did
+// not grant it (leadership moved meanwhile) ignores it: its gate held its first grants
+// for a window anyway.
+func (n *Node) identifySent(shardID int) {
+	ls := n.leader.Load()
+	if ls == nil {
+		return
+	}
+	ls.mu.Lock()
+	g := ls.gate
+	ls.mu.Unlock()
+	if g != nil {
+		g.IdentifySent(shardID)
+	}
+}
+
 // grantLease renews node's lease. A node marked failed gets none: the leader is
 // waiting for its last lease to run out before giving its shards away.
 func (n *Node) grantLease(node string) (uint64, error) {
@@ -448,6 +475,10 @@ func (n *Node) grantLease(node string) (uint64, error) {
 		return 0, ErrNotLeader
 	}
 	if m, ok := n.fsm.Member(node); ok && m.State == fsm.Failed {
+		ls.mu.Lock()
+		ls.askedWhileFailed[node] = true
+		ls.mu.Unlock()
+		n.pokeLeader()
 		return 0, fmt.Errorf("%w: %s is marked failed; its shards are moving to other nodes", ErrLeaseRefused, node)
 	}
 	ls.mu.Lock()
@@ -476,31 +507,38 @@ func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []
 			case !ok:
 				want.State, want.Since = fsm.Alive, now.UnixNano()
 				n.upsert(want, "node joined")
-			case (cur.State == fsm.Failed || cur.State == fsm.Left) && holds(m.Name) == 0:
+			case (cur.State == fsm.Left || cur.State == fsm.Failed && ls.askedLease(m.Name)) && holds(m.Name) == 0:
 				want.State, want.Since = fsm.Alive, now.UnixNano()
 				n.upsert(want, "node is back")
 				ls.mu.Lock()
 				delete(ls.failedAt, m.Name)
 				delete(ls.refused, m.Name)
+				delete(ls.askedWhileFailed, m.Name)
 				ls.lastRenew[m.Name] = now
 				ls.mu.Unlock()
 			case cur.State != fsm.Failed && cur.State != fsm.Left && sameExceptState(cur, want) == false:
 				want.State, want.Since = cur.State, cur.Since
 				n.upsert(want, "node updated")
 			}
-			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && graceOver && m.Name != n.cfg.Name {
+			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && m.Name != n.cfg.Name {
 				ls.mu.Lock()
 				last, renewed := ls.lastRenew[m.Name]
 				ls.mu.Unlock()
 				if !renewed {
 					last = ls.established
 				}
-				if silent := now.Sub(last); silent > n.cfg.Lease {
+				switch silent := now.Sub(last); {
+				case ls.takeCrashed(m.Name):
+					// Positive evidence, so no grace is needed; fail probes the port again
+					// once the shards are revoked, so a process that restarted in between
+					// is never taken for a dead one.
+					n.fail(ctx, ls, m.Name, "its process is gone (Raft heartbeat failed, cluster port refuses connections)")
+				case graceOver && silent > n.cfg.Lease:
 					n.fail(ctx, ls, m.Name, fmt.Sprintf("no lease renewal for %v (gossip still sees it: a partial partition, or a stuck process)", silent.Round(time.Millisecond)))
 				}
 			}
 		case serf.StatusFailed:
-			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && graceOver {
+			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && (ls.takeCrashed(m.Name) || graceOver) {
 				n.fail(ctx, ls, m.Name, "gossip declared it dead")
 			}
 		case serf.StatusLeft, serf.StatusLeaving:
@@ -561,6 +599,7 @@ func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
 	}
 	ls.mu.Lock()
 	ls.failedAt[id] = time.Now()
+	delete(ls.askedWhileFailed, id)
 	ls.mu.Unlock()
 	var moves []fsm.RevokeMove
 	for _, a := range n.fsm.ShardsOf(id) {
@@ -591,6 +630,48 @@ func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
 	}
 }
 
+// watchHeartbeats gives the leader a crash verdict within a Raft heartbeat instead of
+// a gossip suspicion timeout: when a heartbeat to a peer fails, the leader dials the
+// peer's cluster port, and a refusal (the machine answers, nothing listens) means the
+// process died and its websockets with it. A silent peer (SIGSTOP, a dead machine, a
+// partition) refuses nothing and is left to gossip and the lease.
+func (n *Node) watchHeartbeats() {
+	ch := make(chan raft.Observation, 64)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.FailedHeartbeatObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	defer n.raft.DeregisterObserver(obs)
+	probed := make(map[raft.ServerID]time.Time)
+	for {
+		var o raft.Observation
+		select {
+		case <-n.ctx.Done():
+			return
+		case o = <-ch:
+		}
+		peer := o.Data.(raft.FailedHeartbeatObservation).PeerID
+		ls := n.leader.Load()
+		// Raft backs off its heartbeats to a failing peer; one probe per backoff step
+		// is plenty.
+		if ls == nil || time.Since(probed[peer]) < n.cfg.Timing.RaftHeartbeat/10 {
+			continue
+		}
+		probed[peer] = time.Now()
+		m, ok := n.fsm.Member(string(peer))
+		if !ok || m.RaftAddr == "" || (m.State != fsm.Alive && m.State != fsm.Draining) {
+			continue
+		}
+		if n.processGone(m.RaftAddr) {
+			ls.mu.Lock()
+			ls.crashed[m.ID] = true
+			ls.mu.Unlock()
+			n.pokeLeader()
+		}
+	}
+}
+
 // processGone reports whether addr's machine answers but nothing listens on the port:
 // the process died, and its websockets with it.
 func (n *Node) processGone(addr string) bool {
@@ -602,17 +683,35 @@ func (n *Node) processGone(addr string) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
+func (ls *leaderState) askedLease(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.askedWhileFailed[id]
+}
+
+// takeCrashed reports, once, that id's process was found gone.
+func (ls *leaderState) takeCrashed(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	c := ls.crashed[id]
+	delete(ls.crashed, id)
+	return c
+}
+
 // fenced reports whether a failed owner can no longer be running its shards: its
-// process is gone, or its last lease has run out.
+// process is gone, or the last lease this leader granted it has run out. The owner
+// counts its lease from before it asked, so it expires no later than the grant plus
+// one lease; a node that never renewed under this leader is waited out from the
+// leader's start, as the grace does.
 func (ls *leaderState) fenced(owner string, lease time.Duration) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.refused[owner] {
 		return true
 	}
-	since, ok := ls.failedAt[owner]
+	since, ok := ls.lastRenew[owner]
 	if !ok {
-		since = ls.established // failed under an earlier leader: wait out the grace
+		since = ls.established
 	}
 	// A tenth of the lease covers clock rate differences and the grant's flight time.
 	return time.Since(since) > lease+lease/10

@@ -135,6 +135,7 @@ func (n *Node) start() error {
 	n.goRun(n.leaseLoop)
 	n.goRun(n.sup.run)
 	n.goRun(n.joinLoop)
+	n.goRun(n.watchHeartbeats)
 	n.log.Info("node started", "gossip", n.serf.LocalMember().Addr.String()+":"+strconv.Itoa(int(n.serf.LocalMember().Port)),
 		"cluster", n.advertiseCluster, "http", n.advertiseHTTP, "data_dir", cfg.DataDir,
 		"bootstrap_expect", cfg.BootstrapExpect, "existing_state", n.hasRaftState())

@@ -43,6 +43,16 @@ type IdentifyArgs struct {
 // IdentifyReply grants it.
 type IdentifyReply struct{}
 
+// IdentifySentArgs tells the leader that the IDENTIFY it granted shard Shard has been
+// written: the bucket's next grant is timed from here, not from the grant.
+type IdentifySentArgs struct {
+	Node  string
+	Shard int
+}
+
+// IdentifySentReply is empty.
+type IdentifySentReply struct{}
+
 // ShardsArgs asks a node what its shards are doing.
 type ShardsArgs struct{}
 
@@ -90,6 +100,11 @@ func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 	ctx, cancel := context.WithTimeout(s.n.ctx, identifyRPCTimeout)
 	defer cancel()
 	return s.n.grantIdentify(ctx, args.Node, args.Shard)
+}
+
+func (s *rpcService) IdentifySent(args *IdentifySentArgs, reply *IdentifySentReply) error {
+	s.n.identifySent(args.Shard)
+	return nil
 }
 
 func (s *rpcService) Shards(args *ShardsArgs, reply *ShardsReply) error {

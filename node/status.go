@@ -266,6 +266,31 @@ func (n *Node) httpHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"draining": id, "shards": len(n.fsm.ShardsOf(id))})
 	})
+	// Cancelling a drain makes the node take shards again; the balancer moves some
+	// back to it one handoff at a time.
+	mux.HandleFunc("DELETE /v1/drain/{node}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("node")
+		m, ok := n.fsm.Member(id)
+		switch {
+		case !ok:
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no member %q", id)})
+			return
+		case m.State != fsm.Draining:
+			writeJSON(w, http.StatusConflict, map[string]string{"error": fmt.Sprintf("%s is %s, not draining", id, m.State)})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if _, err := n.write(ctx, fsm.Undrain{ID: id, At: time.Now().UnixNano()}); err != nil {
+			code := http.StatusServiceUnavailable
+			if isInvalid(err) || errors.Is(err, fsm.ErrInvalid) {
+				code = http.StatusConflict
+			}
+			writeJSON(w, code, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"undrained": id})
+	})
 	return mux
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +39,7 @@ type supervisor struct {
 	handled   map[int]position // the last event each shard delivered to the sink
 	clusterOf map[int]int
 	started   map[int]time.Time // when a shard was started here, for the failover log
+	resumed   []resumedShard    // resumes not yet noted; see noteResumed
 	gate      *remoteGate
 }
 
@@ -262,12 +264,46 @@ func (s *supervisor) observe(l shard.Lifecycle) {
 			took := time.Since(started).Round(time.Millisecond)
 			s.n.log.Info("shard "+l.Kind.String(), "shard", l.ShardID, "took", took)
 			if l.Kind == shard.LifecycleResumed {
-				s.n.note("shard %d resumed in %v", l.ShardID, took)
+				s.noteResumed(l.ShardID, took)
 			}
 		}
 	case shard.LifecycleInvalidated, shard.LifecycleFailed:
 		s.n.log.Warn("shard "+l.Kind.String(), "shard", l.ShardID, "reason", l.Reason)
 	}
+}
+
+// noteResumed gathers the resumes of a quarter second into one event: a failover
+// resumes hundreds of shards at once, and one line each would push everything else
+// out of the recent events.
+func (s *supervisor) noteResumed(id int, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resumed = append(s.resumed, resumedShard{id, took})
+	if len(s.resumed) > 1 {
+		return
+	}
+	time.AfterFunc(250*time.Millisecond, func() {
+		s.mu.Lock()
+		batch := s.resumed
+		s.resumed = nil
+		s.mu.Unlock()
+		ids := make([]int, len(batch))
+		tooks := make([]time.Duration, len(batch))
+		for i, r := range batch {
+			ids[i], tooks[i] = r.id, r.took
+		}
+		slices.Sort(tooks)
+		if len(batch) == 1 {
+			s.n.note("shard %d resumed in %v", ids[0], tooks[0])
+			return
+		}
+		s.n.note("shards %s resumed in %v (median), %v at most", FoldRanges(ids), tooks[len(tooks)/2], tooks[len(tooks)-1])
+	})
+}
+
+type resumedShard struct {
+	id   int
+	took time.Duration
 }
 
 // stopShard stops a shard with a resumable close once its queued events were
@@ -399,8 +435,35 @@ func (s *supervisor) kill() {
 }
 
 // remoteGate asks the leader for each identify: one per bucket per window across the
-// whole cluster, within the daily session start budget.
+// whole cluster, within the daily session start budget. It reports each IDENTIFY
+// written, so that the leader times the bucket's next grant from the write.
 type remoteGate struct{ n *Node }
+
+var _ shard.SendReporter = (*remoteGate)(nil)
+
+// IdentifySent implements shard.SendReporter without holding up the shard: the report
+// only makes the leader's next grant in the bucket exact rather than conservative.
+func (g *remoteGate) IdentifySent(shardID int) {
+	n := g.n
+	if n.IsLeader() {
+		n.identifySent(shardID)
+		return
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" || n.ctx.Err() != nil {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(n.ctx, rpcTimeout)
+		defer cancel()
+		args := &IdentifySentArgs{Node: n.cfg.Name, Shard: shardID}
+		if err := n.peers.call(ctx, string(addr), "IdentifySent", args, &IdentifySentReply{}); err != nil {
+			n.log.Debug("identify report not delivered; the leader's bucket waits it out", "shard", shardID, "err", err)
+		}
+	}()
+}
 
 func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 	n := g.n

@@ -487,6 +487,9 @@ func (c *connection) login(ctx context.Context) {
 		if err := s.cfg.Gate.Wait(ctx, s.cfg.ShardID); err != nil {
 			return
 		}
+		if r, ok := s.cfg.Gate.(SendReporter); ok {
+			defer r.IdentifySent(s.cfg.ShardID) // after the write below, whatever came of it
+		}
 		payload, err = marshalPayload(OpIdentify, identifyData{
 			Token:          s.cfg.Token.Reveal(),
 			Properties:     s.cfg.Properties,

@@ -18,6 +18,15 @@ type IdentifyGate interface {
 	Wait(ctx context.Context, shardID int) error
 }
 
+// SendReporter is an IdentifyGate that times the next grant of a bucket from the
+// moment the granted IDENTIFY was written rather than from the grant. A shard reports
+// every grant it was given, whether or not the write succeeded, right after the
+// attempt. Without it, a grant that reached its shard late (a slow RPC, a busy
+// scheduler) lets the next IDENTIFY of the bucket arrive less than a window after it.
+type SendReporter interface {
+	IdentifySent(shardID int)
+}
+
 // DefaultIdentifyWindow is Discord's identify rate-limit window.
 const DefaultIdentifyWindow = 5 * time.Second
 
@@ -38,8 +47,18 @@ type LocalGate struct {
 // whose timer fired late (a loaded machine) must push the next grant back with it.
 type gateBucket struct {
 	turn chan struct{} // capacity 1: holding it is holding the bucket
-	last time.Time     // the previous grant; only the turn holder touches it
+
+	// Guarded by LocalGate.mu.
+	last    time.Time     // the previous grant, or its reported send when later
+	pending chan struct{} // closed when the previous grant is reported sent; nil if it was
+	granted int           // the shard of the previous grant
 }
+
+// unreportedWait is how long a bucket waits for the previous grant to be reported
+// sent: longer than any grant takes to reach its shard. A shard that stopped between
+// grant and send never reports; its bucket then times the next grant from the end
+// of this wait, as if the IDENTIFY had been written at the last moment it could be.
+func (g *LocalGate) unreportedWait() time.Duration { return max(g.spacing, 2*time.Second) }
 
 // NewLocalGate returns a gate for maxConcurrency buckets and the given window
 // (DefaultIdentifyWindow in production), with grants in one bucket spaced
@@ -86,20 +105,55 @@ func (g *LocalGate) Wait(ctx context.Context, shardID int) error {
 	}
 	defer func() { <-b.turn }()
 	g.mu.Lock()
-	notBefore := g.notBefore
+	notBefore, pending := g.notBefore, b.pending
 	g.mu.Unlock()
-	if b.last.IsZero() && !notBefore.IsZero() {
+	if pending != nil {
+		timer := time.NewTimer(g.unreportedWait())
+		select {
+		case <-pending:
+		case <-timer.C:
+			g.mu.Lock()
+			if b.pending == pending {
+				b.last, b.pending = time.Now(), nil
+			}
+			g.mu.Unlock()
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		}
+		timer.Stop()
+	}
+	g.mu.Lock()
+	last := b.last
+	g.mu.Unlock()
+	if last.IsZero() && !notBefore.IsZero() {
 		if err := sleepUntil(ctx, notBefore); err != nil {
 			return err
 		}
 	}
-	if !b.last.IsZero() {
-		if err := sleepUntil(ctx, b.last.Add(g.spacing)); err != nil {
+	if !last.IsZero() {
+		if err := sleepUntil(ctx, last.Add(g.spacing)); err != nil {
 			return err
 		}
 	}
-	b.last = time.Now()
+	g.mu.Lock()
+	b.last, b.pending, b.granted = time.Now(), make(chan struct{}), shardID
+	g.mu.Unlock()
 	return nil
+}
+
+// IdentifySent implements SendReporter: the bucket's next grant comes one spacing
+// after now. A report for anything but the bucket's latest grant is ignored.
+func (g *LocalGate) IdentifySent(shardID int) {
+	b := g.bucket(shardID % g.maxConcurrency)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b.pending == nil || b.granted != shardID {
+		return
+	}
+	b.last = time.Now()
+	close(b.pending)
+	b.pending = nil
 }
 
 // HoldUntil delays the first grant of every bucket until t. A gate that takes over

@@ -33,6 +33,7 @@ func TestLocalGateOneGrantPerBucketPerWindow(t *testing.T) {
 			mu.Lock()
 			grants[id%maxConcurrency] = append(grants[id%maxConcurrency], time.Now())
 			mu.Unlock()
+			g.IdentifySent(id)
 		}()
 	}
 	wg.Wait()
@@ -105,5 +106,59 @@ func TestLocalGateHoldUntilDelaysFirstGrants(t *testing.T) {
 		if now := time.Now(); now.Before(hold) {
 			t.Fatalf("shard %d granted %v before the hold ended", id, hold.Sub(now))
 		}
+	}
+}
+
+// A grant that reaches its shard late must push the bucket's next grant back with
+// it: Discord measures the window between arrivals, not between grants.
+func TestLocalGateTimesNextGrantFromReportedSend(t *testing.T) {
+	const window = 50 * time.Millisecond
+	g, err := NewLocalGate(1, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Wait(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan time.Time, 1)
+	go func() {
+		if err := g.Wait(ctx, 1); err != nil {
+			t.Error(err)
+		}
+		granted <- time.Now()
+	}()
+	g.IdentifySent(7) // not the bucket's latest grant: ignored
+	// Shard 0 is slow to write its IDENTIFY: two spacings, where timing from the grant
+	// let shard 1 through after one.
+	slow := time.NewTimer(2 * (window + ArrivalMargin(window)))
+	<-slow.C
+	sent := time.Now()
+	g.IdentifySent(0)
+	if at := <-granted; at.Sub(sent) < window {
+		t.Fatalf("shard 1 granted %v after shard 0's IDENTIFY was written; the window is %v", at.Sub(sent), window)
+	}
+}
+
+// A shard that stops between its grant and its IDENTIFY never reports; its bucket
+// goes on, timed as if the IDENTIFY had been written at the last moment it could be.
+func TestLocalGateUnreportedGrantReleasesBucket(t *testing.T) {
+	const window = 20 * time.Millisecond
+	g, err := NewLocalGate(1, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Wait(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	first := time.Now()
+	if err := g.Wait(ctx, 1); err != nil {
+		t.Fatalf("the bucket stayed blocked by an unreported grant: %v", err)
+	}
+	if gap, want := time.Since(first), g.unreportedWait()+window; gap < want {
+		t.Fatalf("second grant %v after an unreported one; want at least %v", gap, want)
 	}
 }

@@ -80,6 +80,11 @@ func TestStatusAndDrainNeedAnAgent(t *testing.T) {
 
 func TestDrainReportsTheAgentsError(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"error": "node1 is alive, not draining"}`))
+			return
+		}
 		w.WriteHeader(http.StatusNotFound)
 		w.Write([]byte(`{"error": "no member \"ghost\""}`))
 	})}
@@ -92,6 +97,10 @@ func TestDrainReportsTheAgentsError(t *testing.T) {
 	_, _, err = run(t, "drain", "--addr", ln.Addr().String(), "ghost")
 	if err == nil || !strings.Contains(err.Error(), `no member "ghost"`) {
 		t.Fatalf("err = %v", err)
+	}
+	_, _, err = run(t, "drain", "--cancel", "--addr", ln.Addr().String(), "node1")
+	if err == nil || !strings.Contains(err.Error(), "not draining") {
+		t.Fatalf("drain --cancel: err = %v", err)
 	}
 }
 

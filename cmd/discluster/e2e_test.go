@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -616,5 +617,60 @@ func TestE2EDemo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The bench command runs its whole cycle (cold start, drain, SIGKILL, SIGSTOP) at the
+// smallest size and prints a table whose loss and duplicate columns are zero.
+func TestE2EBenchSmallRun(t *testing.T) {
+	bin := binary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "--sizes", "2", "--runs", "1", "--scenarios", "moves",
+		"--identify-window", "200ms")
+	cmd.SysProcAttr = childAttr()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, out, tail(stderr.String(), 3000))
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1)
+		if len(f) == 7 && f[0] == "2" {
+			rows[f[1]] = f
+		}
+	}
+	for _, name := range []string{"cold start 6 shards", "drain handoff, per shard", "failover after SIGKILL", "failover after SIGSTOP"} {
+		r, ok := rows[name]
+		if !ok {
+			t.Fatalf("no %q row in:\n%s", name, out)
+		}
+		if r[5] != "0" {
+			t.Errorf("%s: %s seqs lost", name, r[5])
+		}
+	}
+	if d := rows["drain handoff, per shard"][6]; d != "0" {
+		t.Errorf("drain: %s duplicates", d)
+	}
+	if !strings.Contains(rows["cold start 6 shards"][2], "× floor") {
+		t.Errorf("cold start row: %q", rows["cold start 6 shards"])
+	}
+}
+
+func TestBenchRejectsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--runs", "0"}, "--runs 0"},
+		{[]string{"bench", "--sizes", "0"}, "--sizes"},
+		{[]string{"bench", "--scenarios", "warp"}, `unknown "warp"`},
+		{[]string{"bench", "extra"}, "no arguments"},
+	} {
+		if _, _, err := run(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		}
 	}
 }

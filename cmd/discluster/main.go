@@ -33,6 +33,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			statusCommand(),
 			drainCommand(),
+			benchCommand(),
 			fakeDiscordCommand(),
 		},
 	}

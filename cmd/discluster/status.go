@@ -71,12 +71,20 @@ func statusCommand() *cli.Command {
 func drainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "drain",
-		Usage:     "move every shard off a node, each handed off at its exact seq",
+		Usage:     "move every shard off a node, each handed off at its exact seq (--cancel: take shards again)",
 		ArgsUsage: "NODE",
-		Flags:     []cli.Flag{addrFlag},
+		Flags: []cli.Flag{addrFlag, &cli.BoolFlag{Name: "cancel",
+			Usage: "end the node's drain: it takes shards again, moved back one handoff at a time"}},
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() != 1 {
 				return fmt.Errorf("drain takes one node name, got %q", c.Args().Slice())
+			}
+			if c.Bool("cancel") {
+				if _, err := apiCall(c.Context, http.MethodDelete, c.String("addr"), "/v1/drain/"+c.Args().First()); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "%s takes shards again; the balancer moves some back to it one handoff at a time\n", c.Args().First())
+				return nil
 			}
 			body, err := apiCall(c.Context, http.MethodPost, c.String("addr"), "/v1/drain/"+c.Args().First())
 			if err != nil {

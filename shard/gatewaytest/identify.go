@@ -1,9 +1,13 @@
 package gatewaytest
 
+import "time"
+
 // identifyLocked applies Discord's IDENTIFY rules in the order a real
 // gateway can: authentication, shard pair, shard size, intents, then the
-// identify bucket and the session start budget.
-func (s *Server) identifyLocked(c *conn, id *identifyData) {
+// identify bucket and the session start budget. The bucket is judged by arrived,
+// taken when the frame was read: time spent waiting for the server's lock is the
+// fake's own delay, not the client's.
+func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 	if c.sess != nil {
 		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])
 		return
@@ -27,7 +31,7 @@ func (s *Server) identifyLocked(c *conn, id *identifyData) {
 		s.closeConnLocked(c, cerr.Code, cerr.Reason)
 		return
 	}
-	now := s.now()
+	now := arrived
 	bucket := shardID % s.opts.MaxConcurrency
 	if last, ok := s.lastIdentify[bucket]; ok && now.Sub(last) < s.opts.IdentifyWindow {
 		// Discord answers an IDENTIFY over max_concurrency with op 9 and
@@ -81,17 +85,18 @@ func (s *Server) startSessionLocked(c *conn, id *identifyData, shardID, total, g
 	}
 	s.nextSessionIdx++
 	ss := &session{
-		srv:       s,
-		id:        newSessionID(),
-		idx:       s.nextSessionIdx,
-		shardID:   shardID,
-		numShards: total,
-		guilds:    guilds,
-		msgTmpl:   msg,
-		dm:        dm,
-		stop:      make(chan struct{}),
-		kick:      make(chan struct{}, 1),
-		conn:      c,
+		srv:        s,
+		id:         newSessionID(),
+		identified: time.Now(),
+		idx:        s.nextSessionIdx,
+		shardID:    shardID,
+		numShards:  total,
+		guilds:     guilds,
+		msgTmpl:    msg,
+		dm:         dm,
+		stop:       make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		conn:       c,
 	}
 	s.sessions[ss.id] = ss
 	c.sess = ss

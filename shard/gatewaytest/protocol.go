@@ -144,6 +144,7 @@ func (s *Server) heartbeatTimedOut(c *conn) {
 
 // handlePayload applies one client payload to the connection.
 func (s *Server) handlePayload(c *conn, b []byte) {
+	arrived := s.now()
 	limited := c.rateLimited(time.Now())
 	f, cerr := parseClientFrame(b)
 	s.mu.Lock()
@@ -164,7 +165,7 @@ func (s *Server) handlePayload(c *conn, b []byte) {
 	case opHeartbeat:
 		s.heartbeatLocked(c, f.Heartbeat)
 	case opIdentify:
-		s.identifyLocked(c, f.Identify)
+		s.identifyLocked(c, f.Identify, arrived)
 	case opResume:
 		s.resumeLocked(c, f.Resume)
 	default:

@@ -29,16 +29,17 @@ func (e *event) render(dst []byte) []byte {
 // detached session keeps producing (and buffering) events until it is
 // resumed, ended, or expires after SessionTTL.
 type session struct {
-	srv       *Server
-	id        string
-	idx       uint64 // distinguishes the message ids of concurrent sessions
-	shardID   int
-	numShards int
-	guilds    int               // number of guilds this shard owns
-	msgTmpl   *dispatchTemplate // nil: the session generates no messages
-	dm        bool              // generated messages are DMs (no guild)
-	stop      chan struct{}     // closed when the session ends
-	kick      chan struct{}     // attachment changed; re-arm the expiry timer
+	srv        *Server
+	id         string
+	identified time.Time
+	idx        uint64 // distinguishes the message ids of concurrent sessions
+	shardID    int
+	numShards  int
+	guilds     int               // number of guilds this shard owns
+	msgTmpl    *dispatchTemplate // nil: the session generates no messages
+	dm         bool              // generated messages are DMs (no guild)
+	stop       chan struct{}     // closed when the session ends
+	kick       chan struct{}     // attachment changed; re-arm the expiry timer
 
 	eventsSent atomic.Int64
 	replayed   atomic.Int64
@@ -163,6 +164,7 @@ func (ss *session) stats() SessionStats {
 		Attached:   ss.conn != nil,
 		Ended:      ss.ended,
 		EndReason:  ss.endReason,
+		Identified: ss.identified,
 	}
 	if !ss.ended {
 		st.FirstSeq = ss.firstSeqLocked()

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Stats is a snapshot of what the fake has seen and done. Stats() returns a
@@ -112,6 +113,9 @@ type SessionStats struct {
 	// Ended sessions can no longer be resumed; EndReason says why.
 	Ended     bool   `json:"ended"`
 	EndReason string `json:"end_reason,omitempty"`
+	// Identified is when the IDENTIFY that started the session arrived, READY
+	// written right after it: a cold start ends at the last one.
+	Identified time.Time `json:"identified"`
 }
 
 // counters are the server-wide numbers kept under Server.mu.

@@ -1,0 +1,539 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/shard"
+	"github.com/discluster/discluster/shard/gatewaytest"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure cold start, failover and handoff on this machine against the fake Discord, and print a table",
+		Description: "Starts the fake Discord and three agents as child processes (as the demo does), for each size S\n" +
+			"(shards per node): a cold start of 3·S shards, --runs drains, SIGKILLs and SIGSTOPs of the node\n" +
+			"holding S shards, and SIGKILLs with the sessions expired at the fake (every shard re-identifies).\n" +
+			"Every figure is the median of --runs; identify violations and lost seqs are counted in every run.",
+		Flags: []cli.Flag{
+			&cli.IntSliceFlag{Name: "sizes", Value: cli.NewIntSlice(10, 100), Usage: "shards per node (S); 1000 takes minutes"},
+			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per figure (medians)"},
+			&cli.IntFlag{Name: "max-concurrency", Value: 16, Usage: "identify buckets"},
+			&cli.DurationFlag{Name: "identify-window", Value: time.Second, Usage: "identify window (Discord's is 5s; shorter here so a cold start runs fast)"},
+			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "the agents' --lease"},
+			&cli.StringSliceFlag{Name: "scenarios", Value: cli.NewStringSlice("moves", "reidentify"),
+				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers with the sessions expired"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
+		},
+		Action: runBench,
+	}
+}
+
+// benchCluster is a fake Discord and three agents as processes.
+type benchCluster struct {
+	exe, dir string
+	shards   int
+	fake     *child
+	fakeAddr string
+	agents   []*benchAgent
+	lease    time.Duration
+	// events holds every event any status answer carried: a failover's own events
+	// scroll out of the recent list quickly.
+	events map[node.Event]bool
+}
+
+type benchAgent struct {
+	*child
+	name   string
+	http   string
+	args   []string
+	events string
+	paused bool // SIGSTOPped: its API would only time out
+}
+
+func runBench(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("bench takes no arguments, got %q", c.Args().Slice())
+	}
+	sizes, runs := c.IntSlice("sizes"), c.Int("runs")
+	for _, s := range sizes {
+		if s < 1 || s > 5000 {
+			return fmt.Errorf("--sizes: %d shards per node is outside [1, 5000]", s)
+		}
+	}
+	if runs < 1 || runs > 20 {
+		return fmt.Errorf("--runs %d: between 1 and 20", runs)
+	}
+	want := map[string]bool{}
+	for _, sc := range c.StringSlice("scenarios") {
+		if sc != "moves" && sc != "reidentify" {
+			return fmt.Errorf("--scenarios: unknown %q (moves, reidentify)", sc)
+		}
+		want[sc] = true
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(c.Context)
+	defer stop()
+	out := c.App.Writer
+	var rows [][]string
+	for _, s := range sizes {
+		for _, sc := range []struct {
+			key, name string
+			run       func(context.Context, *benchCluster, int) ([][]string, error)
+			ttl       string
+		}{
+			{"moves", "handoff and failover", benchMoves, "2m"},
+			{"reidentify", "failover without resume state", benchNoResume, "1ms"},
+		} {
+			if !want[sc.key] {
+				continue
+			}
+			dir, err := os.MkdirTemp("", "discluster-bench-")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.ErrWriter, "S=%d: %s (%s)...\n", s, sc.name, dir)
+			bc := &benchCluster{exe: exe, dir: dir, shards: 3 * s, lease: c.Duration("lease")}
+			r, err := func() ([][]string, error) {
+				defer bc.stop()
+				start, err := bc.start(ctx, c.Int("max-concurrency"), c.Duration("identify-window"), sc.ttl)
+				if err != nil {
+					return nil, err
+				}
+				rows := [][]string{}
+				if sc.ttl != "1ms" {
+					rows = append(rows, start)
+				}
+				more, err := sc.run(ctx, bc, runs)
+				return append(rows, more...), err
+			}()
+			if !c.Bool("keep") {
+				os.RemoveAll(dir)
+			}
+			if err != nil {
+				return fmt.Errorf("S=%d, %s: %w", s, sc.name, err)
+			}
+			for _, row := range r {
+				rows = append(rows, append([]string{strconv.Itoa(s)}, row...))
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "S\tSCENARIO\tMEDIAN\tSPLIT (medians)\tVIOLATIONS\tLOST SEQ\tDUPLICATES")
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\n3 agents on one machine, --timing fast, --lease %v, max_concurrency %d, identify window %v; runs per figure: %d\n",
+		c.Duration("lease"), c.Int("max-concurrency"), c.Duration("identify-window"), runs)
+	return nil
+}
+
+// start starts the fake and three agents and waits for every shard; it returns the
+// cold-start row.
+func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Duration, ttl string) ([]string, error) {
+	ports, err := freePorts(1 + 9)
+	if err != nil {
+		return nil, err
+	}
+	bc.fakeAddr = loop(ports[0])
+	bc.fake, err = startChild(bc.exe, "fake-discord", filepath.Join(bc.dir, "fake.log"), nil,
+		"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
+		"--max-concurrency", strconv.Itoa(maxConc), "--identify-window", window.String(),
+		"--event-rate", "5", "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+bc.fakeAddr+"/fake/stats", bc.fake); err != nil {
+		return nil, fmt.Errorf("fake: %w", err)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("b%d", i+1)
+		a := &benchAgent{name: name, http: loop(ports[3+3*i]), events: filepath.Join(bc.dir, name+".ndjson")}
+		a.args = []string{"agent", "--exit-with-parent", "--name", name, "--data-dir", filepath.Join(bc.dir, name),
+			"--gossip-addr", loop(ports[1+3*i]), "--cluster-addr", loop(ports[2+3*i]), "--http-addr", a.http,
+			"--join", loop(ports[1]), "--bootstrap-expect", "3", "--shards", strconv.Itoa(bc.shards),
+			"--identify-window", window.String(), "--lease", bc.lease.String(), "--checkpoint-interval", "500ms",
+			"--timing", "fast", "--max-moves", "1000", "--shards-per-cluster", "100",
+			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel}
+		a.child, err = startChild(bc.exe, name, filepath.Join(bc.dir, name+".log"), nil, a.args...)
+		if err != nil {
+			return nil, err
+		}
+		bc.agents = append(bc.agents, a)
+	}
+	if err := bc.waitReady(ctx, bc.agents, 10*time.Minute); err != nil {
+		return nil, err
+	}
+	st, err := bc.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// From the first leader's start (a leader holds its first grants for a window)
+	// to the last IDENTIFY, as the fake saw it arrive; READY follows at once.
+	var elected time.Time
+	elections := 0
+	for _, e := range st.Events {
+		if strings.HasPrefix(e.Text, "became leader") {
+			elections++
+			if elected.IsZero() || e.At.Before(elected) {
+				elected = e.At
+			}
+		}
+	}
+	var last time.Time
+	fs := bc.fakeStats()
+	for _, ss := range fs.Sessions {
+		if ss.Identified.After(last) {
+			last = ss.Identified
+		}
+	}
+	rounds := (bc.shards + maxConc - 1) / maxConc
+	floor := time.Duration(rounds) * window
+	withMargin := floor + time.Duration(rounds-1)*shard.ArrivalMargin(window)
+	took := last.Sub(elected)
+	split := fmt.Sprintf("%v from the leader's start to the last IDENTIFY; floor ceil(N/C)·window = %v (%.3f × with the %v safety margin per round)",
+		took.Round(time.Millisecond), floor, float64(took)/float64(withMargin), shard.ArrivalMargin(window))
+	if elections > 1 {
+		split += fmt.Sprintf("; %d elections", elections)
+	}
+	return []string{"cold start " + strconv.Itoa(bc.shards) + " shards", fmt.Sprintf("%.3f × floor", float64(took)/float64(floor)),
+		split, strconv.Itoa(fs.IdentifyViolations), strconv.Itoa(bc.lostSeqs()), "-"}, nil
+}
+
+func (bc *benchCluster) stop() {
+	for _, a := range bc.agents {
+		if a.child != nil && a.running() {
+			a.cmd.Process.Signal(syscall.SIGCONT)
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+	}
+	if bc.fake != nil && bc.fake.running() {
+		bc.fake.cmd.Process.Kill()
+		<-bc.fake.done
+	}
+}
+
+func (bc *benchCluster) fakeStats() gatewaytest.Stats {
+	var st gatewaytest.Stats
+	resp, err := http.Get("http://" + bc.fakeAddr + "/fake/stats")
+	if err != nil {
+		return st
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&st)
+	return st
+}
+
+func (bc *benchCluster) status(ctx context.Context) (node.Status, error) {
+	var addrs []string
+	for _, a := range bc.agents {
+		if a.running() && !a.paused {
+			addrs = append(addrs, a.http)
+		}
+	}
+	st, _, err := fetchStatus(ctx, addrs)
+	if bc.events == nil {
+		bc.events = make(map[node.Event]bool)
+	}
+	for _, e := range st.Events {
+		bc.events[e] = true
+	}
+	return st, err
+}
+
+// waitReady waits until every shard is ready, checkpointed and live once at the fake,
+// spread over on.
+func (bc *benchCluster) waitReady(ctx context.Context, on []*benchAgent, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		last = bc.ready(ctx, on)
+		if last == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %v: %w", limit, last)
+}
+
+func (bc *benchCluster) ready(ctx context.Context, on []*benchAgent) error {
+	st, err := bc.status(ctx)
+	if err != nil {
+		return err
+	}
+	if len(st.Shards) != bc.shards {
+		return errors.New("no configuration yet")
+	}
+	per := map[string]int{}
+	for _, s := range st.Shards {
+		if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
+			return fmt.Errorf("shard %d on %q: %s", s.Shard, s.Node, s.State)
+		}
+		per[s.Node]++
+	}
+	var counts []int
+	for _, a := range on {
+		counts = append(counts, per[a.name])
+	}
+	if len(per) != len(on) || slices.Max(counts)-slices.Min(counts) > 1 {
+		return fmt.Errorf("spread %v", per)
+	}
+	fs := bc.fakeStats()
+	for id := range bc.shards {
+		if fs.Shards[id].Live != 1 {
+			return fmt.Errorf("shard %d has %d live connections", id, fs.Shards[id].Live)
+		}
+	}
+	return nil
+}
+
+// victim is a running non-leader.
+func (bc *benchCluster) victim(ctx context.Context) (*benchAgent, error) {
+	st, err := bc.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range bc.agents {
+		if a.running() && a.name != st.Leader {
+			return a, nil
+		}
+	}
+	return nil, errors.New("no follower")
+}
+
+func others(all []*benchAgent, not *benchAgent) []*benchAgent {
+	var out []*benchAgent
+	for _, a := range all {
+		if a != not {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// failover kills or pauses the victim and measures detection (kill → marked failed),
+// fencing (→ reassigned) and reconnection (→ every shard live again elsewhere).
+type failoverRun struct{ total, detect, fence, reconnect time.Duration }
+
+func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failoverRun, error) {
+	v, err := bc.victim(ctx)
+	if err != nil {
+		return failoverRun{}, err
+	}
+	t0 := time.Now()
+	if err := v.cmd.Process.Signal(sig); err != nil {
+		return failoverRun{}, err
+	}
+	v.paused = sig == syscall.SIGSTOP
+	if err := bc.waitReady(ctx, others(bc.agents, v), 2*time.Minute); err != nil {
+		return failoverRun{}, err
+	}
+	done := time.Now()
+	var failed, reassigned time.Time
+	for e := range bc.events {
+		switch {
+		case e.At.Before(t0):
+		case strings.HasPrefix(e.Text, v.name+" failed") && (failed.IsZero() || e.At.Before(failed)):
+			failed = e.At
+		case strings.HasPrefix(e.Text, "failover: "+v.name+"'s") && (reassigned.IsZero() || e.At.Before(reassigned)):
+			reassigned = e.At
+		}
+	}
+	r := failoverRun{total: done.Sub(t0)}
+	if !failed.IsZero() && !reassigned.IsZero() {
+		r.detect, r.fence, r.reconnect = failed.Sub(t0), reassigned.Sub(failed), done.Sub(reassigned)
+	}
+	// Bring the node back and wait for balance before the next run.
+	if sig == syscall.SIGSTOP {
+		v.cmd.Process.Signal(syscall.SIGCONT)
+		v.paused = false
+	} else {
+		<-v.done
+		v.child, err = startChild(bc.exe, v.name, filepath.Join(bc.dir, v.name+".log"), nil, v.args...)
+		if err != nil {
+			return r, err
+		}
+	}
+	return r, bc.waitReady(ctx, bc.agents, 5*time.Minute)
+}
+
+func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
+	var rows [][]string
+	// Drain: a planned handoff of the victim's S shards.
+	var per []time.Duration
+	dupsBefore := bc.duplicates()
+	for range runs {
+		v, err := bc.victim(ctx)
+		if err != nil {
+			return nil, err
+		}
+		held := bc.shards / 3
+		t0 := time.Now()
+		if _, err := apiCall(ctx, http.MethodPost, v.http, "/v1/drain/"+v.name); err != nil {
+			return nil, err
+		}
+		if err := bc.waitReady(ctx, others(bc.agents, v), 2*time.Minute); err != nil {
+			return nil, err
+		}
+		per = append(per, time.Since(t0)/time.Duration(held))
+		// Back in: cancelling the drain hands shards back, again by handoff.
+		if _, err := apiCall(ctx, http.MethodDelete, v.http, "/v1/drain/"+v.name); err != nil {
+			return nil, err
+		}
+		if err := bc.waitReady(ctx, bc.agents, 5*time.Minute); err != nil {
+			return nil, err
+		}
+	}
+	rows = append(rows, []string{"drain handoff, per shard", median(per).Round(10 * time.Microsecond).String(), "-",
+		strconv.Itoa(bc.fakeStats().IdentifyViolations), strconv.Itoa(bc.lostSeqs()), strconv.Itoa(bc.duplicates() - dupsBefore)})
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
+		var rs []failoverRun
+		for range runs {
+			r, err := bc.failover(ctx, sig)
+			if err != nil {
+				return nil, err
+			}
+			rs = append(rs, r)
+		}
+		rows = append(rows, failoverRow("failover after "+sigName(sig), rs, bc))
+	}
+	return rows, nil
+}
+
+func benchNoResume(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
+	var rs []failoverRun
+	for range runs {
+		r, err := bc.failover(ctx, syscall.SIGKILL)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return [][]string{failoverRow("failover after SIGKILL, sessions expired (re-identify)", rs, bc)}, nil
+}
+
+func sigName(s syscall.Signal) string {
+	if s == syscall.SIGKILL {
+		return "SIGKILL"
+	}
+	return "SIGSTOP"
+}
+
+func failoverRow(name string, rs []failoverRun, bc *benchCluster) []string {
+	pick := func(f func(failoverRun) time.Duration) time.Duration {
+		var ds []time.Duration
+		for _, r := range rs {
+			ds = append(ds, f(r))
+		}
+		return median(ds).Round(time.Millisecond)
+	}
+	split := fmt.Sprintf("detect %v + fence %v + reconnect %v",
+		pick(func(r failoverRun) time.Duration { return r.detect }),
+		pick(func(r failoverRun) time.Duration { return r.fence }),
+		pick(func(r failoverRun) time.Duration { return r.reconnect }))
+	return []string{name, pick(func(r failoverRun) time.Duration { return r.total }).String(), split,
+		strconv.Itoa(bc.fakeStats().IdentifyViolations), strconv.Itoa(bc.lostSeqs()), "-"}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// sinkSeqs reads every agent's sink: session → seq → deliveries.
+func (bc *benchCluster) sinkSeqs() map[string]map[int64]int {
+	seen := map[string]map[int64]int{}
+	for _, a := range bc.agents {
+		f, err := os.Open(a.events)
+		if err != nil {
+			continue
+		}
+		readSink(f, seen)
+		f.Close()
+	}
+	return seen
+}
+
+func readSink(r io.Reader, seen map[string]map[int64]int) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var l struct {
+			Session string `json:"session"`
+			Seq     int64  `json:"seq"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue // a line cut short by SIGKILL
+		}
+		if seen[l.Session] == nil {
+			seen[l.Session] = map[int64]int{}
+		}
+		seen[l.Session][l.Seq]++
+	}
+}
+
+// lostSeqs counts the seqs the fake sent that no sink has, below the highest
+// delivered one of each session.
+func (bc *benchCluster) lostSeqs() int {
+	seen := bc.sinkSeqs()
+	lost := 0
+	for sid, ss := range bc.fakeStats().Sessions {
+		got := seen[sid]
+		var top int64
+		for s := range got {
+			top = max(top, s)
+		}
+		// An ended session's buffer is gone (FirstSeq 0); seqs start at 1.
+		for s := max(1, ss.FirstSeq); s <= top; s++ {
+			if got[s] == 0 {
+				lost++
+			}
+		}
+	}
+	return lost
+}
+
+func (bc *benchCluster) duplicates() int {
+	d := 0
+	for _, m := range bc.sinkSeqs() {
+		for _, n := range m {
+			d += max(0, n-1)
+		}
+	}
+	return d
+}
+
+var benchLogLevel = func() string {
+	if l := os.Getenv("BENCH_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
+}()
