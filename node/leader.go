@@ -447,6 +447,13 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 		}
 		return err
 	}
+	// A leader cut off from the others keeps believing it leads until its Raft lease
+	// runs out, longer on a starved machine; a new one may be granting by then. A
+	// quorum's confirmation now means no other leader can exist before the followers'
+	// heartbeat timeout, and a new one holds its first grants a window beyond that.
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return ErrNotLeader
+	}
 	n.log.Debug("identify granted", "node", node, "shard", shardID)
 	return nil
 }

@@ -20,10 +20,11 @@ type sendLimiter struct {
 	reserve int
 	window  time.Duration
 
-	mu    sync.Mutex
-	times []time.Time // ring of the last `limit` sends, oldest at head
-	head  int
-	n     int
+	mu sync.Mutex
+	// times holds the sends still inside the window, oldest first. It grows by
+	// append and is dropped when empty, so an idle shard (a heartbeat every 41 s)
+	// keeps two entries rather than a ring of limit.
+	times []time.Time
 }
 
 // newSendLimiter sizes the reserve from the heartbeat interval: at most
@@ -43,7 +44,7 @@ func newSendLimiter(limit int, window, heartbeat time.Duration) *sendLimiter {
 	// The gateway counts arrivals; a send leaves our window ArrivalMargin later than
 	// it would leave Discord's, so jitter cannot squeeze two windows' worth into one.
 	window += ArrivalMargin(window)
-	return &sendLimiter{limit: limit, reserve: reserve, window: window, times: make([]time.Time, limit)}
+	return &sendLimiter{limit: limit, reserve: reserve, window: window}
 }
 
 // commandLimit is how many commands fit in one window.
@@ -51,21 +52,23 @@ func (l *sendLimiter) commandLimit() int { return l.limit - l.reserve }
 
 // countLocked drops sends older than the window and returns how many remain.
 func (l *sendLimiter) countLocked(now time.Time) int {
-	for l.n > 0 && now.Sub(l.times[l.head]) >= l.window {
-		l.head = (l.head + 1) % l.limit
-		l.n--
+	old := 0
+	for old < len(l.times) && now.Sub(l.times[old]) >= l.window {
+		old++
 	}
-	return l.n
+	l.times = l.times[old:]
+	if len(l.times) == 0 {
+		l.times = nil
+	}
+	return len(l.times)
 }
 
 func (l *sendLimiter) pushLocked(now time.Time) {
-	if l.n == l.limit {
+	if len(l.times) == l.limit {
 		// Only priority sends beyond the reserve get here; forget the oldest.
-		l.head = (l.head + 1) % l.limit
-		l.n--
+		l.times = l.times[1:]
 	}
-	l.times[(l.head+l.n)%l.limit] = now
-	l.n++
+	l.times = append(l.times, now)
 }
 
 // record notes a priority send (heartbeat, IDENTIFY, RESUME).
@@ -88,8 +91,8 @@ func (l *sendLimiter) wait(ctx context.Context) error {
 			return nil
 		}
 		// The window must slide past enough old sends to leave a command slot.
-		over := l.n - l.commandLimit()
-		free := l.times[(l.head+over)%l.limit].Add(l.window)
+		over := len(l.times) - l.commandLimit()
+		free := l.times[over].Add(l.window)
 		l.mu.Unlock()
 		if err := sleepUntil(ctx, free); err != nil {
 			return err

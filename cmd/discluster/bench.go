@@ -35,11 +35,14 @@ func benchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "sizes", Value: cli.NewIntSlice(10, 100), Usage: "shards per node (S); 1000 takes minutes"},
 			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per figure (medians)"},
+			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "agents (S shards each)"},
+			&cli.StringFlag{Name: "timing", Value: "fast", Usage: "the agents' --timing: fast, or lan for thousands of shards on one starved machine"},
 			&cli.IntFlag{Name: "max-concurrency", Value: 16, Usage: "identify buckets"},
 			&cli.DurationFlag{Name: "identify-window", Value: time.Second, Usage: "identify window (Discord's is 5s; shorter here so a cold start runs fast)"},
 			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "the agents' --lease"},
 			&cli.StringSliceFlag{Name: "scenarios", Value: cli.NewStringSlice("moves", "reidentify"),
-				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers with the sessions expired"},
+				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers with the sessions expired; " +
+					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
 		},
 		Action: runBench,
@@ -49,11 +52,14 @@ func benchCommand() *cli.Command {
 // benchCluster is a fake Discord and three agents as processes.
 type benchCluster struct {
 	exe, dir string
+	nodes    int
 	shards   int
+	rate     string // fake events per second per session
 	fake     *child
 	fakeAddr string
 	agents   []*benchAgent
 	lease    time.Duration
+	timing   string
 	// events holds every event any status answer carried: a failover's own events
 	// scroll out of the recent list quickly.
 	events map[node.Event]bool
@@ -81,10 +87,17 @@ func runBench(c *cli.Context) error {
 	if runs < 1 || runs > 20 {
 		return fmt.Errorf("--runs %d: between 1 and 20", runs)
 	}
+	if t := c.String("timing"); t != "fast" && t != "lan" {
+		return fmt.Errorf("--timing %q: fast or lan", t)
+	}
+	nodes := c.Int("nodes")
+	if nodes < 3 || nodes > 50 {
+		return fmt.Errorf("--nodes %d: between 3 and 50 (a failover needs two survivors)", nodes)
+	}
 	want := map[string]bool{}
 	for _, sc := range c.StringSlice("scenarios") {
-		if sc != "moves" && sc != "reidentify" {
-			return fmt.Errorf("--scenarios: unknown %q (moves, reidentify)", sc)
+		if sc != "moves" && sc != "reidentify" && sc != "scale" {
+			return fmt.Errorf("--scenarios: unknown %q (moves, reidentify, scale)", sc)
 		}
 		want[sc] = true
 	}
@@ -104,6 +117,7 @@ func runBench(c *cli.Context) error {
 		}{
 			{"moves", "handoff and failover", benchMoves, "2m"},
 			{"reidentify", "failover without resume state", benchNoResume, "1ms"},
+			{"scale", "scale", benchScale, "2m"},
 		} {
 			if !want[sc.key] {
 				continue
@@ -113,7 +127,10 @@ func runBench(c *cli.Context) error {
 				return err
 			}
 			fmt.Fprintf(c.App.ErrWriter, "S=%d: %s (%s)...\n", s, sc.name, dir)
-			bc := &benchCluster{exe: exe, dir: dir, shards: 3 * s, lease: c.Duration("lease")}
+			bc := &benchCluster{exe: exe, dir: dir, nodes: nodes, shards: nodes * s, lease: c.Duration("lease"), rate: "5", timing: c.String("timing")}
+			if sc.key == "scale" {
+				bc.rate = "0.1" // thousands of sessions: keep the fake from eating the machine
+			}
 			r, err := func() ([][]string, error) {
 				defer bc.stop()
 				start, err := bc.start(ctx, c.Int("max-concurrency"), c.Duration("identify-window"), sc.ttl)
@@ -121,7 +138,7 @@ func runBench(c *cli.Context) error {
 					return nil, err
 				}
 				rows := [][]string{}
-				if sc.ttl != "1ms" {
+				if sc.key != "reidentify" {
 					rows = append(rows, start)
 				}
 				more, err := sc.run(ctx, bc, runs)
@@ -144,15 +161,15 @@ func runBench(c *cli.Context) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "\n3 agents on one machine, --timing fast, --lease %v, max_concurrency %d, identify window %v; runs per figure: %d\n",
-		c.Duration("lease"), c.Int("max-concurrency"), c.Duration("identify-window"), runs)
+	fmt.Fprintf(out, "\n%d agents on one machine, --timing %s, --lease %v, max_concurrency %d, identify window %v; runs per figure: %d\n",
+		nodes, c.String("timing"), c.Duration("lease"), c.Int("max-concurrency"), c.Duration("identify-window"), runs)
 	return nil
 }
 
 // start starts the fake and three agents and waits for every shard; it returns the
 // cold-start row.
 func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Duration, ttl string) ([]string, error) {
-	ports, err := freePorts(1 + 9)
+	ports, err := freePorts(1 + 3*bc.nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -160,21 +177,21 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 	bc.fake, err = startChild(bc.exe, "fake-discord", filepath.Join(bc.dir, "fake.log"), nil,
 		"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
 		"--max-concurrency", strconv.Itoa(maxConc), "--identify-window", window.String(),
-		"--event-rate", "5", "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000")
+		"--event-rate", bc.rate, "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000")
 	if err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, "http://"+bc.fakeAddr+"/fake/stats", bc.fake); err != nil {
 		return nil, fmt.Errorf("fake: %w", err)
 	}
-	for i := range 3 {
+	for i := range bc.nodes {
 		name := fmt.Sprintf("b%d", i+1)
 		a := &benchAgent{name: name, http: loop(ports[3+3*i]), events: filepath.Join(bc.dir, name+".ndjson")}
 		a.args = []string{"agent", "--exit-with-parent", "--name", name, "--data-dir", filepath.Join(bc.dir, name),
 			"--gossip-addr", loop(ports[1+3*i]), "--cluster-addr", loop(ports[2+3*i]), "--http-addr", a.http,
-			"--join", loop(ports[1]), "--bootstrap-expect", "3", "--shards", strconv.Itoa(bc.shards),
+			"--join", loop(ports[1]), "--bootstrap-expect", "3", "--voters", "3", "--shards", strconv.Itoa(bc.shards),
 			"--identify-window", window.String(), "--lease", bc.lease.String(), "--checkpoint-interval", "500ms",
-			"--timing", "fast", "--max-moves", "1000", "--shards-per-cluster", "100",
+			"--timing", bc.timing, "--max-moves", "1000", "--shards-per-cluster", "100",
 			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel}
 		a.child, err = startChild(bc.exe, name, filepath.Join(bc.dir, name+".log"), nil, a.args...)
 		if err != nil {
@@ -185,6 +202,7 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 	if err := bc.waitReady(ctx, bc.agents, 10*time.Minute); err != nil {
 		return nil, err
 	}
+	allReady := time.Now()
 	st, err := bc.status(ctx)
 	if err != nil {
 		return nil, err
@@ -214,6 +232,7 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 	took := last.Sub(elected)
 	split := fmt.Sprintf("%v from the leader's start to the last IDENTIFY; floor ceil(N/C)·window = %v (%.3f × with the %v safety margin per round)",
 		took.Round(time.Millisecond), floor, float64(took)/float64(withMargin), shard.ArrivalMargin(window))
+	split += fmt.Sprintf("; every shard READY and checkpointed %v after the leader's start", allReady.Sub(elected).Round(100*time.Millisecond))
 	if elections > 1 {
 		split += fmt.Sprintf("; %d elections", elections)
 	}
@@ -276,7 +295,8 @@ func (bc *benchCluster) waitReady(ctx context.Context, on []*benchAgent, limit t
 		if last == nil {
 			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		// A status answer carries every shard: poll a big cluster less often.
+		time.Sleep(min(20*time.Millisecond+time.Duration(bc.shards)*50*time.Microsecond, 500*time.Millisecond))
 	}
 	return fmt.Errorf("not ready after %v: %w", limit, last)
 }
@@ -392,7 +412,7 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 		if err != nil {
 			return nil, err
 		}
-		held := bc.shards / 3
+		held := bc.shards / bc.nodes
 		t0 := time.Now()
 		if _, err := apiCall(ctx, http.MethodPost, v.http, "/v1/drain/"+v.name); err != nil {
 			return nil, err
@@ -537,3 +557,43 @@ var benchLogLevel = func() string {
 	}
 	return "warn"
 }()
+
+// benchScale measures a big cluster at rest (Raft applies per second: the
+// checkpoints) and one SIGKILL failover in it.
+func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
+	st0, err := bc.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if !sleepCtx(ctx, 10*time.Second) {
+		return nil, ctx.Err()
+	}
+	st1, err := bc.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rate := float64(st1.Applied-st0.Applied) / time.Since(t0).Seconds()
+	rows := [][]string{{"Raft applies per second at rest", fmt.Sprintf("%.1f/s", rate),
+		fmt.Sprintf("%d nodes checkpointing every 500ms", bc.nodes), "-", "-", "-"}}
+	var rs []failoverRun
+	for range runs {
+		r, err := bc.failover(ctx, syscall.SIGKILL)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return append(rows, failoverRow(fmt.Sprintf("failover after SIGKILL of a node with %d shards", bc.shards/bc.nodes), rs, bc)), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
