@@ -30,9 +30,11 @@ type leaderState struct {
 	failedAt  map[string]time.Time // when this leader marked a node failed
 	refused   map[string]bool      // the node's cluster port refused a connection: the process is gone
 	// crashed holds nodes whose Raft heartbeat failed and whose cluster port then
-	// refused a connection: the next reconcile marks them failed without waiting for
-	// gossip's verdict.
-	crashed map[string]bool
+	// refused a connection, with the time of the probe: the next reconcile marks them
+	// failed without waiting for gossip's verdict. Heartbeats keep failing while the
+	// node is being marked failed, so a verdict can outlive the failure it reports;
+	// one older than the node's return is stale, not a second crash.
+	crashed map[string]time.Time
 	// askedWhileFailed holds failed nodes that asked for a lease since: proof, over
 	// the cluster port, that a process runs there again. Gossip alone is not, as it
 	// may not have noticed a crash yet.
@@ -111,7 +113,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	ls := &leaderState{
 		ctx: ctx, established: time.Now(),
 		lastRenew: make(map[string]time.Time), failedAt: make(map[string]time.Time), refused: make(map[string]bool),
-		crashed: make(map[string]bool), askedWhileFailed: make(map[string]bool),
+		crashed: make(map[string]time.Time), askedWhileFailed: make(map[string]bool),
 	}
 	n.leader.Store(ls)
 	defer n.leader.Store(nil)
@@ -350,8 +352,10 @@ func (n *Node) ensureConfig(ctx context.Context, ls *leaderState) error {
 }
 
 // ensureGate makes the cluster-wide identify gate once the configuration is known. A
-// new leader's gate holds its first grants for one window: it cannot know when the
-// previous leader last granted.
+// new leader's gate holds its first grants for one window and the arrival margin: it
+// cannot know when the previous leader last granted, only that it granted nothing
+// after this leader's election (grants are confirmed with VerifyLeader), and a shard
+// drops a grant that reaches it after it heard of the new leader.
 func (n *Node) ensureGate(ls *leaderState, c fsm.Config) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -363,7 +367,7 @@ func (n *Node) ensureGate(ls *leaderState, c fsm.Config) {
 		n.log.Error("identify gate", "err", err)
 		return
 	}
-	g.HoldUntil(ls.established.Add(c.IdentifyWindow))
+	g.HoldUntil(ls.established.Add(c.IdentifyWindow + shard.ArrivalMargin(c.IdentifyWindow)))
 	ls.gate = g
 }
 
@@ -535,7 +539,7 @@ func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []
 					last = ls.established
 				}
 				switch silent := now.Sub(last); {
-				case ls.takeCrashed(m.Name):
+				case ls.takeCrashed(m.Name, cur.Since):
 					// Positive evidence, so no grace is needed; fail probes the port again
 					// once the shards are revoked, so a process that restarted in between
 					// is never taken for a dead one.
@@ -545,7 +549,7 @@ func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []
 				}
 			}
 		case serf.StatusFailed:
-			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && (ls.takeCrashed(m.Name) || graceOver) {
+			if ok && (cur.State == fsm.Alive || cur.State == fsm.Draining) && (ls.takeCrashed(m.Name, cur.Since) || graceOver) {
 				n.fail(ctx, ls, m.Name, "gossip declared it dead")
 			}
 		case serf.StatusLeft, serf.StatusLeaving:
@@ -607,6 +611,7 @@ func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
 	ls.mu.Lock()
 	ls.failedAt[id] = time.Now()
 	delete(ls.askedWhileFailed, id)
+	delete(ls.crashed, id)
 	ls.mu.Unlock()
 	var moves []fsm.RevokeMove
 	for _, a := range n.fsm.ShardsOf(id) {
@@ -670,9 +675,10 @@ func (n *Node) watchHeartbeats() {
 		if !ok || m.RaftAddr == "" || (m.State != fsm.Alive && m.State != fsm.Draining) {
 			continue
 		}
+		probe := time.Now()
 		if n.processGone(m.RaftAddr) {
 			ls.mu.Lock()
-			ls.crashed[m.ID] = true
+			ls.crashed[m.ID] = probe
 			ls.mu.Unlock()
 			n.pokeLeader()
 		}
@@ -696,13 +702,14 @@ func (ls *leaderState) askedLease(id string) bool {
 	return ls.askedWhileFailed[id]
 }
 
-// takeCrashed reports, once, that id's process was found gone.
-func (ls *leaderState) takeCrashed(id string) bool {
+// takeCrashed reports, once, that id's process was found gone since it last changed
+// state (joined, came back). A process restarted after the probe is not gone.
+func (ls *leaderState) takeCrashed(id string, since int64) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	c := ls.crashed[id]
+	probed, ok := ls.crashed[id]
 	delete(ls.crashed, id)
-	return c
+	return ok && probed.UnixNano() > since
 }
 
 // fenced reports whether a failed owner can no longer be running its shards: its

@@ -471,12 +471,22 @@ func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 		var err error
 		if n.IsLeader() {
 			err = n.grantIdentify(ctx, n.cfg.Name, shardID)
+			if err == nil && !n.IsLeader() {
+				err = ErrNotLeader
+			}
 		} else if addr, _ := n.raft.LeaderWithID(); addr == "" {
 			err = ErrNoLeader
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, identifyRPCTimeout+rpcTimeout)
 			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID}, &IdentifyReply{})
 			cancel()
+			// A grant counts only while the leader that gave it still leads. One that
+			// reached a starved process after a new leader took over was timed against
+			// buckets the new leader knows nothing of; the new leader holds its first
+			// grants long enough for prompt ones, not for late ones.
+			if now, _ := n.raft.LeaderWithID(); err == nil && now != addr {
+				err = fmt.Errorf("%w: leadership moved from %s while the grant was on its way", ErrNotLeader, addr)
+			}
 		}
 		if err == nil {
 			return nil
