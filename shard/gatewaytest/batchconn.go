@@ -3,6 +3,9 @@ package gatewaytest
 import (
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // batchConn lets a connection's writer coalesce the websocket messages of
@@ -13,11 +16,40 @@ import (
 // Writes made while no batch is open (HTTP, control frames the library
 // answers on its own) go straight through. Close does not take the lock,
 // so cutting a connection stuck in a write works at any time.
+//
+// Reads go through the kernel with arrival stamps where it offers them (Linux):
+// see stampArrivals.
 type batchConn struct {
 	net.Conn
 	mu   sync.Mutex
 	hold bool
 	buf  []byte
+
+	raw     syscall.RawConn // nil: plain reads, no stamps
+	oob     []byte          // used by the one reading goroutine only
+	arrival atomic.Int64    // Unix ns when the last segment read arrived; 0 if unknown
+}
+
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.raw == nil {
+		return b.Conn.Read(p)
+	}
+	n, stamp, err := readStamped(b.raw, p, b.oob)
+	if n > 0 {
+		b.arrival.Store(stamp)
+	}
+	return n, err
+}
+
+// lastArrival is when the last bytes read arrived, or ok false when unknown. A
+// websocket message is handled right after its last bytes were read, so this is its
+// arrival.
+func (b *batchConn) lastArrival() (t time.Time, ok bool) {
+	ns := b.arrival.Load()
+	if ns == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
 }
 
 // batchFlushSize bounds the buffered bytes of one batch.
@@ -74,5 +106,9 @@ func (l batchListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &batchConn{Conn: c}, nil
+	bc := &batchConn{Conn: c}
+	if bc.raw = stampArrivals(c); bc.raw != nil {
+		bc.oob = make([]byte, syscall.CmsgSpace(16))
+	}
+	return bc, nil
 }

@@ -5,8 +5,9 @@ import "time"
 // identifyLocked applies Discord's IDENTIFY rules in the order a real
 // gateway can: authentication, shard pair, shard size, intents, then the
 // identify bucket and the session start budget. The bucket is judged by arrived,
-// taken when the frame was read: time spent waiting for the server's lock is the
-// fake's own delay, not the client's.
+// the kernel's arrival stamp of the frame (Linux) or the time it was read: time
+// the fake spent getting the CPU or the server's lock is its own delay, not the
+// client's.
 func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 	if c.sess != nil {
 		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])

@@ -144,7 +144,7 @@ func (s *Server) heartbeatTimedOut(c *conn) {
 
 // handlePayload applies one client payload to the connection.
 func (s *Server) handlePayload(c *conn, b []byte) {
-	arrived := s.now()
+	arrived := s.arrival(c)
 	limited := c.rateLimited(time.Now())
 	f, cerr := parseClientFrame(b)
 	s.mu.Lock()

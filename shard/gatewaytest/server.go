@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,15 +23,16 @@ var (
 
 // Server is a fake Discord: GET /gateway/bot and the gateway websocket.
 type Server struct {
-	opts     Options
-	payloads *payloads
-	ln       net.Listener
-	http     *http.Server
-	base     string // "127.0.0.1:PORT"
-	changed  notifier
-	done     chan struct{} // closed by Close
-	wg       sync.WaitGroup
-	clock    func() time.Time // identify windows and the session start budget
+	opts      Options
+	payloads  *payloads
+	ln        net.Listener
+	http      *http.Server
+	base      string // "127.0.0.1:PORT"
+	changed   notifier
+	done      chan struct{} // closed by Close
+	wg        sync.WaitGroup
+	clock     func() time.Time // identify windows and the session start budget
+	testClock atomic.Bool      // clock was replaced: ignore kernel arrival stamps
 
 	mu              sync.Mutex
 	closed          bool
@@ -174,6 +176,19 @@ func (s *Server) track() bool {
 
 func (s *Server) now() time.Time { return s.clock() }
 
+// arrival is when c's current payload reached this machine: the kernel's stamp when
+// it gave one, or now. A test clock (setClock) is always used as it is.
+func (s *Server) arrival(c *conn) time.Time {
+	now := s.now()
+	if s.testClock.Load() {
+		return now
+	}
+	if t, ok := c.nc.lastArrival(); ok && t.Before(now) {
+		return t
+	}
+	return now
+}
+
 // refillStartsLocked starts a new session start window once the last one
 // is over, as Discord's daily budget resets after reset_after.
 func (s *Server) refillStartsLocked() {
@@ -193,4 +208,5 @@ func (s *Server) setClock(now func() time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clock = now
+	s.testClock.Store(true)
 }
