@@ -114,9 +114,9 @@ func (n *Node) gossipLoop(events <-chan serf.Event) {
 
 // maybeBootstrap bootstraps Raft the way Consul's bootstrap-expect does: once this
 // node sees --bootstrap-expect agents that all expect the same number and none of
-// which belongs to a cluster, the first N by name bootstrap with the same
-// configuration (so racing bootstrappers agree). It reports true once there is
-// nothing left to decide.
+// which belongs to a cluster, the first of the first N by name bootstraps them all,
+// once the others promised it their votes. It reports true once there is nothing
+// left to decide.
 func (n *Node) maybeBootstrap() bool {
 	if n.hasRaftState() {
 		return true
@@ -146,8 +146,10 @@ func (n *Node) maybeBootstrap() bool {
 	}
 	slices.SortFunc(cands, func(a, b serf.Member) int { return strings.Compare(a.Name, b.Name) })
 	cands = cands[:expect]
-	if !slices.ContainsFunc(cands, func(m serf.Member) bool { return m.Name == n.cfg.Name }) {
-		return true
+	// The lowest name bootstraps, the others wait for its Raft (or, if it fails, for
+	// their own turn): see bootstrap.go.
+	if cands[0].Name != n.cfg.Name || !n.gatherPromises(cands) {
+		return false
 	}
 	var conf raft.Configuration
 	h := sha256.New()

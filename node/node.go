@@ -54,6 +54,7 @@ type Node struct {
 
 	joined   chan struct{} // closed once a --join succeeded (or none was asked)
 	conflict atomic.Value  // error: a join met another cluster
+	promise  bootstrapPromise
 	fatal    chan error
 	started  time.Time
 

@@ -365,6 +365,16 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 	if err != nil {
 		return failoverRun{}, err
 	}
+	st, err := bc.status(ctx)
+	if err != nil {
+		return failoverRun{}, err
+	}
+	held := map[int]bool{}
+	for _, s := range st.Shards {
+		if s.Node == v.name {
+			held[s.Shard] = true
+		}
+	}
 	t0 := time.Now()
 	if err := v.cmd.Process.Signal(sig); err != nil {
 		return failoverRun{}, err
@@ -373,7 +383,7 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 	if err := bc.waitReady(ctx, others(bc.agents, v), 2*time.Minute); err != nil {
 		return failoverRun{}, err
 	}
-	done := time.Now()
+	done := bc.lastStarted(held, t0)
 	var failed, reassigned time.Time
 	for e := range bc.events {
 		switch {
@@ -400,6 +410,37 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 		}
 	}
 	return r, bc.waitReady(ctx, bc.agents, 5*time.Minute)
+}
+
+// lastStarted is when the last of the given shards was answered RESUMED (or READY,
+// when it had to identify) after t0, as the fake saw it; the time now if the fake
+// does not tell for one of them. Status polling would add its own interval.
+func (bc *benchCluster) lastStarted(shards map[int]bool, t0 time.Time) time.Time {
+	now := time.Now()
+	at := make(map[int]time.Time, len(shards))
+	for _, ss := range bc.fakeStats().Sessions {
+		if !shards[ss.ShardID] || !ss.Attached || ss.Ended {
+			continue
+		}
+		t := ss.Resumed
+		if ss.Identified.After(t) {
+			t = ss.Identified
+		}
+		if t.After(t0) && t.After(at[ss.ShardID]) {
+			at[ss.ShardID] = t
+		}
+	}
+	var last time.Time
+	for id := range shards {
+		t, ok := at[id]
+		if !ok {
+			return now
+		}
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {

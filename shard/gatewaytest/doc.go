@@ -25,8 +25,9 @@
 //     the previous heartbeat: 4000, a resumable code, because Discord says
 //     a client that missed its heartbeat must resume;
 //   - more than one IDENTIFY per bucket (shard_id % MaxConcurrency) per
-//     IdentifyWindow, across the whole fake: op 9 false, counted as an
-//     IdentifyViolation; the socket stays open;
+//     IdentifyWindow, across the whole fake, by arrival time (the kernel's
+//     receive stamp on Linux, so the fake's own scheduling delays do not count):
+//     op 9 false, counted as an IdentifyViolation; the socket stays open;
 //   - an IDENTIFY with no session starts left: the token is reset, as on
 //     Discord: every connection closes with 4004, every session ends, and
 //     the token is refused from then on (4004, HTTP 401).

@@ -66,6 +66,7 @@ func (s *Server) resumeLocked(c *conn, r *resumeData) {
 	s.countLocked(c, ss.shardID)
 	ss.conn, c.sess = c, ss
 	ss.resumes++
+	ss.resumed = time.Now()
 	ss.kickLocked()
 	ss.seq++
 	resumed := event{seq: ss.seq, raw: rawDispatch("RESUMED", ss.seq, resumedBody)}

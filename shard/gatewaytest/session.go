@@ -32,7 +32,8 @@ type session struct {
 	srv        *Server
 	id         string
 	identified time.Time
-	idx        uint64 // distinguishes the message ids of concurrent sessions
+	resumed    time.Time // the last RESUME that attached it; guarded by mu
+	idx        uint64    // distinguishes the message ids of concurrent sessions
 	shardID    int
 	numShards  int
 	guilds     int               // number of guilds this shard owns
@@ -165,6 +166,7 @@ func (ss *session) stats() SessionStats {
 		Ended:      ss.ended,
 		EndReason:  ss.endReason,
 		Identified: ss.identified,
+		Resumed:    ss.resumed,
 	}
 	if !ss.ended {
 		st.FirstSeq = ss.firstSeqLocked()

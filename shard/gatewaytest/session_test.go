@@ -57,6 +57,10 @@ func TestResumeReplaysExactlyTheMissedEvents(t *testing.T) {
 				return !ss.Attached && ss.LastSeq >= last+50
 			})
 
+			if ss := s.Stats().Sessions[ready.SessionID]; !ss.Resumed.IsZero() {
+				t.Fatalf("a session never resumed has Resumed %v", ss.Resumed)
+			}
+			sent := time.Now()
 			r := dial(t, s.ResumeURL(), q)
 			r.hello()
 			r.resume(ready.SessionID, last)
@@ -73,6 +77,9 @@ func TestResumeReplaysExactlyTheMissedEvents(t *testing.T) {
 			ss := st.Sessions[ready.SessionID]
 			if ss.Replayed != replayed || st.Resumes != 1 || st.ResumesOffResumeURL != 0 || st.Shards[0].Resumes != 1 || st.Shards[0].MaxLive != 1 {
 				t.Fatalf("stats: replayed %d (want %d), resumes %d, off-url %d, shard %+v", ss.Replayed, replayed, st.Resumes, st.ResumesOffResumeURL, st.Shards[0])
+			}
+			if ss.Resumed.Before(sent) || ss.Resumed.After(time.Now()) {
+				t.Fatalf("Resumed %v, want between the RESUME at %v and now", ss.Resumed, sent)
 			}
 			if st.Drops != 1 || ss.Ended || !ss.Attached {
 				t.Fatalf("drops %d, session %+v", st.Drops, ss)

@@ -116,6 +116,10 @@ type SessionStats struct {
 	// Identified is when the IDENTIFY that started the session arrived, READY
 	// written right after it: a cold start ends at the last one.
 	Identified time.Time `json:"identified"`
+	// Resumed is when the last RESUME that attached the session was answered
+	// (replay queued, RESUMED after it); zero if none did. A failover ends at the
+	// last one.
+	Resumed time.Time `json:"resumed,omitzero"`
 }
 
 // counters are the server-wide numbers kept under Server.mu.
