@@ -403,17 +403,18 @@ func (n *Node) refreshBudget(ctx context.Context, ls *leaderState) {
 }
 
 // grantIdentify is the leader's side of the identify gate: the session start budget
-// first, then one grant per bucket per window for the whole cluster.
-func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) error {
+// first, then one grant per bucket per window for the whole cluster. It returns when
+// the grant was given, so that a remote asker can bound the grant's age.
+func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) (granted time.Time, err error) {
 	ls := n.leader.Load()
 	if ls == nil {
-		return ErrNotLeader
+		return time.Time{}, ErrNotLeader
 	}
 	ls.mu.Lock()
 	g, b := ls.gate, &ls.budget
 	if g == nil {
 		ls.mu.Unlock()
-		return fmt.Errorf("%w: no shard configuration yet", ErrNotLeader)
+		return time.Time{}, fmt.Errorf("%w: no shard configuration yet", ErrNotLeader)
 	}
 	if b.Known && time.Now().Before(b.ResetsAt) && b.Remaining <= b.Reserve {
 		msg := fmt.Sprintf(": %d of %d daily session starts left, reserve %d, resets at %s; shards wait rather than risk a token reset",
@@ -423,7 +424,7 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 			ls.lowLogged = time.Now()
 		}
 		ls.mu.Unlock()
-		return fmt.Errorf("%w%s", ErrBudgetLow, msg)
+		return time.Time{}, fmt.Errorf("%w%s", ErrBudgetLow, msg)
 	}
 	// The start is taken from the budget before the wait, so that waiters queued
 	// together cannot all pass the check; a wait that ends without a grant gives it back.
@@ -447,19 +448,20 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) erro
 			ls.mu.Unlock()
 		}
 		if ls.ctx.Err() != nil {
-			return ErrNotLeader
+			return time.Time{}, ErrNotLeader
 		}
-		return err
+		return time.Time{}, err
 	}
+	granted = time.Now()
 	// A leader cut off from the others keeps believing it leads until its Raft lease
 	// runs out, longer on a starved machine; a new one may be granting by then. A
 	// quorum's confirmation now means no other leader can exist before the followers'
 	// heartbeat timeout, and a new one holds its first grants a window beyond that.
 	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return ErrNotLeader
+		return time.Time{}, ErrNotLeader
 	}
 	n.log.Debug("identify granted", "node", node, "shard", shardID)
-	return nil
+	return granted, nil
 }
 
 // identifySent is the report that a granted IDENTIFY was written. A leader that did
@@ -495,7 +497,9 @@ func (n *Node) grantLease(node string) (uint64, error) {
 	ls.mu.Lock()
 	ls.lastRenew[node] = time.Now()
 	ls.mu.Unlock()
-	return n.raft.AppliedIndex(), nil
+	// The state machine's index, not Raft's: Raft counts an entry applied once it is
+	// handed to the state machine, which may still be working through a backlog.
+	return n.fsm.AppliedIndex(), nil
 }
 
 // reconcileMembers brings the member table in line with gossip and the leases.

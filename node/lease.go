@@ -133,11 +133,13 @@ func (n *Node) renew(timeout time.Duration) error {
 		}
 		index = reply.Index
 	}
-	// The grant counts only once this node has applied everything the leader had:
-	// a shard moved away before the grant must not run here under it.
-	for n.raft.AppliedIndex() < index {
+	// The grant counts only once this node's state machine has applied everything the
+	// leader's had: a shard moved away before the grant must not run here under it.
+	// raft.AppliedIndex would not do: it runs ahead of the state machine under load,
+	// and a restarted node would start shards that its stale state still gives it.
+	for n.fsm.AppliedIndex() < index {
 		if !sleepCtx(ctx, 5*time.Millisecond) {
-			return fmt.Errorf("state machine behind the leader (%d < %d)", n.raft.AppliedIndex(), index)
+			return fmt.Errorf("state machine behind the leader (%d < %d)", n.fsm.AppliedIndex(), index)
 		}
 	}
 	return nil

@@ -40,8 +40,10 @@ type IdentifyArgs struct {
 	Shard int
 }
 
-// IdentifyReply grants it.
-type IdentifyReply struct{}
+// IdentifyReply grants it. Waited is how long the request waited at the leader before
+// the grant: the asker subtracts it from its round trip to bound how old the grant is
+// without comparing clocks.
+type IdentifyReply struct{ Waited time.Duration }
 
 // IdentifySentArgs tells the leader that the IDENTIFY it granted shard Shard has been
 // written: the bucket's next grant is timed from here, not from the grant.
@@ -99,7 +101,10 @@ func (s *rpcService) Renew(args *RenewArgs, reply *RenewReply) error {
 func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 	ctx, cancel := context.WithTimeout(s.n.ctx, identifyRPCTimeout)
 	defer cancel()
-	return s.n.grantIdentify(ctx, args.Node, args.Shard)
+	start := time.Now()
+	granted, err := s.n.grantIdentify(ctx, args.Node, args.Shard)
+	reply.Waited = granted.Sub(start)
+	return err
 }
 
 func (s *rpcService) IdentifySent(args *IdentifySentArgs, reply *IdentifySentReply) error {

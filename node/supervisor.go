@@ -434,6 +434,10 @@ func (s *supervisor) kill() {
 	}
 }
 
+// maxGrantAge is the oldest grant a shard still uses: half of shard.GrantDeadline, the
+// rest is slack for writing the IDENTIFY.
+const maxGrantAge = shard.GrantDeadline / 2
+
 // remoteGate asks the leader for each identify: one per bucket per window across the
 // whole cluster, within the daily session start budget. It reports each IDENTIFY
 // written, so that the leader times the bucket's next grant from the write.
@@ -470,7 +474,7 @@ func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 	for attempt := 0; ; attempt++ {
 		var err error
 		if n.IsLeader() {
-			err = n.grantIdentify(ctx, n.cfg.Name, shardID)
+			_, err = n.grantIdentify(ctx, n.cfg.Name, shardID)
 			if err == nil && !n.IsLeader() {
 				err = ErrNotLeader
 			}
@@ -478,8 +482,18 @@ func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 			err = ErrNoLeader
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, identifyRPCTimeout+rpcTimeout)
-			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID}, &IdentifyReply{})
+			var reply IdentifyReply
+			asked := time.Now()
+			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID}, &reply)
 			cancel()
+			// The grant is at most this old: the round trip less the wait at the leader.
+			// The leader times the bucket's next grant from this one if no report comes
+			// within shard.GrantDeadline; an IDENTIFY written later than that could
+			// meet the next one inside the window, so a grant that took too long to get
+			// here (a starved process) is dropped rather than used.
+			if age := time.Since(asked) - reply.Waited; err == nil && age > maxGrantAge {
+				err = fmt.Errorf("grant %v old when it arrived (a busy machine?); asking again", age.Round(time.Millisecond))
+			}
 			// A grant counts only while the leader that gave it still leads. One that
 			// reached a starved process after a new leader took over was timed against
 			// buckets the new leader knows nothing of; the new leader holds its first

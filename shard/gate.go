@@ -54,11 +54,16 @@ type gateBucket struct {
 	granted int           // the shard of the previous grant
 }
 
+// GrantDeadline is how long after a grant its IDENTIFY may still be written. A gate
+// whose grants travel (a cluster-wide gate, over RPC) must make its shards drop a
+// grant that reached them later than this.
+const GrantDeadline = 2 * time.Second
+
 // unreportedWait is how long a bucket waits for the previous grant to be reported
-// sent: longer than any grant takes to reach its shard. A shard that stopped between
-// grant and send never reports; its bucket then times the next grant from the end
-// of this wait, as if the IDENTIFY had been written at the last moment it could be.
-func (g *LocalGate) unreportedWait() time.Duration { return max(g.spacing, 2*time.Second) }
+// sent. A shard that stopped between grant and send never reports; its bucket then
+// times the next grant from the end of this wait, as if the IDENTIFY had been written
+// at the last moment it could be.
+func (g *LocalGate) unreportedWait() time.Duration { return max(g.spacing, GrantDeadline) }
 
 // NewLocalGate returns a gate for maxConcurrency buckets and the given window
 // (DefaultIdentifyWindow in production), with grants in one bucket spaced
