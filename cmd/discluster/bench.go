@@ -203,21 +203,22 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 		return nil, err
 	}
 	allReady := time.Now()
-	st, err := bc.status(ctx)
-	if err != nil {
-		return nil, err
-	}
 	// From the first leader's start (a leader holds its first grants for a window)
-	// to the last IDENTIFY, as the fake saw it arrive; READY follows at once.
+	// to the last IDENTIFY, as the fake saw it arrive; READY follows at once. The
+	// events come from every status read while waiting: a node keeps only its
+	// latest few, and a big cold start pushes "became leader" out.
 	var elected time.Time
 	elections := 0
-	for _, e := range st.Events {
+	for e := range bc.events {
 		if strings.HasPrefix(e.Text, "became leader") {
 			elections++
 			if elected.IsZero() || e.At.Before(elected) {
 				elected = e.At
 			}
 		}
+	}
+	if elected.IsZero() {
+		return nil, errors.New("cold start: no leader election among the agents' events")
 	}
 	var last time.Time
 	fs := bc.fakeStats()
