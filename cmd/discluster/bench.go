@@ -474,13 +474,9 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	rows = append(rows, []string{"drain handoff, per shard", median(per).Round(10 * time.Microsecond).String(), "-",
 		strconv.Itoa(bc.fakeStats().IdentifyViolations), strconv.Itoa(bc.lostSeqs()), strconv.Itoa(bc.duplicates() - dupsBefore)})
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
-		var rs []failoverRun
-		for range runs {
-			r, err := bc.failover(ctx, sig)
-			if err != nil {
-				return nil, err
-			}
-			rs = append(rs, r)
+		rs, err := bc.failovers(ctx, sig, runs)
+		if err != nil {
+			return nil, err
 		}
 		rows = append(rows, failoverRow("failover after "+sigName(sig), rs, bc))
 	}
@@ -488,13 +484,9 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 }
 
 func benchNoResume(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
-	var rs []failoverRun
-	for range runs {
-		r, err := bc.failover(ctx, syscall.SIGKILL)
-		if err != nil {
-			return nil, err
-		}
-		rs = append(rs, r)
+	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
+	if err != nil {
+		return nil, err
 	}
 	return [][]string{failoverRow("failover after SIGKILL, sessions expired (re-identify)", rs, bc)}, nil
 }
@@ -608,7 +600,9 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 		return nil, err
 	}
 	t0 := time.Now()
-	if !sleepCtx(ctx, 10*time.Second) {
+	select {
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	st1, err := bc.status(ctx)
@@ -618,24 +612,22 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	rate := float64(st1.Applied-st0.Applied) / time.Since(t0).Seconds()
 	rows := [][]string{{"Raft applies per second at rest", fmt.Sprintf("%.1f/s", rate),
 		fmt.Sprintf("%d nodes checkpointing every 500ms", bc.nodes), "-", "-", "-"}}
+	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, failoverRow(fmt.Sprintf("failover after SIGKILL of a node with %d shards", bc.shards/bc.nodes), rs, bc)), nil
+}
+
+// failovers runs failover runs times.
+func (bc *benchCluster) failovers(ctx context.Context, sig syscall.Signal, runs int) ([]failoverRun, error) {
 	var rs []failoverRun
 	for range runs {
-		r, err := bc.failover(ctx, syscall.SIGKILL)
+		r, err := bc.failover(ctx, sig)
 		if err != nil {
 			return nil, err
 		}
 		rs = append(rs, r)
 	}
-	return append(rows, failoverRow(fmt.Sprintf("failover after SIGKILL of a node with %d shards", bc.shards/bc.nodes), rs, bc)), nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return rs, nil
 }
