@@ -113,15 +113,7 @@ func TestLocalGateHoldUntilDelaysFirstGrants(t *testing.T) {
 // it: Discord measures the window between arrivals, not between grants.
 func TestLocalGateTimesNextGrantFromReportedSend(t *testing.T) {
 	const window = 50 * time.Millisecond
-	g, err := NewLocalGate(1, window)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := g.Wait(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
+	g, ctx := oneBucketGrantedShard0(t, window)
 	granted := make(chan time.Time, 1)
 	go func() {
 		if err := g.Wait(ctx, 1); err != nil {
@@ -145,15 +137,7 @@ func TestLocalGateTimesNextGrantFromReportedSend(t *testing.T) {
 // goes on, timed as if the IDENTIFY had been written at the last moment it could be.
 func TestLocalGateUnreportedGrantReleasesBucket(t *testing.T) {
 	const window = 20 * time.Millisecond
-	g, err := NewLocalGate(1, window)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := g.Wait(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
+	g, ctx := oneBucketGrantedShard0(t, window)
 	first := time.Now()
 	if err := g.Wait(ctx, 1); err != nil {
 		t.Fatalf("the bucket stayed blocked by an unreported grant: %v", err)
@@ -161,4 +145,20 @@ func TestLocalGateUnreportedGrantReleasesBucket(t *testing.T) {
 	if gap, want := time.Since(first), g.unreportedWait()+window; gap < want {
 		t.Fatalf("second grant %v after an unreported one; want at least %v", gap, want)
 	}
+}
+
+// oneBucketGrantedShard0 returns a one-bucket gate that has just granted shard 0, and
+// a context that ends with the test.
+func oneBucketGrantedShard0(t *testing.T, window time.Duration) (*LocalGate, context.Context) {
+	t.Helper()
+	g, err := NewLocalGate(1, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	if err := g.Wait(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	return g, ctx
 }

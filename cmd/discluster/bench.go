@@ -310,25 +310,38 @@ func (bc *benchCluster) ready(ctx context.Context, on []*benchAgent) error {
 	if len(st.Shards) != bc.shards {
 		return errors.New("no configuration yet")
 	}
-	per := map[string]int{}
-	for _, s := range st.Shards {
-		if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
-			return fmt.Errorf("shard %d on %q: %s", s.Shard, s.Node, s.State)
-		}
-		per[s.Node]++
+	names := make([]string, len(on))
+	for i, a := range on {
+		names[i] = a.name
 	}
-	var counts []int
-	for _, a := range on {
-		counts = append(counts, per[a.name])
-	}
-	if len(per) != len(on) || slices.Max(counts)-slices.Min(counts) > 1 {
-		return fmt.Errorf("spread %v", per)
+	if err := readyAndSpread(st, names); err != nil {
+		return err
 	}
 	fs := bc.fakeStats()
 	for id := range bc.shards {
 		if fs.Shards[id].Live != 1 {
 			return fmt.Errorf("shard %d has %d live connections", id, fs.Shards[id].Live)
 		}
+	}
+	return nil
+}
+
+// readyAndSpread reports why st is not yet every shard ready, assigned and
+// checkpointed, spread ±1 over exactly the agents named.
+func readyAndSpread(st node.Status, names []string) error {
+	per := map[string]int{}
+	for _, s := range st.Shards {
+		if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
+			return fmt.Errorf("shard %d on %q: %s/%s, checkpoint %d", s.Shard, s.Node, s.State, s.Phase, s.Checkpoint)
+		}
+		per[s.Node]++
+	}
+	counts := make([]int, len(names))
+	for i, name := range names {
+		counts[i] = per[name]
+	}
+	if len(per) != len(names) || slices.Max(counts)-slices.Min(counts) > 1 {
+		return fmt.Errorf("shards per node %v", per)
 	}
 	return nil
 }

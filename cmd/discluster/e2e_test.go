@@ -248,19 +248,12 @@ func (e *e2e) allReady(d time.Duration, on ...*agentProc) node.Status {
 		if st.Config == nil {
 			return errors.New("no config yet")
 		}
-		per := map[string]int{}
-		for _, s := range st.Shards {
-			if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
-				return fmt.Errorf("shard %d on %q: %s/%s, checkpoint %d", s.Shard, s.Node, s.State, s.Phase, s.Checkpoint)
-			}
-			per[s.Node]++
+		names := make([]string, len(on))
+		for i, a := range on {
+			names[i] = a.name
 		}
-		var counts []int
-		for _, a := range on {
-			counts = append(counts, per[a.name])
-		}
-		if len(per) != len(on) || slices.Max(counts)-slices.Min(counts) > 1 {
-			return fmt.Errorf("shards per node %v", per)
+		if err := readyAndSpread(st, names); err != nil {
+			return err
 		}
 		fs, err := e.stats()
 		if err != nil {
