@@ -23,7 +23,9 @@ const (
 // ErrInvalidConfig wraps every configuration error.
 var ErrInvalidConfig = errors.New("invalid node config")
 
-// Config configures a node. Zero values take the defaults documented per field.
+// Config configures a node. Start from DefaultConfig. Zero values of the other fields
+// take the defaults documented per field; Weight is the exception, as 0 means a node
+// that holds no shards, so Config{} is a node that only votes and serves the API.
 type Config struct {
 	// Name identifies the node in gossip, Raft and the state; it must be unique and
 	// stay the same across restarts with one data dir. Default: the host name.
@@ -43,7 +45,7 @@ type Config struct {
 	JoinTimeout     time.Duration
 	BootstrapExpect int // default 1
 	Voters          int // Raft voters, default 5
-	Weight          int // relative capacity, default 1; 0 holds no shards
+	Weight          int // relative capacity; DefaultConfig sets 1; 0 holds no shards
 
 	// Shards is the total shard count; 0 asks Discord (GET /gateway/bot).
 	// MaxConcurrency 0 also asks Discord, or is 1 when Shards is set and Discord
@@ -58,8 +60,11 @@ type Config struct {
 
 	ShardsPerCluster   int           // shards per local cluster (goroutine group), default 16
 	CheckpointInterval time.Duration // default 1 s
-	Lease              time.Duration // default 5 s; see the package doc
-	MaxMoves           int           // rebalance handoffs in flight, default 16
+	// Lease is the lease a cluster configured by this node uses (default 5 s; see
+	// the package doc). The lease is one replicated value: a node joining a cluster
+	// follows the cluster's, and logs a warning when its own differs.
+	Lease    time.Duration
+	MaxMoves int // rebalance handoffs in flight, default 16
 
 	Token       shard.Token
 	APIBase     string // default shard.DefaultAPIBase
@@ -126,6 +131,14 @@ func FastTiming() Timing {
 		ReapAfter:         time.Hour,
 		JoinBackoffMax:    2 * time.Second,
 	}
+}
+
+// DefaultConfig is the configuration every caller starts from: every default the
+// fields document, Weight 1 included.
+func DefaultConfig() Config {
+	c := Config{Weight: 1}.withDefaults()
+	c.Logger = nil // withDefaults picks a discarding one; the caller may set its own
+	return c
 }
 
 func (c Config) withDefaults() Config {

@@ -196,6 +196,21 @@ func TestDrainCommandMovesShardsOff(t *testing.T) {
 	if _, err := httpDo(http.MethodDelete, "http://"+nodes[0].HTTPAddr()+"/v1/drain/"+victim.Name()); err == nil || !strings.Contains(err.Error(), "not draining") {
 		t.Errorf("cancelling a drain that is not on: %v", err)
 	}
+	// Through a follower, a cancel sent right after the drain is decided by the
+	// leader's state, not by the follower's replica, which may lag.
+	for _, f := range nodes {
+		if f.IsLeader() {
+			continue
+		}
+		base := "http://" + f.HTTPAddr() + "/v1/drain/" + victim.Name()
+		if _, err := httpPost(base); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := httpDo(http.MethodDelete, base); err != nil {
+			t.Errorf("cancel right after a drain, both through follower %s: %v", f.Name(), err)
+		}
+		break
+	}
 }
 
 func TestLeaveWhileAnotherNodeIsDeadKeepsQuorum(t *testing.T) {

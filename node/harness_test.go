@@ -178,16 +178,16 @@ func testTiming() Timing {
 
 // config is a node's configuration on loopback with fast timers.
 func (c *testCluster) config(name string, expect int) Config {
-	return Config{
-		Name: name, DataDir: c.t.TempDir(),
-		GossipAddr: "127.0.0.1:0", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		BootstrapExpect: expect, Weight: 1,
-		Shards: c.shards, MaxConcurrency: 1, IdentifyWindow: testIdentifyWindow,
-		ShardsPerCluster: 4, CheckpointInterval: 100 * time.Millisecond, Lease: 5 * time.Second,
-		Token: shard.Token(testToken), APIBase: c.fake.APIURL(), Intents: 513, // GUILDS, GUILD_MESSAGES
-		Sink: c.events, Timing: testTiming(),
-		Logger: slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	cfg := DefaultConfig()
+	cfg.Name, cfg.DataDir = name, c.t.TempDir()
+	cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.BootstrapExpect = expect
+	cfg.Shards, cfg.MaxConcurrency, cfg.IdentifyWindow = c.shards, 1, testIdentifyWindow
+	cfg.ShardsPerCluster, cfg.CheckpointInterval, cfg.Lease = 4, 100*time.Millisecond, 5*time.Second
+	cfg.Token, cfg.APIBase, cfg.Intents = shard.Token(testToken), c.fake.APIURL(), 513 // GUILDS, GUILD_MESSAGES
+	cfg.Sink, cfg.Timing = c.events, testTiming()
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return cfg
 }
 
 // start starts a node; join names the nodes whose gossip address it joins.

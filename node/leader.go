@@ -118,7 +118,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	n.leader.Store(ls)
 	defer n.leader.Store(nil)
 	n.log.Info("became leader", "term", n.raft.CurrentTerm(), "applied", n.raft.AppliedIndex(),
-		"grace", n.cfg.Lease)
+		"grace", n.leaseDuration())
 	n.note("became leader (term %d)", n.raft.CurrentTerm())
 
 	n.wg.Add(1)
@@ -255,7 +255,7 @@ func (n *Node) reconcileRaft(members []serf.Member) {
 			}
 		}
 	}
-	voters -= n.removeFailedVoters(servers, status, 2*n.cfg.Lease)
+	voters -= n.removeFailedVoters(servers, status, 2*n.leaseDuration())
 	for _, s := range servers {
 		if voters >= n.cfg.Voters {
 			break
@@ -405,10 +405,13 @@ func (n *Node) refreshBudget(ctx context.Context, ls *leaderState) {
 // grantIdentify is the leader's side of the identify gate: the session start budget
 // first, then one grant per bucket per window for the whole cluster. It returns when
 // the grant was given, so that a remote asker can bound the grant's age.
-func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) (granted time.Time, err error) {
+func (n *Node) grantIdentify(ctx context.Context, node string, shardID int, epoch uint64) (granted time.Time, err error) {
 	ls := n.leader.Load()
 	if ls == nil {
 		return time.Time{}, ErrNotLeader
+	}
+	if err := n.checkOwner(ls, node, shardID, epoch); err != nil {
+		return time.Time{}, err
 	}
 	ls.mu.Lock()
 	g, b := ls.gate, &ls.budget
@@ -453,6 +456,16 @@ func (n *Node) grantIdentify(ctx context.Context, node string, shardID int) (gra
 		return time.Time{}, err
 	}
 	granted = time.Now()
+	// The wait can be long: the asker may have lost the shard or its lease meanwhile.
+	if err := n.checkOwner(ls, node, shardID, epoch); err != nil {
+		if known {
+			ls.mu.Lock()
+			b.Remaining++
+			ls.mu.Unlock()
+		}
+		g.IdentifySent(shardID) // the grant goes unused: the bucket need not wait it out
+		return time.Time{}, err
+	}
 	// A leader cut off from the others keeps believing it leads until its Raft lease
 	// runs out, longer on a starved machine; a new one may be granting by then. A
 	// quorum's confirmation now means no other leader can exist before the followers'
@@ -480,32 +493,91 @@ func (n *Node) identifySent(shardID int) {
 	}
 }
 
-// grantLease renews node's lease. A node marked failed gets none: the leader is
-// waiting for its last lease to run out before giving its shards away.
-func (n *Node) grantLease(node string) (uint64, error) {
+// leaseGrant is a lease the leader gave: valid for Lease from the asker's request,
+// once the asker's state machine reached Index.
+type leaseGrant struct {
+	Index uint64
+	Lease time.Duration
+}
+
+// grantLease renews node's lease, the leader's own included. A node marked failed
+// gets none: the leader is waiting for its last lease to run out before giving its
+// shards away. Every grant follows a quorum's confirmation that this node still
+// leads: a leader that was paused or cut off believes it leads until Raft notices,
+// and must not extend anyone's lease, its own least of all, on that belief.
+func (n *Node) grantLease(ctx context.Context, node string) (leaseGrant, error) {
 	ls := n.leader.Load()
 	if ls == nil || n.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
+		return leaseGrant{}, ErrNotLeader
 	}
 	if m, ok := n.fsm.Member(node); ok && m.State == fsm.Failed {
 		ls.mu.Lock()
 		ls.askedWhileFailed[node] = true
 		ls.mu.Unlock()
 		n.pokeLeader()
-		return 0, fmt.Errorf("%w: %s is marked failed; its shards are moving to other nodes", ErrLeaseRefused, node)
+		return leaseGrant{}, fmt.Errorf("%w: %s is marked failed; its shards are moving to other nodes", ErrLeaseRefused, node)
 	}
+	if err := n.verifyLeader(ctx); err != nil {
+		return leaseGrant{}, fmt.Errorf("%w: a quorum did not confirm this leader: %v", ErrNotLeader, err)
+	}
+	lease := n.leaseDuration()
 	ls.mu.Lock()
+	// Recorded after the proof: the asker counts from before it asked, so its lease
+	// ends before this plus the lease.
 	ls.lastRenew[node] = time.Now()
 	ls.mu.Unlock()
 	// The state machine's index, not Raft's: Raft counts an entry applied once it is
 	// handed to the state machine, which may still be working through a backlog.
-	return n.fsm.AppliedIndex(), nil
+	return leaseGrant{Index: n.fsm.AppliedIndex(), Lease: lease}, nil
+}
+
+// verifyLeader asks a quorum whether this node still leads, until ctx ends.
+func (n *Node) verifyLeader(ctx context.Context) error {
+	f := n.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// leaseHeld reports whether node holds a lease this leader granted.
+func (ls *leaderState) leaseHeld(node string, lease time.Duration, now time.Time) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	last, ok := ls.lastRenew[node]
+	return ok && now.Sub(last) < lease
+}
+
+// checkOwner is the leader's rule for an identify: the asker must be the shard's
+// current owner at the epoch it names, alive, and holding a lease from this leader.
+func (n *Node) checkOwner(ls *leaderState, node string, shardID int, epoch uint64) error {
+	a, ok := n.fsm.Assignment(shardID)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: shard %d is not assigned", ErrNotOwner, shardID)
+	case a.Node != node || a.Epoch != epoch:
+		return fmt.Errorf("%w: shard %d is %s's at epoch %d, not %s's at epoch %d", ErrNotOwner, shardID, a.Node, a.Epoch, node, epoch)
+	case a.Phase != fsm.Assigned:
+		return fmt.Errorf("%w: shard %d is being handed off (%s)", ErrNotOwner, shardID, a.Phase)
+	}
+	if m, ok := n.fsm.Member(node); !ok || m.State == fsm.Failed || m.State == fsm.Left {
+		return fmt.Errorf("%w: %s is not an alive member", ErrNotOwner, node)
+	}
+	if !ls.leaseHeld(node, n.leaseDuration(), time.Now()) {
+		return fmt.Errorf("%w: %s holds no lease from this leader", ErrNotOwner, node)
+	}
+	return nil
 }
 
 // reconcileMembers brings the member table in line with gossip and the leases.
 func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []serf.Member) {
 	now := time.Now()
-	graceOver := now.After(ls.established.Add(n.cfg.Lease))
+	lease := n.leaseDuration()
+	graceOver := now.After(ls.established.Add(lease))
 	known := make(map[string]fsm.Member)
 	for _, m := range n.fsm.Members() {
 		known[m.ID] = m
@@ -548,7 +620,7 @@ func (n *Node) reconcileMembers(ctx context.Context, ls *leaderState, members []
 					// once the shards are revoked, so a process that restarted in between
 					// is never taken for a dead one.
 					n.fail(ctx, ls, m.Name, "its process is gone (Raft heartbeat failed, cluster port refuses connections)")
-				case graceOver && silent > n.cfg.Lease:
+				case graceOver && silent > lease:
 					n.fail(ctx, ls, m.Name, fmt.Sprintf("no lease renewal for %v (gossip still sees it: a partial partition, or a stuck process)", silent.Round(time.Millisecond)))
 				}
 			}
@@ -624,7 +696,7 @@ func (n *Node) fail(ctx context.Context, ls *leaderState, id, why string) {
 		}
 	}
 	n.log.Warn("node failed", "node", id, "why", why, "shards", len(n.fsm.ShardsOf(id)),
-		"reassign_after", n.cfg.Lease)
+		"reassign_after", n.leaseDuration())
 	n.note("%s failed: %s; %d shards revoked", id, why, len(moves))
 	if len(moves) > 0 {
 		if _, err := n.applyLocal(fsm.Revoke{Moves: moves}); err != nil {
@@ -744,16 +816,26 @@ func (n *Node) reconcileShards(ctx context.Context, ls *leaderState) {
 	in := balancer.Input{TotalShards: cfg.TotalShards, MaxMoves: n.cfg.MaxMoves}
 	for _, m := range members {
 		state[m.ID] = m.State
-		in.Members = append(in.Members, balancer.Member{ID: m.ID, Weight: m.Weight, State: balancer.MemberState(m.State)})
+		bs, err := balancerState(m.State)
+		if err != nil {
+			n.log.Error("cannot place shards", "node", m.ID, "err", err)
+			return
+		}
+		in.Members = append(in.Members, balancer.Member{ID: m.ID, Weight: m.Weight, State: bs})
 	}
 	forced := make(map[int]fsm.Assignment)
 	for _, a := range n.fsm.Assignments() {
 		st, ok := state[a.Node]
-		if a.Phase == fsm.Revoking && (!ok || st == fsm.Failed || st == fsm.Left) && ls.fenced(a.Node, n.cfg.Lease) {
+		if a.Phase == fsm.Revoking && (!ok || st == fsm.Failed || st == fsm.Left) && ls.fenced(a.Node, n.leaseDuration()) {
 			forced[a.Shard] = a // placed as if unassigned, but the move names its old owner
 			continue
 		}
-		in.Assignments = append(in.Assignments, balancer.Assignment{Shard: a.Shard, Node: a.Node, Epoch: a.Epoch, Phase: balancer.Phase(a.Phase)})
+		bp, err := balancerPhase(a.Phase)
+		if err != nil {
+			n.log.Error("cannot place shards", "shard", a.Shard, "err", err)
+			return
+		}
+		in.Assignments = append(in.Assignments, balancer.Assignment{Shard: a.Shard, Node: a.Node, Epoch: a.Epoch, Phase: bp})
 	}
 	plan, err := balancer.Compute(in)
 	if err != nil {

@@ -47,10 +47,11 @@ type Node struct {
 	advertiseCluster string
 	advertiseHTTP    string
 
-	leader     atomic.Pointer[leaderState]
-	leaderPoke chan struct{}
-	lease      leaseKeeper
-	recent     recentEvents
+	leader      atomic.Pointer[leaderState]
+	leaseWarned atomic.Bool
+	leaderPoke  chan struct{}
+	lease       leaseKeeper
+	recent      recentEvents
 
 	joined   chan struct{} // closed once a --join succeeded (or none was asked)
 	conflict atomic.Value  // error: a join met another cluster
@@ -332,6 +333,7 @@ func (n *Node) watchState() {
 			return
 		}
 		after = idx
+		n.warnLeaseFlag()
 		n.pokeLeader()
 		n.sup.poke()
 	}

@@ -30,14 +30,21 @@ type ApplyReply struct {
 // RenewArgs asks the leader to renew a node's lease.
 type RenewArgs struct{ Node string }
 
-// RenewReply grants the lease. The node counts it only once its state machine has
-// applied Index, so that it has seen every move the leader had made by then.
-type RenewReply struct{ Index uint64 }
+// RenewReply grants the lease for Lease, the cluster's replicated value, counted by
+// the node from when it sent the request. The node counts it only once its state
+// machine has applied Index, so that it has seen every move the leader had made by then.
+type RenewReply struct {
+	Index uint64
+	Lease time.Duration
+}
 
-// IdentifyArgs asks the leader for a turn to IDENTIFY shard Shard.
+// IdentifyArgs asks the leader for a turn to IDENTIFY shard Shard, which Node runs
+// under the assignment of Epoch. The leader grants it only while that is the shard's
+// current assignment and Node holds a lease.
 type IdentifyArgs struct {
 	Node  string
 	Shard int
+	Epoch uint64
 }
 
 // IdentifyReply grants it. Waited is how long the request waited at the leader before
@@ -63,6 +70,7 @@ type ShardsReply struct {
 	Shards []LocalShard
 	Budget *Budget // from the leader only
 	Lease  LeaseStatus
+	Sink   SinkStatus
 	Events []Event
 }
 
@@ -93,8 +101,10 @@ func (s *rpcService) Apply(args *ApplyArgs, reply *ApplyReply) error {
 }
 
 func (s *rpcService) Renew(args *RenewArgs, reply *RenewReply) error {
-	idx, err := s.n.grantLease(args.Node)
-	reply.Index = idx
+	ctx, cancel := context.WithTimeout(s.n.ctx, rpcTimeout)
+	defer cancel()
+	g, err := s.n.grantLease(ctx, args.Node)
+	*reply = RenewReply{Index: g.Index, Lease: g.Lease}
 	return err
 }
 
@@ -102,7 +112,7 @@ func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 	ctx, cancel := context.WithTimeout(s.n.ctx, identifyRPCTimeout)
 	defer cancel()
 	start := time.Now()
-	granted, err := s.n.grantIdentify(ctx, args.Node, args.Shard)
+	granted, err := s.n.grantIdentify(ctx, args.Node, args.Shard, args.Epoch)
 	reply.Waited = granted.Sub(start)
 	return err
 }
@@ -212,7 +222,7 @@ func (p *peers) close() {
 // branch on; net/rpc carries only the text.
 func remoteError(se error) error {
 	msg := se.Error()
-	for _, e := range []error{ErrNotLeader, ErrLeaseRefused, ErrBudgetLow} {
+	for _, e := range []error{ErrNotLeader, ErrLeaseRefused, ErrBudgetLow, ErrNotOwner} {
 		if len(msg) >= len(e.Error()) && msg[:len(e.Error())] == e.Error() {
 			return fmt.Errorf("%w%s", e, msg[len(e.Error()):])
 		}
@@ -226,4 +236,7 @@ var (
 	ErrNoLeader     = errors.New("no leader")
 	ErrLeaseRefused = errors.New("lease refused")
 	ErrBudgetLow    = errors.New("session start budget low")
+	// ErrNotOwner refuses an identify to a node that is not the shard's current owner
+	// with a lease.
+	ErrNotOwner = errors.New("not the shard's owner")
 )

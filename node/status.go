@@ -60,6 +60,7 @@ type MemberStatus struct {
 	HTTP    string       `json:"http_addr"`
 	Shards  int          `json:"shards"`
 	Lease   *LeaseStatus `json:"lease,omitempty"`
+	Sink    *SinkStatus  `json:"sink,omitempty"`
 }
 
 // ShardStatus is one shard.
@@ -82,7 +83,7 @@ type ShardStatus struct {
 // localShards is this node's view of its own shards.
 func (n *Node) localShards() ShardsReply {
 	s := n.sup
-	out := ShardsReply{Lease: n.lease.status(), Events: n.recent.list()}
+	out := ShardsReply{Lease: n.lease.status(), Sink: s.sinkHealth.status(), Events: n.recent.list()}
 	if ls := n.leader.Load(); ls != nil {
 		ls.mu.Lock()
 		b := ls.budget
@@ -178,8 +179,12 @@ func (n *Node) Status(ctx context.Context) Status {
 			st.Problems = append(st.Problems, fmt.Sprintf("%s: %v", a.id, a.err))
 			continue
 		}
-		l := a.reply.Lease
-		byID[a.id].Lease = &l
+		l, sk := a.reply.Lease, a.reply.Sink
+		byID[a.id].Lease, byID[a.id].Sink = &l, &sk
+		if sk.Failing {
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: sink failing since %s (%d failures, shards held at their last delivered event): %s",
+				a.id, sk.Since.Format(time.TimeOnly), sk.Failures, sk.Error))
+		}
 		events = append(events, a.reply.Events)
 		if a.reply.Budget != nil {
 			st.Budget = a.reply.Budget
@@ -243,7 +248,7 @@ func (n *Node) httpHandler() http.Handler {
 		code := http.StatusOK
 		// Healthy means able to run shards. A node without a lease for longer than
 		// a few seconds after start needs attention.
-		if !l.Held && time.Since(n.started) > 2*n.cfg.Lease {
+		if !l.Held && time.Since(n.started) > 2*n.leaseDuration() {
 			code = http.StatusServiceUnavailable
 		}
 		writeJSON(w, code, body)
@@ -270,21 +275,17 @@ func (n *Node) httpHandler() http.Handler {
 	// back to it one handoff at a time.
 	mux.HandleFunc("DELETE /v1/drain/{node}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("node")
-		m, ok := n.fsm.Member(id)
-		switch {
-		case !ok:
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no member %q", id)})
-			return
-		case m.State != fsm.Draining:
-			writeJSON(w, http.StatusConflict, map[string]string{"error": fmt.Sprintf("%s is %s, not draining", id, m.State)})
-			return
-		}
+		// The leader's state decides, not this node's replica: right after a drain
+		// sent through a follower, the follower may not have applied it yet.
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		if _, err := n.write(ctx, fsm.Undrain{ID: id, At: time.Now().UnixNano()}); err != nil {
 			code := http.StatusServiceUnavailable
 			if isInvalid(err) || errors.Is(err, fsm.ErrInvalid) {
 				code = http.StatusConflict
+				if _, known := n.fsm.Member(id); !known {
+					code = http.StatusNotFound
+				}
 			}
 			writeJSON(w, code, map[string]string{"error": err.Error()})
 			return

@@ -37,10 +37,13 @@ type supervisor struct {
 
 	mu        sync.Mutex
 	handled   map[int]position // the last event each shard delivered to the sink
+	stopping  map[int]bool     // being stopped here: a failing sink may give up on them
+	abandoned map[int]bool     // stopping, and an event was not delivered: deliver no more
 	clusterOf map[int]int
 	started   map[int]time.Time // when a shard was started here, for the failover log
 	resumed   []resumedShard    // resumes not yet noted; see noteResumed
-	gate      *remoteGate
+
+	sinkHealth sinkHealth
 }
 
 type position struct {
@@ -61,8 +64,8 @@ func newSupervisor(n *Node) *supervisor {
 		clusters: make(map[int]*shard.Cluster), running: make(map[int]uint64),
 		suspended: make(map[int]suspendedShard), releases: make(map[int]fsm.Release),
 		checkpoint: make(map[int]fsm.ResumeData), handled: make(map[int]position),
+		stopping: make(map[int]bool), abandoned: make(map[int]bool),
 		clusterOf: make(map[int]int), started: make(map[int]time.Time),
-		gate: &remoteGate{n: n},
 	}
 }
 
@@ -211,7 +214,8 @@ func (s *supervisor) startShard(a fsm.Assignment) error {
 	err = c.Add(shard.Config{
 		Token: n.cfg.Token, ShardID: a.Shard, ShardCount: cfg.TotalShards, Intents: n.cfg.Intents,
 		GatewayURL: s.gatewayURL, APIBase: n.cfg.APIBase, Compression: n.cfg.Compression,
-		Resume: resume, Gate: s.gate, Logger: n.log.With("shard", a.Shard),
+		Resume: resume, Gate: &remoteGate{n: n, epoch: a.Epoch}, Logger: n.log.With("shard", a.Shard),
+		Permit: func() error { return n.mayLogin(a.Shard, a.Epoch) },
 	})
 	if err != nil {
 		return err
@@ -241,16 +245,111 @@ func (s *supervisor) cluster(id int) (*shard.Cluster, error) {
 }
 
 // deliver hands one event to the sink, then records it as the shard's position: a
-// checkpoint never names an event the sink has not had.
+// checkpoint never names an event the sink has not accepted. A failing sink is
+// retried with backoff, holding up this cluster's handler and so, through its queue,
+// its shards' reads (the back-pressure of a slow handler). Only a shard being stopped
+// here gives up on it: its final position is the last delivered event, so whoever
+// runs the shard next has Discord replay the rest.
 func (s *supervisor) deliver(cluster int, ev shard.Event) {
 	if sink := s.n.cfg.Sink; sink != nil {
-		if err := sink.Deliver(Delivery{Node: s.n.cfg.Name, Cluster: cluster, Event: ev}); err != nil {
-			s.n.log.Error("sink failed", "shard", ev.ShardID, "seq", ev.Seq, "err", err)
+		if !s.deliverRetrying(sink, Delivery{Node: s.n.cfg.Name, Cluster: cluster, Event: ev}) {
+			return
 		}
 	}
 	s.mu.Lock()
-	s.handled[ev.ShardID] = position{session: ev.SessionID, seq: ev.Seq}
+	if !s.abandoned[ev.ShardID] {
+		s.handled[ev.ShardID] = position{session: ev.SessionID, seq: ev.Seq}
+	}
 	s.mu.Unlock()
+}
+
+// deliverRetrying delivers d, retrying until the sink accepts it; false means it was
+// not delivered and never will be from here (the node stops, or the shard does).
+func (s *supervisor) deliverRetrying(sink Sink, d Delivery) bool {
+	id := d.Event.ShardID
+	bo := backoff{min: 50 * time.Millisecond, max: 2 * time.Second}
+	for {
+		s.mu.Lock()
+		gone := s.abandoned[id]
+		s.mu.Unlock()
+		if gone {
+			return false
+		}
+		err := sink.Deliver(d)
+		s.sinkHealth.record(err, time.Now())
+		if err == nil {
+			return true
+		}
+		wait := bo.next()
+		if bo.attempt == 1 || bo.attempt%20 == 0 {
+			s.n.log.Error("sink failed; retrying, the shard's position holds", "shard", id, "seq", d.Event.Seq,
+				"attempt", bo.attempt, "retry_in", wait, "err", err)
+		}
+		s.mu.Lock()
+		if s.stopping[id] {
+			// Nothing of this shard after d may be delivered now: that would leave
+			// a gap behind the position the next owner resumes from.
+			s.abandoned[id] = true
+		}
+		s.mu.Unlock()
+		if !sleepCtx(s.ctx, wait) {
+			return false
+		}
+	}
+}
+
+// backoff doubles a wait from min to max.
+type backoff struct {
+	min, max time.Duration
+	attempt  int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min << min(b.attempt, 20)
+	b.attempt++
+	return min(d, b.max)
+}
+
+// sinkHealth is what status shows of the sink.
+type sinkHealth struct {
+	mu       sync.Mutex
+	failing  bool
+	since    time.Time
+	lastErr  string
+	failures int64
+}
+
+// SinkStatus is the sink as status shows it: failing, since when, and why.
+type SinkStatus struct {
+	Failing  bool      `json:"failing"`
+	Since    time.Time `json:"since,omitzero"`
+	Error    string    `json:"error,omitempty"`
+	Failures int64     `json:"failures"`
+}
+
+func (h *sinkHealth) record(err error, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil:
+		h.failing = false
+	case !h.failing:
+		h.failing, h.since = true, now
+		fallthrough
+	default:
+		h.lastErr = err.Error()
+		h.failures++
+	}
+}
+
+func (h *sinkHealth) status() SinkStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := SinkStatus{Failing: h.failing, Failures: h.failures}
+	if h.failing {
+		st.Since, st.Error = h.since, h.lastErr
+	}
+	return st
 }
 
 func (s *supervisor) observe(l shard.Lifecycle) {
@@ -307,10 +406,12 @@ type resumedShard struct {
 }
 
 // stopShard stops a shard with a resumable close once its queued events were
-// delivered, and returns its final state.
+// delivered, and returns its final state: the session at the last event the sink
+// accepted, which is where the next owner resumes.
 func (s *supervisor) stopShard(id int) shard.ResumeState {
 	s.mu.Lock()
 	cid := s.clusterOf[id]
+	s.stopping[id] = true
 	s.mu.Unlock()
 	c := s.clusters[cid]
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
@@ -320,9 +421,21 @@ func (s *supervisor) stopShard(id int) shard.ResumeState {
 		s.n.log.Warn("shard stop", "shard", id, "err", err)
 	}
 	s.mu.Lock()
+	p, ok := s.handled[id]
 	delete(s.handled, id)
 	delete(s.clusterOf, id)
+	delete(s.stopping, id)
+	delete(s.abandoned, id)
 	s.mu.Unlock()
+	// The shard's own seq counts the events it queued; the handled one counts what
+	// the sink took. They differ when the sink failed or the stop timed out.
+	if ok && rs.SessionID != "" {
+		if p.session == rs.SessionID {
+			rs.Seq = p.seq
+		} else {
+			rs.Seq = 0 // a new session, none of whose events were delivered yet
+		}
+	}
 	return rs
 }
 
@@ -441,7 +554,30 @@ const maxGrantAge = shard.GrantDeadline / 2
 // remoteGate asks the leader for each identify: one per bucket per window across the
 // whole cluster, within the daily session start budget. It reports each IDENTIFY
 // written, so that the leader times the bucket's next grant from the write.
-type remoteGate struct{ n *Node }
+type remoteGate struct {
+	n     *Node
+	epoch uint64 // the assignment the shard runs under: the leader grants only to it
+}
+
+// mayLogin is the last check before a shard of this node writes IDENTIFY or RESUME:
+// the node holds its lease and its state machine still gives it the shard at epoch.
+// A lease holds only while this node's state has caught up with the leader's at the
+// last renewal, and a leader moves a shard off a node only after revoking it (which
+// the node sees) or after that node's lease ran out; so a shard that passes here is
+// not running anywhere else.
+func (n *Node) mayLogin(shardID int, epoch uint64) error {
+	if !n.lease.valid(time.Now()) {
+		return fmt.Errorf("no lease: %s", n.lease.status().Reason)
+	}
+	a, ok := n.fsm.Assignment(shardID)
+	switch {
+	case !ok || a.Node != n.cfg.Name || a.Epoch != epoch:
+		return fmt.Errorf("%w: shard %d moved (now %q at epoch %d, ran here at %d)", ErrNotOwner, shardID, a.Node, a.Epoch, epoch)
+	case a.Phase != fsm.Assigned:
+		return fmt.Errorf("%w: shard %d is being handed off", ErrNotOwner, shardID)
+	}
+	return nil
+}
 
 var _ shard.SendReporter = (*remoteGate)(nil)
 
@@ -473,8 +609,10 @@ func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 	n := g.n
 	for attempt := 0; ; attempt++ {
 		var err error
-		if n.IsLeader() {
-			_, err = n.grantIdentify(ctx, n.cfg.Name, shardID)
+		if err = n.mayLogin(shardID, g.epoch); err != nil {
+			// Asking would be refused; the supervisor stops the shard soon.
+		} else if n.IsLeader() {
+			_, err = n.grantIdentify(ctx, n.cfg.Name, shardID, g.epoch)
 			if err == nil && !n.IsLeader() {
 				err = ErrNotLeader
 			}
@@ -484,7 +622,7 @@ func (g *remoteGate) Wait(ctx context.Context, shardID int) error {
 			cctx, cancel := context.WithTimeout(ctx, identifyRPCTimeout+rpcTimeout)
 			var reply IdentifyReply
 			asked := time.Now()
-			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID}, &reply)
+			err = n.peers.call(cctx, string(addr), "Identify", &IdentifyArgs{Node: n.cfg.Name, Shard: shardID, Epoch: g.epoch}, &reply)
 			cancel()
 			// The grant is at most this old: the round trip less the wait at the leader.
 			// The leader times the bucket's next grant from this one if no report comes

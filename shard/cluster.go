@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,6 +58,7 @@ type Cluster struct {
 
 type queued struct {
 	ev    Event
+	from  *supervised   // the shard run that queued ev
 	flush chan struct{} // a marker: closed when the handler reaches it
 }
 
@@ -64,6 +66,25 @@ type supervised struct {
 	shard  *Shard
 	cancel context.CancelFunc
 	done   chan struct{}
+	// removed is set once Remove gave up waiting for this run's events: those still
+	// queued are dropped, so that none reaches the handler after a later run of the
+	// same shard id started.
+	removed atomic.Bool
+}
+
+// runDispatcher queues the events of one run of a shard.
+type runDispatcher struct {
+	c  *Cluster
+	sv *supervised
+}
+
+func (d runDispatcher) Dispatch(ctx context.Context, ev Event) error {
+	select {
+	case d.c.queue <- queued{ev: ev, from: d.sv}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // NewCluster starts a cluster with no shards.
@@ -108,6 +129,9 @@ func (c *Cluster) handle() {
 				close(q.flush)
 				continue
 			}
+			if q.from != nil && q.from.removed.Load() {
+				continue
+			}
 			c.cfg.Handler(q.ev)
 		case <-c.ctx.Done():
 			return
@@ -144,7 +168,6 @@ func (c *Cluster) flush(ctx context.Context) error {
 // Add starts a shard in the cluster. cfg.Dispatch is set by the cluster; cfg.Observe
 // is chained after the cluster's own.
 func (c *Cluster) Add(cfg Config) error {
-	cfg.Dispatch = c
 	if own, all := cfg.Observe, c.cfg.Observe; own != nil || all != nil {
 		cfg.Observe = func(l Lifecycle) {
 			if all != nil {
@@ -166,12 +189,14 @@ func (c *Cluster) Add(cfg Config) error {
 	if _, ok := c.shards[cfg.ShardID]; ok {
 		return fmt.Errorf("add shard %d: already in cluster %d", cfg.ShardID, c.cfg.ID)
 	}
+	sv := &supervised{done: make(chan struct{})}
+	cfg.Dispatch = runDispatcher{c: c, sv: sv}
 	sh, err := New(cfg)
 	if err != nil {
 		return fmt.Errorf("add shard %d: %w", cfg.ShardID, err)
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	sv := &supervised{shard: sh, cancel: cancel, done: make(chan struct{})}
+	sv.shard, sv.cancel = sh, cancel
 	c.shards[cfg.ShardID] = sv
 	go c.supervise(ctx, sv)
 	return nil
@@ -208,7 +233,10 @@ func (c *Cluster) supervise(ctx context.Context, sv *supervised) {
 
 // Remove stops a shard with a resumable close, waits until every event it accepted
 // was handled, and returns its final resume state: the state to hand to the shard's
-// next owner, which resumes without a lost or repeated event.
+// next owner, which resumes without a lost or repeated event. When ctx ends while the
+// handler is still behind, the shard is removed all the same, its unhandled events
+// are dropped, and the error says so: the caller then knows the position from what
+// its handler saw, not from the returned state, whose Seq counts queued events.
 func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) {
 	c.mu.Lock()
 	sv, ok := c.shards[shardID]
@@ -225,13 +253,20 @@ func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) 
 	case <-ctx.Done():
 		return sv.shard.ResumeState(), fmt.Errorf("remove shard %d: %w", shardID, ctx.Err())
 	}
-	if err := c.flush(ctx); err != nil {
-		return sv.shard.ResumeState(), fmt.Errorf("remove shard %d: flush events: %w", shardID, err)
+	err := c.flush(ctx)
+	if err != nil {
+		// The handler is stuck (a sink that keeps failing). The shard is gone all the
+		// same; its events still queued are dropped rather than handled after the
+		// caller took the shard's position as final.
+		sv.removed.Store(true)
+		err = fmt.Errorf("remove shard %d: flush events: %w; events not handled yet are dropped", shardID, err)
 	}
 	c.mu.Lock()
-	delete(c.shards, shardID)
+	if c.shards[shardID] == sv {
+		delete(c.shards, shardID)
+	}
 	c.mu.Unlock()
-	return sv.shard.ResumeState(), nil
+	return sv.shard.ResumeState(), err
 }
 
 // Send sends a gateway command on one of the cluster's shards.

@@ -38,6 +38,12 @@ type Config struct {
 	Resume ResumeState
 
 	Gate     IdentifyGate // required unless every start is a resume; see LocalGate
+	// Permit, when set, is asked right before every IDENTIFY and RESUME is written
+	// (after the gate's grant). An error closes the connection resumably without
+	// logging in, and Run returns an error wrapping ErrNotPermitted: whoever runs
+	// shards on a lease checks it here, so a process that was paused or cut off
+	// never logs in a session that may have moved elsewhere meanwhile.
+	Permit func() error
 	Dispatch Dispatcher   // required: receives every dispatch, in order
 	Observe  func(Lifecycle)
 
@@ -96,6 +102,7 @@ var (
 	ErrNotConnected    = errors.New("shard has no established session")
 	ErrManagedOpcode   = errors.New("opcode is managed by the shard itself")
 	ErrStopped         = errors.New("shard stopped")
+	ErrNotPermitted    = errors.New("login not permitted")
 )
 
 // MaxPayloadSize is the largest payload a client may send; Discord closes with 4002

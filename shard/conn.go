@@ -473,7 +473,25 @@ func (c *connection) login(ctx context.Context) {
 	s := c.s
 	var payload []byte
 	var err error
+	// permitted asks Config.Permit right before the write: the gate's wait can be
+	// long, and the lease or the ownership may have ended during it.
+	permitted := func() bool {
+		if s.cfg.Permit == nil {
+			return true
+		}
+		err := s.cfg.Permit()
+		if err == nil {
+			return true
+		}
+		c.end(outcome{action: actionResume, code: -1, reason: "login not permitted",
+			err: fmt.Errorf("%w: %v", ErrNotPermitted, err)})
+		c.closeGracefully(CloseResumable, "discluster: login not permitted")
+		return false
+	}
 	if c.resumed {
+		if !permitted() {
+			return
+		}
 		rs := s.ResumeState()
 		s.setState(StateResuming, nil)
 		s.observe(LifecycleResuming, "", nil)
@@ -489,6 +507,9 @@ func (c *connection) login(ctx context.Context) {
 		}
 		if r, ok := s.cfg.Gate.(SendReporter); ok {
 			defer r.IdentifySent(s.cfg.ShardID) // after the write below, whatever came of it
+		}
+		if !permitted() {
+			return
 		}
 		payload, err = marshalPayload(OpIdentify, identifyData{
 			Token:          s.cfg.Token.Reveal(),

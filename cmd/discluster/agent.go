@@ -117,16 +117,16 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return node.Config{}, noop, err
 	}
 	log := newLogger(c.App.ErrWriter, level)
-	cfg := node.Config{
-		Name: c.String("name"), DataDir: c.String("data-dir"), Join: c.StringSlice("join"), JoinTimeout: c.Duration("join-timeout"),
-		BootstrapExpect: c.Int("bootstrap-expect"), Voters: c.Int("voters"), Weight: c.Int("weight"),
-		GossipAddr: c.String("gossip-addr"), ClusterAddr: c.String("cluster-addr"), HTTPAddr: c.String("http-addr"),
-		Advertise: c.String("advertise"), MaxConcurrency: c.Int("max-concurrency"), IdentifyWindow: c.Duration("identify-window"),
-		SessionReserve: c.Int("session-reserve"), ShardsPerCluster: c.Int("shards-per-cluster"),
-		CheckpointInterval: c.Duration("checkpoint-interval"), Lease: c.Duration("lease"), MaxMoves: c.Int("max-moves"),
-		APIBase: c.String("api-base"), GatewayURL: c.String("gateway-url"), Intents: c.Uint64("intents"),
-		Compression: shard.Compression(c.String("compression")), Logger: log,
-	}
+	// Every field is set from its flag, on top of the defaults the node documents.
+	cfg := node.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.Join, cfg.JoinTimeout = c.String("name"), c.String("data-dir"), c.StringSlice("join"), c.Duration("join-timeout")
+	cfg.BootstrapExpect, cfg.Voters, cfg.Weight = c.Int("bootstrap-expect"), c.Int("voters"), c.Int("weight")
+	cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr = c.String("gossip-addr"), c.String("cluster-addr"), c.String("http-addr")
+	cfg.Advertise, cfg.MaxConcurrency, cfg.IdentifyWindow = c.String("advertise"), c.Int("max-concurrency"), c.Duration("identify-window")
+	cfg.SessionReserve, cfg.ShardsPerCluster = c.Int("session-reserve"), c.Int("shards-per-cluster")
+	cfg.CheckpointInterval, cfg.Lease, cfg.MaxMoves = c.Duration("checkpoint-interval"), c.Duration("lease"), c.Int("max-moves")
+	cfg.APIBase, cfg.GatewayURL, cfg.Intents = c.String("api-base"), c.String("gateway-url"), c.Uint64("intents")
+	cfg.Compression, cfg.Logger = shard.Compression(c.String("compression")), log
 	for i, j := range cfg.Join {
 		if !strings.Contains(j, ":") {
 			cfg.Join[i] = j + ":" + strconv.Itoa(node.DefaultGossipPort)

@@ -169,23 +169,43 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // startAgents starts n agents with bootstrap-expect n.
-func (e *e2e) startAgents(n int) {
-	ports, err := freePorts(3 * n)
+func (e *e2e) startAgents(n int) { e.startAgentsWith(n, nil) }
+
+// startAgentsWith starts n agents with bootstrap-expect n; extra, when set, gives
+// the flags that agent i adds to (and, being later, overrides) the common ones.
+func (e *e2e) startAgentsWith(n int, extra func(i int) []string) {
+	for i := range n {
+		var more []string
+		if extra != nil {
+			more = extra(i)
+		}
+		e.addAgent(n, more...)
+	}
+}
+
+// addAgent starts one more agent, n<k> for the k-th, joining the first.
+func (e *e2e) addAgent(expect int, extra ...string) *agentProc {
+	e.t.Helper()
+	ports, err := freePorts(3)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
-		a := &agentProc{name: name, gossip: loop(ports[3*i]), http: loop(ports[3*i+2]),
-			dataDir: filepath.Join(e.dir, name), events: filepath.Join(e.dir, name+".ndjson")}
-		a.argsBase = []string{"agent", "--name", name, "--data-dir", a.dataDir,
-			"--gossip-addr", a.gossip, "--cluster-addr", loop(ports[3*i+1]), "--http-addr", a.http,
-			"--join", loop(ports[0]), "--bootstrap-expect", strconv.Itoa(n), "--shards", "auto",
-			"--identify-window", "100ms", "--lease", "3s", "--checkpoint-interval", "200ms", "--timing", "fast",
-			"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info"}
-		a.proc = e.start(name, a.argsBase...)
-		e.nodes = append(e.nodes, a)
+	name := fmt.Sprintf("n%d", len(e.nodes)+1)
+	a := &agentProc{name: name, gossip: loop(ports[0]), http: loop(ports[2]),
+		dataDir: filepath.Join(e.dir, name), events: filepath.Join(e.dir, name+".ndjson")}
+	join := a.gossip
+	if len(e.nodes) > 0 {
+		join = e.nodes[0].gossip
 	}
+	a.argsBase = []string{"agent", "--name", name, "--data-dir", a.dataDir,
+		"--gossip-addr", a.gossip, "--cluster-addr", loop(ports[1]), "--http-addr", a.http,
+		"--join", join, "--bootstrap-expect", strconv.Itoa(expect), "--shards", "auto",
+		"--identify-window", "100ms", "--lease", "3s", "--checkpoint-interval", "200ms", "--timing", "fast",
+		"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info"}
+	a.argsBase = append(a.argsBase, extra...)
+	a.proc = e.start(name, a.argsBase...)
+	e.nodes = append(e.nodes, a)
+	return a
 }
 
 // restart starts a stopped agent again with its data dir and ports.
