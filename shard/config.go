@@ -37,14 +37,14 @@ type Config struct {
 	// moves from a dead or draining node to this one.
 	Resume ResumeState
 
-	Gate     IdentifyGate // required unless every start is a resume; see LocalGate
+	Gate IdentifyGate // required unless every start is a resume; see LocalGate
 	// Permit, when set, is asked right before every IDENTIFY and RESUME is written
 	// (after the gate's grant). An error closes the connection resumably without
 	// logging in, and Run returns an error wrapping ErrNotPermitted: whoever runs
 	// shards on a lease checks it here, so a process that was paused or cut off
 	// never logs in a session that may have moved elsewhere meanwhile.
-	Permit func() error
-	Dispatch Dispatcher   // required: receives every dispatch, in order
+	Permit   func() error
+	Dispatch Dispatcher // required: receives every dispatch, in order
 	Observe  func(Lifecycle)
 
 	HTTPClient *http.Client
