@@ -72,6 +72,11 @@ type Config struct {
 	Intents     uint64
 	Compression shard.Compression
 
+	// NoSessionStealing starts every moved shard with IDENTIFY instead of resuming it
+	// from the replicated state: what a system without session stealing does. It
+	// exists for the benchmark that compares the two; it costs session starts.
+	NoSessionStealing bool
+
 	Sink   Sink // where delivered events go; default: nowhere (counted only)
 	Logger *slog.Logger
 

@@ -199,7 +199,7 @@ func (s *supervisor) startShard(a fsm.Assignment) error {
 	resume, from := shard.ResumeState{}, "identify"
 	if sp, ok := s.suspended[a.Shard]; ok && sp.epoch == a.Epoch && sp.state.Resumable() {
 		resume, from = sp.state, "own suspended state"
-	} else if r, ok := n.fsm.Resume(a.Shard); ok && r.SessionID != "" {
+	} else if r, ok := n.fsm.Resume(a.Shard); ok && r.SessionID != "" && !n.cfg.NoSessionStealing {
 		resume, from = shard.ResumeState{SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL}, "replicated state"
 	}
 	c, err := s.cluster(a.Shard / n.cfg.ShardsPerCluster)

@@ -45,6 +45,7 @@ func agentCommand() *cli.Command {
 			&cli.IntFlag{Name: "session-reserve", Usage: "daily session starts never spent (default 5% of the limit, at least 10)", EnvVars: env("SESSION_RESERVE")},
 			&cli.IntFlag{Name: "shards-per-cluster", Value: 16, Usage: "shards per local cluster (goroutine group)", EnvVars: env("SHARDS_PER_CLUSTER")},
 			&cli.DurationFlag{Name: "checkpoint-interval", Value: time.Second, Usage: "how often resume states are replicated", EnvVars: env("CHECKPOINT_INTERVAL")},
+			&cli.BoolFlag{Name: "no-session-stealing", Usage: "identify moved shards instead of resuming them (the baseline of `bench`; spends session starts)", EnvVars: env("NO_SESSION_STEALING")},
 			&cli.DurationFlag{Name: "lease", Value: 5 * time.Second, Usage: "a node cut off from the leader this long stops its shards", EnvVars: env("LEASE")},
 			&cli.IntFlag{Name: "max-moves", Value: 16, Usage: "rebalancing handoffs in flight at once", EnvVars: env("MAX_MOVES")},
 			&cli.StringFlag{Name: "timing", Value: "lan", Usage: "protocol timers: lan, or fast (one machine: tests and the demo)", EnvVars: env("TIMING")},
@@ -127,6 +128,7 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	cfg.CheckpointInterval, cfg.Lease, cfg.MaxMoves = c.Duration("checkpoint-interval"), c.Duration("lease"), c.Int("max-moves")
 	cfg.APIBase, cfg.GatewayURL, cfg.Intents = c.String("api-base"), c.String("gateway-url"), c.Uint64("intents")
 	cfg.Compression, cfg.Logger = shard.Compression(c.String("compression")), log
+	cfg.NoSessionStealing = c.Bool("no-session-stealing")
 	for i, j := range cfg.Join {
 		if !strings.Contains(j, ":") {
 			cfg.Join[i] = j + ":" + strconv.Itoa(node.DefaultGossipPort)

@@ -30,7 +30,7 @@ func benchCommand() *cli.Command {
 		Usage: "measure cold start, failover and handoff on this machine against the fake Discord, and print a table",
 		Description: "Starts the fake Discord and three agents as child processes (as the demo does), for each size S\n" +
 			"(shards per node): a cold start of 3·S shards, --runs drains, SIGKILLs and SIGSTOPs of the node\n" +
-			"holding S shards, and SIGKILLs with the sessions expired at the fake (every shard re-identifies).\n" +
+			"holding S shards, and SIGKILLs of agents run with --no-session-stealing (the baseline: every moved shard IDENTIFYs at once).\n" +
 			"Every figure is the median of --runs; identify violations and lost seqs are counted in every run.",
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "sizes", Value: cli.NewIntSlice(10, 100), Usage: "shards per node (S); 1000 takes minutes"},
@@ -41,7 +41,7 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "identify-window", Value: time.Second, Usage: "identify window (Discord's is 5s; shorter here so a cold start runs fast)"},
 			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "the agents' --lease"},
 			&cli.StringSliceFlag{Name: "scenarios", Value: cli.NewStringSlice("moves", "reidentify"),
-				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers with the sessions expired; " +
+				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers without session stealing (IDENTIFY at once), the baseline; " +
 					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
 		},
@@ -60,6 +60,8 @@ type benchCluster struct {
 	agents   []*benchAgent
 	lease    time.Duration
 	timing   string
+	// noStealing runs the agents with --no-session-stealing: the baseline.
+	noStealing bool
 	// events holds every event any status answer carried: a failover's own events
 	// scroll out of the recent list quickly.
 	events map[node.Event]bool
@@ -116,7 +118,7 @@ func runBench(c *cli.Context) error {
 			ttl       string
 		}{
 			{"moves", "handoff and failover", benchMoves, "2m"},
-			{"reidentify", "failover without resume state", benchNoResume, "1ms"},
+			{"reidentify", "failover without session stealing", benchNoResume, "2m"},
 			{"scale", "scale", benchScale, "2m"},
 		} {
 			if !want[sc.key] {
@@ -133,6 +135,7 @@ func runBench(c *cli.Context) error {
 			}
 			r, err := func() ([][]string, error) {
 				defer bc.stop()
+				bc.noStealing = sc.key == "reidentify"
 				start, err := bc.start(ctx, c.Int("max-concurrency"), c.Duration("identify-window"), sc.ttl)
 				if err != nil {
 					return nil, err
@@ -193,6 +196,9 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 			"--identify-window", window.String(), "--lease", bc.lease.String(), "--checkpoint-interval", "500ms",
 			"--timing", bc.timing, "--max-moves", "1000", "--shards-per-cluster", "100",
 			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel}
+		if bc.noStealing {
+			a.args = append(a.args, "--no-session-stealing")
+		}
 		a.child, err = startChild(bc.exe, name, filepath.Join(bc.dir, name+".log"), nil, a.args...)
 		if err != nil {
 			return nil, err
@@ -372,7 +378,10 @@ func others(all []*benchAgent, not *benchAgent) []*benchAgent {
 
 // failover kills or pauses the victim and measures detection (kill → marked failed),
 // fencing (→ reassigned) and reconnection (→ every shard live again elsewhere).
-type failoverRun struct{ total, detect, fence, reconnect time.Duration }
+type failoverRun struct {
+	total, detect, fence, reconnect time.Duration
+	starts                          int // session starts (IDENTIFYs) the failover spent
+}
 
 func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failoverRun, error) {
 	v, err := bc.victim(ctx)
@@ -389,6 +398,7 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 			held[s.Shard] = true
 		}
 	}
+	identifies := bc.fakeStats().Identifies
 	t0 := time.Now()
 	if err := v.cmd.Process.Signal(sig); err != nil {
 		return failoverRun{}, err
@@ -408,7 +418,7 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 			reassigned = e.At
 		}
 	}
-	r := failoverRun{total: done.Sub(t0)}
+	r := failoverRun{total: done.Sub(t0), starts: bc.fakeStats().Identifies - identifies}
 	if !failed.IsZero() && !reassigned.IsZero() {
 		r.detect, r.fence, r.reconnect = failed.Sub(t0), reassigned.Sub(failed), done.Sub(reassigned)
 	}
@@ -501,7 +511,7 @@ func benchNoResume(ctx context.Context, bc *benchCluster, runs int) ([][]string,
 	if err != nil {
 		return nil, err
 	}
-	return [][]string{failoverRow("failover after SIGKILL, sessions expired (re-identify)", rs, bc)}, nil
+	return [][]string{failoverRow("failover after SIGKILL without session stealing (IDENTIFY at once)", rs, bc)}, nil
 }
 
 func sigName(s syscall.Signal) string {
@@ -519,10 +529,14 @@ func failoverRow(name string, rs []failoverRun, bc *benchCluster) []string {
 		}
 		return median(ds).Round(time.Millisecond)
 	}
-	split := fmt.Sprintf("detect %v + fence %v + reconnect %v",
+	starts := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		starts[i] = time.Duration(r.starts)
+	}
+	split := fmt.Sprintf("detect %v + fence %v + reconnect %v; %d session starts",
 		pick(func(r failoverRun) time.Duration { return r.detect }),
 		pick(func(r failoverRun) time.Duration { return r.fence }),
-		pick(func(r failoverRun) time.Duration { return r.reconnect }))
+		pick(func(r failoverRun) time.Duration { return r.reconnect }), int64(median(starts)))
 	return []string{name, pick(func(r failoverRun) time.Duration { return r.total }).String(), split,
 		strconv.Itoa(bc.fakeStats().IdentifyViolations), strconv.Itoa(bc.lostSeqs()), "-"}
 }

@@ -253,6 +253,6 @@ func TestE2EChaos(t *testing.T) {
 		t.Errorf("identifies %d→%d: every move should have resumed", start.Identifies, st.Identifies)
 	}
 	dups := e.checkEvents(false)
-	t.Logf("seed %d, %d faults (%v): %d resumes, %d identifies after the cold start, 0 violations, no seq lost, %d duplicates of %d events",
+	t.Logf("seed %d, %d steps (faults: %v): %d resumes, %d identifies after the cold start, 0 violations, no seq lost, %d duplicates of %d events",
 		*chaosSeed, *chaosEvents, counts, st.Resumes-start.Resumes, st.Identifies-start.Identifies, dups, st.EventsSent)
 }
