@@ -146,8 +146,11 @@ func (n *Node) renew(timeout time.Duration) (time.Duration, error) {
 	} else {
 		addr, _ := n.raft.LeaderWithID()
 		if addr == "" {
-			return 0, fmt.Errorf("%w: no leader known for %v (without a majority of the voters there is none: quorum lost?)",
-				ErrNoLeader, time.Since(n.raft.LastContact()).Round(time.Millisecond))
+			since := "since this node started"
+			if last := n.raft.LastContact(); !last.IsZero() {
+				since = "for " + time.Since(last).Round(time.Millisecond).String()
+			}
+			return 0, fmt.Errorf("%w: no leader known %s (without a majority of the voters there is none: quorum lost?)", ErrNoLeader, since)
 		}
 		var reply RenewReply
 		if err := n.peers.call(ctx, string(addr), "Renew", &RenewArgs{Node: n.cfg.Name}, &reply); err != nil {
