@@ -280,3 +280,38 @@ func TestJoiningAnotherClusterIsFatal(t *testing.T) {
 		t.Fatal("a node of another cluster joined without a fatal error")
 	}
 }
+
+// A leader cut off from a quorum believes it leads until Raft steps it down, but it
+// renews no lease on that belief, its own included: it stops its shards within its
+// lease like any other node, and the majority's new leader moves them without a
+// second live connection or an identify.
+func TestCutOffLeaderStopsItsOwnShards(t *testing.T) {
+	c := newTestCluster(t, 9, gatewaytest.Options{})
+	nodes := c.startN(3)
+	leader := c.waitLeader(20*time.Second, nodes...)
+	c.allReady(30*time.Second, nodes[0])
+	c.checkpointed(nodes[0])
+	survivors := without(nodes, leader)
+	before := c.fake.Stats()
+
+	c.isolate(leader)
+	waitFor(t, leader.leaseDuration()+2*time.Second, "the cut-off leader's shards suspended", func() error {
+		if r := leader.running(); r > 0 {
+			return fmt.Errorf("%d shards still running on %s", r, leader.Name())
+		}
+		return nil
+	})
+	c.waitLeader(30*time.Second, survivors...)
+	per := c.allReady(30*time.Second, survivors[0])
+	if per[leader.Name()] != 0 {
+		t.Fatalf("the old leader still owns %d shards", per[leader.Name()])
+	}
+	c.checkOneLive()
+	if after := c.fake.Stats(); after.Identifies != before.Identifies {
+		t.Errorf("identifies %d→%d: the moved shards should have resumed", before.Identifies, after.Identifies)
+	}
+	c.heal()
+	c.readyAndBalanced(40*time.Second, survivors[0], nodes...)
+	c.checkOneLive()
+	c.events.check(t, c.fake.Stats(), false)
+}
