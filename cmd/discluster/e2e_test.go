@@ -452,16 +452,7 @@ func TestE2ETermHandsOffThenPauseIsFenced(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	e.waitFor(30*time.Second, "the paused node back", func() error {
-		st, err := e.status(p)
-		if err != nil {
-			return err
-		}
-		if !st.Lease.Held {
-			return fmt.Errorf("no lease: %s", st.Lease.Reason)
-		}
-		return nil
-	})
+	e.leaseBack(p, 30*time.Second)
 	e.allReady(60*time.Second, rest...)
 	if st := e.mustStats(); st.Identifies != identifies {
 		t.Errorf("identifies %d→%d", identifies, st.Identifies)
