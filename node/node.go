@@ -309,7 +309,7 @@ func (n *Node) write(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) 
 			if err == nil {
 				return &fsm.Result{Index: reply.Index, Applied: reply.Applied, Stale: reply.Stale}, nil
 			}
-			if isInvalid(err) {
+			if errors.Is(err, fsm.ErrInvalid) {
 				return nil, err
 			}
 			last = err
@@ -318,10 +318,6 @@ func (n *Node) write(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) 
 			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		}
 	}
-}
-
-func isInvalid(err error) bool {
-	return err != nil && len(err.Error()) >= len(fsm.ErrInvalid.Error()) && err.Error()[:len(fsm.ErrInvalid.Error())] == fsm.ErrInvalid.Error()
 }
 
 // watchState pokes the leader loop and the supervisor on every applied command.

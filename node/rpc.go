@@ -20,8 +20,60 @@ import (
 // ApplyArgs carries one encoded fsm command to the leader.
 type ApplyArgs struct{ Command []byte }
 
+// RPCStatus is how a service's error crosses the wire: net/rpc carries an error's text
+// only, so every reply embeds the error's code, which the caller's errors.Is branches
+// on, beside its text. A method returns nil and fills this in.
+type RPCStatus struct {
+	Code    string // one of the codes of wireCodes; "" for an error without one
+	Message string // the error's text; "" for success
+}
+
+// wireCodes are the errors a caller branches on, by their code on the wire.
+var wireCodes = map[string]error{
+	"not_leader": ErrNotLeader, "no_leader": ErrNoLeader, "lease_refused": ErrLeaseRefused,
+	"budget_low": ErrBudgetLow, "not_owner": ErrNotOwner, "invalid_command": fsm.ErrInvalid,
+}
+
+func (s *RPCStatus) rpcStatus() *RPCStatus { return s }
+
+// set records err (nil for success) in the reply.
+func (s *RPCStatus) set(err error) {
+	*s = RPCStatus{}
+	if err == nil {
+		return
+	}
+	s.Message = err.Error()
+	for code, sentinel := range wireCodes {
+		if errors.Is(err, sentinel) {
+			s.Code = code
+			return
+		}
+	}
+}
+
+// err is the error the reply carries, matching its sentinel with errors.Is.
+func (s *RPCStatus) err() error {
+	if s.Message == "" && s.Code == "" {
+		return nil
+	}
+	return &remoteErr{msg: s.Message, sentinel: wireCodes[s.Code]}
+}
+
+// remoteErr is an error a peer's service returned.
+type remoteErr struct {
+	msg      string
+	sentinel error // nil when the error had no code
+}
+
+func (e *remoteErr) Error() string        { return e.msg }
+func (e *remoteErr) Is(target error) bool { return e.sentinel != nil && target == e.sentinel }
+
+// statusReply is every reply: it embeds RPCStatus.
+type statusReply interface{ rpcStatus() *RPCStatus }
+
 // ApplyReply is the command's outcome.
 type ApplyReply struct {
+	RPCStatus
 	Index   uint64
 	Applied int
 	Stale   []fsm.Stale
@@ -34,6 +86,7 @@ type RenewArgs struct{ Node string }
 // the node from when it sent the request. The node counts it only once its state
 // machine has applied Index, so that it has seen every move the leader had made by then.
 type RenewReply struct {
+	RPCStatus
 	Index uint64
 	Lease time.Duration
 }
@@ -50,7 +103,10 @@ type IdentifyArgs struct {
 // IdentifyReply grants it. Waited is how long the request waited at the leader before
 // the grant: the asker subtracts it from its round trip to bound how old the grant is
 // without comparing clocks.
-type IdentifyReply struct{ Waited time.Duration }
+type IdentifyReply struct {
+	RPCStatus
+	Waited time.Duration
+}
 
 // IdentifySentArgs tells the leader that the IDENTIFY it granted shard Shard has been
 // written: the bucket's next grant is timed from here, not from the grant.
@@ -60,13 +116,14 @@ type IdentifySentArgs struct {
 }
 
 // IdentifySentReply is empty.
-type IdentifySentReply struct{}
+type IdentifySentReply struct{ RPCStatus }
 
 // ShardsArgs asks a node what its shards are doing.
 type ShardsArgs struct{}
 
 // ShardsReply is a node's local view, for status.
 type ShardsReply struct {
+	RPCStatus
 	Shards []LocalShard
 	Budget *Budget // from the leader only
 	Lease  LeaseStatus
@@ -90,11 +147,13 @@ const rpcTimeout = 5 * time.Second
 func (s *rpcService) Apply(args *ApplyArgs, reply *ApplyReply) error {
 	cmd, err := fsm.Decode(args.Command)
 	if err != nil {
-		return fmt.Errorf("apply: %w", err)
+		reply.set(fmt.Errorf("apply: %w", err))
+		return nil
 	}
 	res, err := s.n.applyLocal(cmd)
 	if err != nil {
-		return err
+		reply.set(err)
+		return nil
 	}
 	*reply = ApplyReply{Index: res.Index, Applied: res.Applied, Stale: res.Stale}
 	return nil
@@ -105,7 +164,8 @@ func (s *rpcService) Renew(args *RenewArgs, reply *RenewReply) error {
 	defer cancel()
 	g, err := s.n.grantLease(ctx, args.Node)
 	*reply = RenewReply{Index: g.Index, Lease: g.Lease}
-	return err
+	reply.set(err)
+	return nil
 }
 
 func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
@@ -114,7 +174,8 @@ func (s *rpcService) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 	start := time.Now()
 	granted, err := s.n.grantIdentify(ctx, args.Node, args.Shard, args.Epoch)
 	reply.Waited = granted.Sub(start)
-	return err
+	reply.set(err)
+	return nil
 }
 
 func (s *rpcService) IdentifySent(args *IdentifySentArgs, reply *IdentifySentReply) error {
@@ -200,10 +261,13 @@ func (p *peers) call(ctx context.Context, addr, method string, args, reply any) 
 		if call.Error != nil && !errors.As(call.Error, &se) {
 			p.drop(addr, c) // the connection broke; dial afresh next time
 		}
-		if errors.As(call.Error, &se) {
-			return remoteError(se)
+		if call.Error != nil {
+			return call.Error
 		}
-		return call.Error
+		if sr, ok := reply.(statusReply); ok {
+			return sr.rpcStatus().err()
+		}
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -216,18 +280,6 @@ func (p *peers) close() {
 		c.Close()
 		delete(p.m, addr)
 	}
-}
-
-// remoteError turns a server's error text back into the sentinel errors callers
-// branch on; net/rpc carries only the text.
-func remoteError(se error) error {
-	msg := se.Error()
-	for _, e := range []error{ErrNotLeader, ErrLeaseRefused, ErrBudgetLow, ErrNotOwner} {
-		if len(msg) >= len(e.Error()) && msg[:len(e.Error())] == e.Error() {
-			return fmt.Errorf("%w%s", e, msg[len(e.Error()):])
-		}
-	}
-	return errors.New(msg)
 }
 
 // Errors of the leader's services.

@@ -263,7 +263,7 @@ func (n *Node) httpHandler() http.Handler {
 		defer cancel()
 		if _, err := n.write(ctx, fsm.Drain{ID: id, At: time.Now().UnixNano()}); err != nil {
 			code := http.StatusServiceUnavailable
-			if isInvalid(err) || errors.Is(err, fsm.ErrInvalid) {
+			if errors.Is(err, fsm.ErrInvalid) {
 				code = http.StatusBadRequest
 			}
 			writeJSON(w, code, map[string]string{"error": err.Error()})
@@ -281,7 +281,7 @@ func (n *Node) httpHandler() http.Handler {
 		defer cancel()
 		if _, err := n.write(ctx, fsm.Undrain{ID: id, At: time.Now().UnixNano()}); err != nil {
 			code := http.StatusServiceUnavailable
-			if isInvalid(err) || errors.Is(err, fsm.ErrInvalid) {
+			if errors.Is(err, fsm.ErrInvalid) {
 				code = http.StatusConflict
 				if _, known := n.fsm.Member(id); !known {
 					code = http.StatusNotFound
