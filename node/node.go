@@ -265,13 +265,31 @@ func (n *Node) setClusterID(id string) error {
 	return n.serf.SetTags(n.tags())
 }
 
+// applyTimeout bounds the wait for one command's commit.
+const applyTimeout = 30 * time.Second
+
+var errNodeStopping = errors.New("node stopping")
+
 // applyLocal applies a command on this node, which must be the leader.
 func (n *Node) applyLocal(cmd fsm.Command) (*fsm.Result, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
 	f := n.raft.Apply(fsm.Encode(cmd), 10*time.Second)
-	if err := f.Error(); err != nil {
+	// Raft leaves a command that was queued but not yet taken when it shut down
+	// without an answer, and its future would wait forever: a shutdown must not wait
+	// for it. Every command is safe to send again, so the caller may retry.
+	answered := make(chan error, 1)
+	go func() { answered <- f.Error() }()
+	var err error
+	select {
+	case err = <-answered:
+	case <-n.ctx.Done():
+		return nil, errNodeStopping
+	case <-time.After(applyTimeout):
+		return nil, fmt.Errorf("apply: no answer from Raft within %v", applyTimeout)
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}

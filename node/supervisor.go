@@ -272,7 +272,7 @@ func (s *supervisor) deliverRetrying(sink Sink, d Delivery) bool {
 		s.mu.Lock()
 		gone := s.abandoned[id]
 		s.mu.Unlock()
-		if gone {
+		if gone || s.ctx.Err() != nil {
 			return false
 		}
 		err := sink.Deliver(d)
