@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/discluster/discluster/fsm"
@@ -39,9 +40,12 @@ type supervisor struct {
 	handled   map[int]position // the last event each shard delivered to the sink
 	stopping  map[int]bool     // being stopped here: a failing sink may give up on them
 	abandoned map[int]bool     // stopping, and an event was not delivered: deliver no more
-	clusterOf map[int]int
-	started   map[int]time.Time // when a shard was started here, for the failover log
-	resumed   []resumedShard    // resumes not yet noted; see noteResumed
+	// anyAbandoned counts abandoned's entries, so that the delivery of each event
+	// looks at the map only while a shard is being given up on.
+	anyAbandoned atomic.Int32
+	clusterOf    map[int]int
+	started      map[int]time.Time // when a shard was started here, for the failover log
+	resumed      []resumedShard    // resumes not yet noted; see noteResumed
 
 	sinkHealth sinkHealth
 }
@@ -269,10 +273,7 @@ func (s *supervisor) deliverRetrying(sink Sink, d Delivery) bool {
 	id := d.Event.ShardID
 	bo := backoff{min: 50 * time.Millisecond, max: 2 * time.Second}
 	for {
-		s.mu.Lock()
-		gone := s.abandoned[id]
-		s.mu.Unlock()
-		if gone || s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || s.anyAbandoned.Load() > 0 && s.isAbandoned(id) {
 			return false
 		}
 		err := sink.Deliver(d)
@@ -286,16 +287,24 @@ func (s *supervisor) deliverRetrying(sink Sink, d Delivery) bool {
 				"attempt", bo.attempt, "retry_in", wait, "err", err)
 		}
 		s.mu.Lock()
-		if s.stopping[id] {
-			// Nothing of this shard after d may be delivered now: that would leave
-			// a gap behind the position the next owner resumes from.
+		if s.stopping[id] && !s.abandoned[id] {
+			// Nothing more of this shard is delivered from here: its position stays
+			// at the last accepted event, where the next owner resumes, and events
+			// after it would only reach the sink twice.
 			s.abandoned[id] = true
+			s.anyAbandoned.Add(1)
 		}
 		s.mu.Unlock()
 		if !sleepCtx(s.ctx, wait) {
 			return false
 		}
 	}
+}
+
+func (s *supervisor) isAbandoned(id int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned[id]
 }
 
 // backoff doubles a wait from min to max.
@@ -310,10 +319,11 @@ func (b *backoff) next() time.Duration {
 	return min(d, b.max)
 }
 
-// sinkHealth is what status shows of the sink.
+// sinkHealth is what status shows of the sink. Every delivery records its outcome,
+// so a success while the sink is healthy costs one atomic load.
 type sinkHealth struct {
+	failing  atomic.Bool // written under mu
 	mu       sync.Mutex
-	failing  bool
 	since    time.Time
 	lastErr  string
 	failures int64
@@ -328,13 +338,17 @@ type SinkStatus struct {
 }
 
 func (h *sinkHealth) record(err error, now time.Time) {
+	if err == nil && !h.failing.Load() {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case err == nil:
-		h.failing = false
-	case !h.failing:
-		h.failing, h.since = true, now
+		h.failing.Store(false)
+	case !h.failing.Load():
+		h.failing.Store(true)
+		h.since = now
 		fallthrough
 	default:
 		h.lastErr = err.Error()
@@ -345,8 +359,8 @@ func (h *sinkHealth) record(err error, now time.Time) {
 func (h *sinkHealth) status() SinkStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := SinkStatus{Failing: h.failing, Failures: h.failures}
-	if h.failing {
+	st := SinkStatus{Failing: h.failing.Load(), Failures: h.failures}
+	if st.Failing {
 		st.Since, st.Error = h.since, h.lastErr
 	}
 	return st
@@ -425,7 +439,10 @@ func (s *supervisor) stopShard(id int) shard.ResumeState {
 	delete(s.handled, id)
 	delete(s.clusterOf, id)
 	delete(s.stopping, id)
-	delete(s.abandoned, id)
+	if s.abandoned[id] {
+		delete(s.abandoned, id)
+		s.anyAbandoned.Add(-1)
+	}
 	s.mu.Unlock()
 	// The shard's own seq counts the events it queued; the handled one counts what
 	// the sink took. They differ when the sink failed or the stop timed out.

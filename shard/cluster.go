@@ -139,16 +139,6 @@ func (c *Cluster) handle() {
 	}
 }
 
-// Dispatch implements Dispatcher for the cluster's shards.
-func (c *Cluster) Dispatch(ctx context.Context, ev Event) error {
-	select {
-	case c.queue <- queued{ev: ev}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // flush waits until every event queued before it was handled.
 func (c *Cluster) flush(ctx context.Context) error {
 	f := make(chan struct{})
