@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/discluster/discluster/session"
 )
 
 // CommandType is the first byte of every command. The numbers are written out by hand
@@ -91,11 +93,7 @@ type RevokeMove struct {
 type Revoke struct{ Moves []RevokeMove }
 
 // ResumeData is a shard's Discord session as its owner last saw it.
-type ResumeData struct {
-	SessionID string
-	Seq       int64
-	ResumeURL string
-}
+type ResumeData = session.Position
 
 // Release is one shard a node stopped, with its final resume state.
 type Release struct {
@@ -251,13 +249,13 @@ func (m *Member) decode(d *decoder) {
 	m.Since = d.varint()
 }
 
-func (r ResumeData) encode(e *encoder) {
+func encodePosition(e *encoder, r ResumeData) {
 	e.str(r.SessionID)
 	e.varint(r.Seq)
 	e.str(r.ResumeURL)
 }
 
-func (r *ResumeData) decode(d *decoder) {
+func decodePosition(d *decoder, r *ResumeData) {
 	r.SessionID = d.str()
 	r.Seq = d.varint()
 	r.ResumeURL = d.str()
@@ -316,7 +314,7 @@ func (c Released) encode(e *encoder) {
 	for _, r := range c.Shards {
 		e.int(r.Shard)
 		e.uvarint(r.Epoch)
-		r.Resume.encode(e)
+		encodePosition(e, r.Resume)
 	}
 }
 
@@ -327,7 +325,7 @@ func (c *Released) decode(d *decoder) {
 	for i := range c.Shards {
 		c.Shards[i].Shard = d.int()
 		c.Shards[i].Epoch = d.uvarint()
-		c.Shards[i].Resume.decode(d)
+		decodePosition(d, &c.Shards[i].Resume)
 	}
 }
 
@@ -338,7 +336,7 @@ func (c Checkpoint) encode(e *encoder) {
 	for _, r := range c.Entries {
 		e.int(r.Shard)
 		e.uvarint(r.Epoch)
-		r.Resume.encode(e)
+		encodePosition(e, r.Resume)
 	}
 }
 
@@ -349,7 +347,7 @@ func (c *Checkpoint) decode(d *decoder) {
 	for i := range c.Entries {
 		c.Entries[i].Shard = d.int()
 		c.Entries[i].Epoch = d.uvarint()
-		c.Entries[i].Resume.decode(d)
+		decodePosition(d, &c.Entries[i].Resume)
 	}
 }
 

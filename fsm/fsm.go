@@ -275,7 +275,7 @@ func (s *state) setResume(shard int, epoch uint64, r ResumeData, at int64) {
 		s.resume[shard] = Resume{} // nothing to resume: the next owner identifies
 		return
 	}
-	s.resume[shard] = Resume{Shard: shard, SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL, Epoch: epoch, UpdatedAt: at}
+	s.resume[shard] = Resume{Shard: shard, Position: r, Epoch: epoch, UpdatedAt: at}
 }
 
 func (s *state) anyAssigned() bool {

@@ -105,7 +105,7 @@ func (st *state) write(w io.Writer) error {
 		}
 		if err := record(recResume, func(e *encoder) {
 			e.int(r.Shard)
-			ResumeData{SessionID: r.SessionID, Seq: r.Seq, ResumeURL: r.ResumeURL}.encode(e)
+			encodePosition(e, r.Position)
 			e.uvarint(r.Epoch)
 			e.varint(r.UpdatedAt)
 		}); err != nil {
@@ -245,9 +245,7 @@ func (st *state) readRecord(typ byte, d *decoder) error {
 		st.assign[a.Shard] = a
 	case recResume:
 		r := Resume{Shard: d.int()}
-		var rd ResumeData
-		rd.decode(d)
-		r.SessionID, r.Seq, r.ResumeURL = rd.SessionID, rd.Seq, rd.ResumeURL
+		decodePosition(d, &r.Position)
 		r.Epoch, r.UpdatedAt = d.uvarint(), d.varint()
 		if d.err != nil {
 			return d.err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/discluster/discluster/session"
 )
 
 // MaxShards bounds TotalShards: far above any bot Discord serves today, low enough
@@ -114,12 +116,11 @@ type Assignment struct {
 	Phase Phase
 }
 
-// Resume is what a new owner needs to RESUME a shard's Discord session.
+// Resume is what a new owner needs to RESUME a shard's Discord session: its position,
+// and when and under which assignment it was written.
 type Resume struct {
-	Shard     int
-	SessionID string
-	Seq       int64
-	ResumeURL string
+	Shard int
+	session.Position
 	Epoch     uint64 // the assignment epoch it was written under
 	UpdatedAt int64  // unix nanoseconds, stamped by the proposer
 }

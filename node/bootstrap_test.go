@@ -26,12 +26,12 @@ func TestMoreAgentsThanBootstrapExpectMakeOneCluster(t *testing.T) {
 		if got := len(f.Configuration().Servers); got != 5 {
 			return fmt.Errorf("the leader's Raft configuration has %d servers", got)
 		}
-		id := leader.clusterID()
+		id := leader.gossip.ClusterID()
 		for _, n := range nodes {
-			if n.clusterID() != id {
-				return fmt.Errorf("%s is in cluster %q, the leader %s in %q", n.Name(), n.clusterID(), leader.Name(), id)
+			if n.gossip.ClusterID() != id {
+				return fmt.Errorf("%s is in cluster %q, the leader %s in %q", n.Name(), n.gossip.ClusterID(), leader.Name(), id)
 			}
-			if c := n.conflict.Load(); c != nil {
+			if c := n.gossip.Conflict(); c != nil {
 				return fmt.Errorf("%s: %v", n.Name(), c)
 			}
 		}
@@ -43,33 +43,4 @@ func TestMoreAgentsThanBootstrapExpectMakeOneCluster(t *testing.T) {
 		}
 	}
 	c.allReady(30*time.Second, leader)
-}
-
-// A node promises its bootstrap vote to one bootstrapper at a time; the promise lapses
-// if that one goes quiet, and is freed when it gives up.
-func TestBootstrapPromiseGoesToOneBootstrapper(t *testing.T) {
-	var p bootstrapPromise
-	if err := p.take("a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.take("a"); err != nil {
-		t.Fatalf("the same bootstrapper asking again: %v", err)
-	}
-	if err := p.take("b"); err == nil {
-		t.Fatal("promised to two bootstrappers")
-	}
-	p.release("b") // not b's to free
-	if err := p.take("b"); err == nil {
-		t.Fatal("a release by another freed the promise")
-	}
-	p.release("a")
-	if err := p.take("b"); err != nil {
-		t.Fatalf("after a's release: %v", err)
-	}
-	p.mu.Lock()
-	p.until = time.Now().Add(-time.Millisecond)
-	p.mu.Unlock()
-	if err := p.take("c"); err != nil {
-		t.Fatalf("after b's promise lapsed: %v", err)
-	}
 }

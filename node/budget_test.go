@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
@@ -64,7 +65,7 @@ func TestHealthzAndStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st Status
+	var st api.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/membership"
+	"github.com/discluster/discluster/node/sink"
 	"github.com/discluster/discluster/shard"
 	"github.com/discluster/discluster/transport"
 )
@@ -17,7 +20,7 @@ import (
 const (
 	DefaultGossipPort  = 7946
 	DefaultClusterPort = 7947
-	DefaultHTTPPort    = 7948
+	DefaultHTTPPort    = api.DefaultPort
 )
 
 // ErrInvalidConfig wraps every configuration error.
@@ -77,7 +80,7 @@ type Config struct {
 	// exists for the benchmark that compares the two; it costs session starts.
 	NoSessionStealing bool
 
-	Sink   Sink // where delivered events go; default: nowhere (counted only)
+	Sink   sink.Sink // where delivered events go; default: nowhere (counted only)
 	Logger *slog.Logger
 
 	Timing Timing
@@ -219,12 +222,12 @@ func (c Config) Validate() error {
 		return bad("--session-reserve %d must not be negative", c.SessionReserve)
 	}
 	for _, a := range []struct{ flag, v string }{{"--gossip-addr", c.GossipAddr}, {"--cluster-addr", c.ClusterAddr}, {"--http-addr", c.HTTPAddr}} {
-		if _, _, err := splitHostPort(a.v); err != nil {
+		if _, _, err := membership.SplitHostPort(a.v); err != nil {
 			return bad("%s %q: %v", a.flag, a.v, err)
 		}
 	}
 	for _, j := range c.Join {
-		host, _, err := splitHostPort(j)
+		host, _, err := membership.SplitHostPort(j)
 		if err != nil {
 			return bad("--join %q: %v", j, err)
 		}
@@ -238,16 +241,4 @@ func (c Config) Validate() error {
 		return bad("--advertise %q is not an IP address", c.Advertise)
 	}
 	return nil
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p > 65535 {
-		return "", 0, fmt.Errorf("port %q is not a number in [0, 65535]", port)
-	}
-	return host, p, nil
 }

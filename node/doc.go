@@ -1,12 +1,17 @@
-// Package node is the discluster agent: it joins the gossip pool (hashicorp/serf on
-// memberlist), runs Raft (hashicorp/raft on raft-boltdb) over the transport's shared
-// port, and, on every node, supervises the shards the replicated state assigns to it.
+// Package node is the discluster agent: it wires the rooms together and owns their
+// lifecycle (start, leave, kill). Each room is a package with one job:
 //
-// The leader reconciles: gossip membership into the Raft configuration and the
-// state machine's member table, failures into revocations, and the balancer's plan into
-// assignments. It also grants identifies for the whole cluster and renews the lease of
-// every node. A node runs shards only while its lease holds, so a paused or cut-off
-// node stops its shards by itself before the leader hands them to anyone else.
+//   - membership: gossip (serf), bootstrap-expect, the merge guard, the data dir's identity
+//   - leader: what the Raft leader decides (Plan) and grants (leases, identifies, budget)
+//   - runner: the shards this node runs, its lease, checkpoints and releases
+//   - rpc: node-to-node messages on the cluster port, and the way to the leader
+//   - api: the HTTP API over a backend, its JSON types, and a Go client
+//   - sink: where events leave the node
+//   - event: the typed record of what happened
+//
+// The rooms never import each other's internals or this package: they talk through
+// small interfaces each consumer owns (a proposer, a notifier, a clock), and this
+// package implements them with the others.
 //
 // The flows, from the design:
 //

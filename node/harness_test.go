@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/internal/testlock"
+	"github.com/discluster/discluster/node/sink"
 	"github.com/discluster/discluster/shard"
 	"github.com/discluster/discluster/shard/gatewaytest"
 	"github.com/discluster/discluster/transport"
@@ -50,7 +52,7 @@ func newEvents() *events {
 	return &events{seen: make(map[string]map[int64]int), by: make(map[string]int)}
 }
 
-func (e *events) Deliver(d Delivery) error {
+func (e *events) Deliver(d sink.Delivery) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.seen[d.Event.SessionID]
@@ -119,6 +121,7 @@ type testNode struct {
 
 func newTestCluster(t *testing.T, shards int, opts gatewaytest.Options) *testCluster {
 	t.Helper()
+	testlock.Cluster(t)
 	c := &testCluster{t: t, events: newEvents(), shards: shards}
 	opts.Token = testToken
 	opts.Shards = shards

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/node/membership"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
@@ -30,7 +31,7 @@ func (c *testCluster) heal() {
 
 func (n *testNode) running() int {
 	count := 0
-	for _, s := range n.localShards().Shards {
+	for _, s := range n.runner.Shards() {
 		if s.Info.State.String() != "stopped" {
 			count++
 		}
@@ -173,8 +174,8 @@ func TestFourthNodeJoinsAndRestartRejoins(t *testing.T) {
 	c.allReady(30*time.Second, survivors[0])
 	back := c.restart(victim)
 	waitFor(t, 30*time.Second, "the restarted node back with shards", func() error {
-		if back.clusterID() != survivors[0].clusterID() {
-			return fmt.Errorf("cluster id %q, want %q", back.clusterID(), survivors[0].clusterID())
+		if back.gossip.ClusterID() != survivors[0].gossip.ClusterID() {
+			return fmt.Errorf("cluster id %q, want %q", back.gossip.ClusterID(), survivors[0].gossip.ClusterID())
 		}
 		if n := len(shardsOf(back)); n < 2 {
 			return fmt.Errorf("restarted node holds %d shards", n)
@@ -191,17 +192,17 @@ func TestTwoClustersRefuseToMerge(t *testing.T) {
 	c.waitLeader(20*time.Second, a)
 	c.waitLeader(20*time.Second, b)
 	waitFor(t, 10*time.Second, "both bootstrapped", func() error {
-		if a.clusterID() == "" || b.clusterID() == "" {
+		if a.gossip.ClusterID() == "" || b.gossip.ClusterID() == "" {
 			return errors.New("no cluster id yet")
 		}
 		return nil
 	})
-	_, err := b.serf.Join([]string{a.GossipAddr()}, true)
+	_, err := b.gossip.Join([]string{a.GossipAddr()})
 	if err == nil || !strings.Contains(err.Error(), "never merge") {
 		t.Fatalf("join of two clusters: %v, want a refusal that says why", err)
 	}
 	for _, n := range []*testNode{a, b} {
-		if got := len(n.ourMembers()); got != 1 {
+		if got := len(n.gossip.Members()); got != 1 {
 			t.Errorf("%s sees %d members of its cluster, want 1", n.Name(), got)
 		}
 	}
@@ -256,7 +257,7 @@ func TestJoiningAnotherClusterIsFatal(t *testing.T) {
 	c.waitLeader(20*time.Second, a)
 	c.waitLeader(20*time.Second, g)
 	waitFor(t, 10*time.Second, "both bootstrapped", func() error {
-		if a.clusterID() == "" || g.clusterID() == "" {
+		if a.gossip.ClusterID() == "" || g.gossip.ClusterID() == "" {
 			return errors.New("no cluster id yet")
 		}
 		return nil
@@ -273,7 +274,7 @@ func TestJoiningAnotherClusterIsFatal(t *testing.T) {
 	defer back.Kill()
 	select {
 	case err := <-back.Fatal():
-		if !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), "empty --data-dir") {
+		if !errors.Is(err, membership.ErrOtherCluster) || !strings.Contains(err.Error(), "empty --data-dir") {
 			t.Fatalf("fatal error %v does not say what to do", err)
 		}
 	case <-time.After(20 * time.Second):

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/node/sink"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
 // flakySink fails every delivery while failing is set, and passes the rest on.
 type flakySink struct {
-	inner   Sink
+	inner   sink.Sink
 	failing atomic.Bool
 	refused atomic.Int64
 }
@@ -31,7 +32,7 @@ func (e *events) top(session string) int64 {
 	return top
 }
 
-func (f *flakySink) Deliver(d Delivery) error {
+func (f *flakySink) Deliver(d sink.Delivery) error {
 	if f.failing.Load() {
 		f.refused.Add(1)
 		return errSinkDown

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/discluster/discluster/internal/backoff"
 )
 
 // ClusterConfig configures a Cluster.
@@ -18,7 +19,20 @@ type ClusterConfig struct {
 	// Handler receives every dispatch of every shard of the cluster, one at a time,
 	// from one goroutine, in the order the shards accepted them (per shard, that is
 	// sequence order). It must not call back into the Cluster.
-	Handler func(Event)
+	//
+	// What it returns is how the cluster knows where each shard's handled position is
+	// (see Handled and Remove), which is the position a shard's next owner resumes
+	// from: a shard's own resume state counts events queued, not handled. Nil means the
+	// event was handled (delivered): the shard's position moves to (ev.SessionID,
+	// ev.Seq). An error means it was not and never will be from here (the handler gave
+	// up on it, say because the shard is being stopped and the sink keeps failing):
+	// the position stays where it was, and no later event of the same run of the shard
+	// (from its Add to its Remove) moves it either, even when the handler returns nil
+	// for it. Counting a later event would skip the one not handled: the next owner
+	// must resume from the last handled event so that Discord replays the rest. The
+	// handler still receives those later events; it may drop them, since they will be
+	// replayed to the next owner anyway.
+	Handler func(Event) error
 	// QueueSize bounds the events accepted but not yet handled (default 1024). When
 	// the queue is full, shards stop reading their sockets until it has room: a slow
 	// handler slows the gateway down (TCP back-pressure up to Discord), it never loses
@@ -41,7 +55,9 @@ var ErrUnknownShard = errors.New("shard not in this cluster")
 
 // Cluster supervises a group of shards on one node: it runs each, restarts the ones
 // that fail for a retryable reason with exponential backoff, reports fatal ones, and
-// feeds all their dispatches through one bounded queue to one handler.
+// feeds all their dispatches through one bounded queue to one handler. Because it
+// owns that handler, it also keeps each shard's handled position (Handled), which is
+// what a shard's next owner resumes from.
 type Cluster struct {
 	cfg   ClusterConfig
 	log   *slog.Logger
@@ -70,6 +86,65 @@ type supervised struct {
 	// queued are dropped, so that none reaches the handler after a later run of the
 	// same shard id started.
 	removed atomic.Bool
+	handled handledPos
+}
+
+// handledPos is the last event of one run of a shard that the handler handled. The
+// handler goroutine records each event under a lock that only Handled and Remove
+// contend for, and allocates nothing doing so: it runs once per event.
+type handledPos struct {
+	mu      sync.Mutex
+	session string
+	seq     int64
+	// frozen is set when an event of the run was not handled, or once Remove returned
+	// the position: from then on it is final, and no event moves it.
+	frozen bool
+}
+
+// record notes the handler's verdict on ev.
+func (p *handledPos) record(ev Event, err error) (froze bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.frozen:
+	case err != nil:
+		p.frozen = true
+		return true
+	case ev.SessionID != p.session:
+		p.session, p.seq = ev.SessionID, ev.Seq
+	case ev.Seq > p.seq:
+		// Within a session only forward, as the shard's own seq: a position never
+		// names an event before one already handled.
+		p.seq = ev.Seq
+	}
+	return false
+}
+
+func (p *handledPos) get() (session string, seq int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.session, p.seq
+}
+
+// freeze makes the position final and returns it.
+func (p *handledPos) freeze() (session string, seq int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen = true
+	return p.session, p.seq
+}
+
+// final freezes the run's handled position and returns the state its next owner
+// resumes from: the handled position, or, when the shard has moved to a new session
+// none of whose events was handled yet, that session from its start (Seq 0). The
+// resume URL is the shard's own, which belongs to its current session.
+func (sv *supervised) final() ResumeState {
+	session, seq := sv.handled.freeze()
+	rs := sv.shard.ResumeState()
+	if rs.SessionID != session {
+		return ResumeState{SessionID: rs.SessionID, ResumeURL: rs.ResumeURL}
+	}
+	return ResumeState{SessionID: session, Seq: seq, ResumeURL: rs.ResumeURL}
 }
 
 // runDispatcher queues the events of one run of a shard.
@@ -132,7 +207,11 @@ func (c *Cluster) handle() {
 			if q.from != nil && q.from.removed.Load() {
 				continue
 			}
-			c.cfg.Handler(q.ev)
+			err := c.cfg.Handler(q.ev)
+			if q.from != nil && q.from.handled.record(q.ev, err) {
+				c.log.Warn("event not handled; the shard's position holds for the rest of its run",
+					"shard", q.ev.ShardID, "session", q.ev.SessionID, "seq", q.ev.Seq, "err", err)
+			}
 		case <-c.ctx.Done():
 			return
 		}
@@ -180,6 +259,11 @@ func (c *Cluster) Add(cfg Config) error {
 		return fmt.Errorf("add shard %d: already in cluster %d", cfg.ShardID, c.cfg.ID)
 	}
 	sv := &supervised{done: make(chan struct{})}
+	// Until an event is handled, the position is where the shard starts: the session
+	// it resumes, or none when it identifies.
+	if cfg.Resume.Resumable() {
+		sv.handled.session, sv.handled.seq = cfg.Resume.SessionID, cfg.Resume.Seq
+	}
 	cfg.Dispatch = runDispatcher{c: c, sv: sv}
 	sh, err := New(cfg)
 	if err != nil {
@@ -196,7 +280,9 @@ func (c *Cluster) Add(cfg Config) error {
 // retryable failures with exponential backoff and jitter.
 func (c *Cluster) supervise(ctx context.Context, sv *supervised) {
 	defer close(sv.done)
-	backoff := c.cfg.BackoffMin
+	// Jitter in [wait/2, wait]: shards that failed together (a gateway outage) must
+	// not retry together.
+	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax, Jitter: 0.5}
 	for {
 		before := sv.shard.establishedCount()
 		err := sv.shard.Run(ctx)
@@ -208,25 +294,26 @@ func (c *Cluster) supervise(ctx context.Context, sv *supervised) {
 			return
 		}
 		if sv.shard.establishedCount() > before {
-			backoff = c.cfg.BackoffMin
+			bo.Reset()
 		}
-		// Full jitter in [backoff/2, backoff]: shards that failed together (a gateway
-		// outage) must not retry together.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := bo.Next()
 		c.log.Warn("shard failed, restarting", "shard", sv.shard.ID(), "in", wait, "err", err)
-		if sleepUntil(ctx, time.Now().Add(wait)) != nil {
+		if !backoff.Sleep(ctx, wait) {
 			return
 		}
-		backoff = min(backoff*2, c.cfg.BackoffMax)
 	}
 }
 
 // Remove stops a shard with a resumable close, waits until every event it accepted
-// was handled, and returns its final resume state: the state to hand to the shard's
-// next owner, which resumes without a lost or repeated event. When ctx ends while the
-// handler is still behind, the shard is removed all the same, its unhandled events
-// are dropped, and the error says so: the caller then knows the position from what
-// its handler saw, not from the returned state, whose Seq counts queued events.
+// went through the handler, and returns its final resume state: the state to hand to
+// the shard's next owner. Its Seq is the last event handled (see
+// ClusterConfig.Handler), so the next owner neither loses an event nor, unless the
+// handler gave up on one, repeats one; when the shard is in a new session none of
+// whose events was handled yet, it is that session with Seq 0, whose RESUME replays
+// all of it. When ctx ends while the handler is still behind, the shard is removed
+// all the same, its unhandled events are dropped, and the error says so; the state
+// returned still names only handled events. Whatever Remove returns is final: no
+// event the handler finishes afterwards moves the position.
 func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) {
 	c.mu.Lock()
 	sv, ok := c.shards[shardID]
@@ -235,13 +322,13 @@ func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) 
 		return ResumeState{}, fmt.Errorf("remove shard %d: %w", shardID, ErrUnknownShard)
 	}
 	if _, err := sv.shard.Stop(ctx); err != nil {
-		return sv.shard.ResumeState(), err
+		return sv.final(), err
 	}
 	sv.cancel()
 	select {
 	case <-sv.done:
 	case <-ctx.Done():
-		return sv.shard.ResumeState(), fmt.Errorf("remove shard %d: %w", shardID, ctx.Err())
+		return sv.final(), fmt.Errorf("remove shard %d: %w", shardID, ctx.Err())
 	}
 	err := c.flush(ctx)
 	if err != nil {
@@ -251,12 +338,15 @@ func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) 
 		sv.removed.Store(true)
 		err = fmt.Errorf("remove shard %d: flush events: %w; events not handled yet are dropped", shardID, err)
 	}
+	// Frozen before the shard leaves the map, so Handled never shows a position that
+	// moved past the one returned here.
+	rs := sv.final()
 	c.mu.Lock()
 	if c.shards[shardID] == sv {
 		delete(c.shards, shardID)
 	}
 	c.mu.Unlock()
-	return sv.shard.ResumeState(), err
+	return rs, err
 }
 
 // Send sends a gateway command on one of the cluster's shards.
@@ -283,8 +373,8 @@ func (c *Cluster) Info() []Info {
 }
 
 // Close removes every shard (each with a resumable close, its events handled) and
-// stops the handler. It returns the final resume state of each shard it stopped.
-// Close is idempotent.
+// stops the handler. It returns the final resume state of each shard it stopped, by
+// the same rule as Remove: the last handled event. Close is idempotent.
 func (c *Cluster) Close(ctx context.Context) (map[int]ResumeState, error) {
 	c.mu.Lock()
 	c.closed = true
@@ -318,7 +408,7 @@ func (c *Cluster) Close(ctx context.Context) (map[int]ResumeState, error) {
 }
 
 // ResumeState returns a running shard's resume state (its Seq counts the events
-// accepted into the queue, handled or not).
+// accepted into the queue, handled or not). A checkpoint wants Handled.
 func (c *Cluster) ResumeState(shardID int) (ResumeState, bool) {
 	c.mu.Lock()
 	sv, ok := c.shards[shardID]
@@ -327,6 +417,28 @@ func (c *Cluster) ResumeState(shardID int) (ResumeState, bool) {
 		return ResumeState{}, false
 	}
 	return sv.shard.ResumeState(), true
+}
+
+// Handled returns a running shard's handled position: the session and seq of the
+// last event the handler handled (see ClusterConfig.Handler), or the resume state the
+// shard was added with while none was. That is what a checkpoint may write: resuming
+// from it loses no event. ResumeURL is the shard's own when the shard is still in
+// the handled session, else empty (the URL belongs to the shard's new session). ok
+// is false for a shard the cluster does not run. Handled is safe to call from any
+// goroutine while events are being handled.
+func (c *Cluster) Handled(shardID int) (ResumeState, bool) {
+	c.mu.Lock()
+	sv, ok := c.shards[shardID]
+	c.mu.Unlock()
+	if !ok {
+		return ResumeState{}, false
+	}
+	session, seq := sv.handled.get()
+	hs := ResumeState{SessionID: session, Seq: seq}
+	if rs := sv.shard.ResumeState(); rs.SessionID == session {
+		hs.ResumeURL = rs.ResumeURL
+	}
+	return hs, true
 }
 
 // Kill drops every shard's connection without a close frame and stops the handler

@@ -76,12 +76,12 @@ func TestClusterSlowHandlerLosesNothing(t *testing.T) {
 	rec := newRecorder()
 	release := make(chan struct{})
 	var held atomic.Int64
-	c := newCluster(t, shard.ClusterConfig{QueueSize: 2, Handler: func(ev shard.Event) {
+	c := newCluster(t, shard.ClusterConfig{QueueSize: 2, Handler: func(ev shard.Event) error {
 		if ev.Seq == 20 {
 			held.Store(1)
 			<-release // the handler stalls for several heartbeat intervals
 		}
-		rec.handle(ev)
+		return rec.handle(ev)
 	}})
 	cfg := baseConfig(t, srv, rec, 0, 1)
 	cfg.Dispatch = nil

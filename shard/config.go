@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/discluster/discluster/session"
 	"log/slog"
 	"net/http"
 	"time"
@@ -71,16 +72,8 @@ type Properties struct {
 }
 
 // ResumeState is what another connection, process or node needs to continue a
-// session: Discord's session id, the last sequence number the handler accepted, and
-// the session's resume_gateway_url.
-type ResumeState struct {
-	SessionID string `json:"session_id,omitempty"`
-	Seq       int64  `json:"seq,omitempty"`
-	ResumeURL string `json:"resume_url,omitempty"`
-}
-
-// Resumable reports whether the state names a session to RESUME.
-func (r ResumeState) Resumable() bool { return r.SessionID != "" }
+// session: the one position shape of every layer.
+type ResumeState = session.Position
 
 // Dispatcher receives the dispatches of a shard. Dispatch may block: that is the
 // back-pressure a slow handler applies (the shard stops reading its socket, never

@@ -3,6 +3,8 @@ package shard
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -66,6 +68,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, fr := range documentedFrames(f) {
+		f.Add(fr.raw)
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		env, err := decodeEnvelope(p)
 		if err != nil {
@@ -78,4 +83,59 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			t.Fatalf("dispatch without t accepted: %q", p)
 		}
 	})
+}
+
+// documentedFrame is one of the shared fixtures in testdata/gateway: a frame in the
+// shape Discord documents, with what it must decode to.
+type documentedFrame struct {
+	file string
+	op   int
+	s    int64
+	t    string
+	raw  []byte
+}
+
+func documentedFrames(tb testing.TB) []documentedFrame {
+	tb.Helper()
+	frames := []documentedFrame{
+		{file: "hello.json", op: OpHello},
+		{file: "heartbeat_ack.json", op: OpHeartbeatACK},
+		{file: "invalid_session.json", op: OpInvalidSession},
+		{file: "reconnect.json", op: OpReconnect},
+		{file: "ready.json", op: OpDispatch, s: 1, t: "READY"},
+		{file: "resumed.json", op: OpDispatch, s: 43, t: "RESUMED"},
+		{file: "message_create.json", op: OpDispatch, s: 42, t: "MESSAGE_CREATE"},
+	}
+	for i := range frames {
+		b, err := os.ReadFile(filepath.Join("..", "testdata", "gateway", frames[i].file))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		frames[i].raw = b
+	}
+	return frames
+}
+
+// Every frame in Discord's documented shape decodes with its op, seq and event name,
+// and d exactly as sent.
+func TestDocumentedFramesDecode(t *testing.T) {
+	for _, fr := range documentedFrames(t) {
+		env, err := decodeEnvelope(fr.raw)
+		if err != nil {
+			t.Errorf("%s: %v", fr.file, err)
+			continue
+		}
+		if env.Op != fr.op || env.S != fr.s || env.T != fr.t {
+			t.Errorf("%s: op %d s %d t %q, want op %d s %d t %q", fr.file, env.Op, env.S, env.T, fr.op, fr.s, fr.t)
+		}
+		var whole struct {
+			D json.RawMessage `json:"d"`
+		}
+		if err := json.Unmarshal(fr.raw, &whole); err != nil {
+			t.Fatal(err)
+		}
+		if string(whole.D) != "null" && !bytes.Equal(env.D, whole.D) {
+			t.Errorf("%s: d %s, want %s", fr.file, env.D, whole.D)
+		}
+	}
 }

@@ -69,16 +69,17 @@ func newRecorder() *recorder {
 }
 
 func (r *recorder) Dispatch(_ context.Context, ev shard.Event) error {
-	r.handle(ev)
-	return nil
+	return r.handle(ev)
 }
 
-func (r *recorder) handle(ev shard.Event) {
+// handle records ev; as a cluster handler it handles every event (returns nil).
+func (r *recorder) handle(ev shard.Event) error {
 	r.mu.Lock()
 	r.seqs[ev.ShardID] = append(r.seqs[ev.ShardID], ev.Seq)
 	r.types[ev.Type]++
 	r.mu.Unlock()
 	r.notify()
+	return nil
 }
 
 func (r *recorder) observe(l shard.Lifecycle) {

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/node/sink"
 	"github.com/discluster/discluster/shard"
 )
 
@@ -194,18 +195,18 @@ func readToken(file string) (shard.Token, error) {
 	return "", errors.New("no bot token: set DISCORD_TOKEN, or --token-file PATH (for a fake Discord, its token, e.g. fake-token)")
 }
 
-func openSink(spec string, payload bool, stdout io.Writer) (node.Sink, func(), error) {
+func openSink(spec string, payload bool, stdout io.Writer) (sink.Sink, func(), error) {
 	switch {
 	case spec == "none":
 		return nil, func() {}, nil
 	case spec == "stdout":
-		return node.NewNDJSONSink(stdout, payload), func() {}, nil
+		return sink.NewNDJSON(stdout, payload), func() {}, nil
 	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
 		f, err := os.OpenFile(strings.TrimPrefix(spec, "file:"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--sink: %w", err)
 		}
-		return node.NewNDJSONSink(f, payload), func() { f.Close() }, nil
+		return sink.NewNDJSON(f, payload), func() { f.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("--sink %q: want stdout, file:PATH or none", spec)
 }

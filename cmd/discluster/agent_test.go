@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/internal/testlock"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
@@ -106,15 +108,15 @@ func TestDrainReportsTheAgentsError(t *testing.T) {
 
 func TestRenderStatusFoldsRangesAndMarksTheLeader(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	st := node.Status{
-		Node: "a", Cluster: "c1", Leader: "a", Term: 4, Lease: node.LeaseStatus{Held: true},
-		Config: &node.Config0{TotalShards: 8, MaxConcurrency: 1, Lease: 5 * time.Second, CheckpointInterval: time.Second},
-		Budget: &node.Budget{Known: true, Total: 1000, Remaining: 40, Reserve: 50, ResetsAt: now.Add(2 * time.Hour), Low: true},
-		Members: []node.MemberStatus{
-			{ID: "a", State: "alive", Gossip: "alive", Raft: "voter", Leader: true, Weight: 1, Shards: 5, Lease: &node.LeaseStatus{Held: true}},
+	st := api.Status{
+		Node: "a", Cluster: "c1", Leader: "a", Term: 4, Lease: api.Lease{Held: true},
+		Config: &api.ShardConfig{TotalShards: 8, MaxConcurrency: 1, Lease: 5 * time.Second, CheckpointInterval: time.Second},
+		Budget: &api.Budget{Known: true, Total: 1000, Remaining: 40, Reserve: 50, ResetsAt: now.Add(2 * time.Hour), Low: true},
+		Members: []api.MemberStatus{
+			{ID: "a", State: "alive", Gossip: "alive", Raft: "voter", Leader: true, Weight: 1, Shards: 5, Lease: &api.Lease{Held: true}},
 			{ID: "b", State: "failed", Gossip: "failed", Raft: "voter", Weight: 1, Shards: 2},
 		},
-		Shards: []node.ShardStatus{
+		Shards: []api.ShardStatus{
 			{Shard: 0, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
 			{Shard: 1, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
 			{Shard: 2, Node: "a", Phase: "assigned", Cluster: 0, State: "ready"},
@@ -142,7 +144,7 @@ func TestRenderStatusFoldsRangesAndMarksTheLeader(t *testing.T) {
 			t.Errorf("cluster 0's ready shards not folded: %q", line)
 		}
 	}
-	st.Lease = node.LeaseStatus{Reason: "no leader: quorum lost?"}
+	st.Lease = api.Lease{Reason: "no leader: quorum lost?"}
 	b.Reset()
 	renderStatus(&b, st, now)
 	if !strings.Contains(b.String(), "HOLDS NO LEASE") || !strings.Contains(b.String(), "quorum lost?") {
@@ -157,13 +159,14 @@ func TestFoldRanges(t *testing.T) {
 	}{
 		{nil, ""}, {[]int{3}, "3"}, {[]int{0, 1, 2, 3}, "0-3"}, {[]int{5, 1, 2, 9, 3, 10}, "1-3,5,9-10"}, {[]int{1, 1, 2}, "1-2"},
 	} {
-		if got := node.FoldRanges(tc.in); got != tc.want {
+		if got := event.FoldRanges(tc.in); got != tc.want {
 			t.Errorf("FoldRanges(%v) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
 
 func TestAgentRunsShardsAndLeavesOnSignal(t *testing.T) {
+	testlock.Cluster(t)
 	fake := startFake(t, 4)
 	dir := t.TempDir()
 	httpAddr := freeAddr(t)
@@ -246,11 +249,11 @@ func startFake(t *testing.T, shards int) *gatewaytest.Server {
 }
 
 func statusText(addr string) (string, error) {
-	body, err := apiCall(context.Background(), http.MethodGet, addr, "/v1/status")
+	body, err := api.NewClient(addr).Do(context.Background(), http.MethodGet, "/v1/status")
 	if err != nil {
 		return "", err
 	}
-	var st node.Status
+	var st api.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return "", err
 	}
@@ -260,18 +263,18 @@ func statusText(addr string) (string, error) {
 }
 
 func TestWatchRedrawsTheLiveView(t *testing.T) {
-	st := node.Status{
-		Node: "a", Leader: "a", Lease: node.LeaseStatus{Held: true},
-		Config:  &node.Config0{TotalShards: 4, MaxConcurrency: 1, IdentifyWindow: time.Second},
-		Members: []node.MemberStatus{{ID: "a", State: "alive", Gossip: "alive", Leader: true, Shards: 4}},
-		Events:  []node.Event{{At: time.Now(), Node: "a", Text: "failover: b's shards 2-3 reassigned 12ms after it failed"}},
+	st := api.Status{
+		Node: "a", Leader: "a", Lease: api.Lease{Held: true},
+		Config:  &api.ShardConfig{TotalShards: 4, MaxConcurrency: 1, IdentifyWindow: time.Second},
+		Members: []api.MemberStatus{{ID: "a", State: "alive", Gossip: "alive", Leader: true, Shards: 4}},
+		Events:  []event.Event{{At: time.Now(), Node: "a", Kind: event.Failover, Subject: "b", Shards: event.Shards{2, 3}, Duration: 12 * time.Millisecond, Cause: "lease expired"}},
 	}
 	for i := range 4 {
 		state := "ready"
 		if i >= 2 {
 			state = "identifying"
 		}
-		st.Shards = append(st.Shards, node.ShardStatus{Shard: i, Node: "a", Phase: "assigned", State: state})
+		st.Shards = append(st.Shards, api.ShardStatus{Shard: i, Node: "a", Phase: "assigned", State: state})
 	}
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +18,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/internal/proccluster"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/shard"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
@@ -55,7 +56,8 @@ type benchCluster struct {
 	nodes    int
 	shards   int
 	rate     string // fake events per second per session
-	fake     *child
+	group    proccluster.Group
+	fake     *proccluster.Child
 	fakeAddr string
 	agents   []*benchAgent
 	lease    time.Duration
@@ -64,14 +66,21 @@ type benchCluster struct {
 	noStealing bool
 	// events holds every event any status answer carried: a failover's own events
 	// scroll out of the recent list quickly.
-	events map[node.Event]bool
+	events map[eventKey]event.Event
+}
+
+// eventKey tells events apart: the same event comes in many status answers.
+type eventKey struct {
+	at         time.Time
+	node, what string
+	kind       event.Kind
 }
 
 type benchAgent struct {
-	*child
+	*proccluster.Child
 	name   string
 	http   string
-	args   []string
+	spec   proccluster.Spec // to start it again
 	events string
 	paused bool // SIGSTOPped: its API would only time out
 }
@@ -172,38 +181,48 @@ func runBench(c *cli.Context) error {
 // start starts the fake and three agents and waits for every shard; it returns the
 // cold-start row.
 func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Duration, ttl string) ([]string, error) {
-	ports, err := freePorts(1 + 3*bc.nodes)
+	ports, err := proccluster.FreePorts(1 + 3*bc.nodes)
 	if err != nil {
 		return nil, err
 	}
+	loop := proccluster.Loopback
+	env := []string{"DISCORD_TOKEN=" + demoToken}
 	bc.fakeAddr = loop(ports[0])
-	bc.fake, err = startChild(bc.exe, "fake-discord", filepath.Join(bc.dir, "fake.log"), nil,
-		"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
-		"--max-concurrency", strconv.Itoa(maxConc), "--identify-window", window.String(),
-		"--event-rate", bc.rate, "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000")
+	bc.fake, err = bc.group.Start(proccluster.Spec{Name: "fake-discord", Path: bc.exe, Env: env, LogFile: filepath.Join(bc.dir, "fake.log"),
+		Args: []string{"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
+			"--max-concurrency", strconv.Itoa(maxConc), "--identify-window", window.String(),
+			"--event-rate", bc.rate, "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000"}})
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, "http://"+bc.fakeAddr+"/fake/stats", bc.fake); err != nil {
+	if err := bc.fake.WaitHTTP(ctx, "http://"+bc.fakeAddr+proccluster.FakeStatsPath, 15*time.Second); err != nil {
 		return nil, fmt.Errorf("fake: %w", err)
 	}
 	for i := range bc.nodes {
 		name := fmt.Sprintf("b%d", i+1)
 		a := &benchAgent{name: name, http: loop(ports[3+3*i]), events: filepath.Join(bc.dir, name+".ndjson")}
-		a.args = []string{"agent", "--exit-with-parent", "--name", name, "--data-dir", filepath.Join(bc.dir, name),
+		args := []string{"agent", "--exit-with-parent", "--name", name, "--data-dir", filepath.Join(bc.dir, name),
 			"--gossip-addr", loop(ports[1+3*i]), "--cluster-addr", loop(ports[2+3*i]), "--http-addr", a.http,
 			"--join", loop(ports[1]), "--bootstrap-expect", "3", "--voters", "3", "--shards", strconv.Itoa(bc.shards),
 			"--identify-window", window.String(), "--lease", bc.lease.String(), "--checkpoint-interval", "500ms",
 			"--timing", bc.timing, "--max-moves", "1000", "--shards-per-cluster", "100",
 			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel}
 		if bc.noStealing {
-			a.args = append(a.args, "--no-session-stealing")
+			args = append(args, "--no-session-stealing")
 		}
-		a.child, err = startChild(bc.exe, name, filepath.Join(bc.dir, name+".log"), nil, a.args...)
-		if err != nil {
+		a.spec = proccluster.Spec{Name: name, Path: bc.exe, Args: args, Env: env, LogFile: filepath.Join(bc.dir, name+".log")}
+		if a.Child, err = bc.group.Start(a.spec); err != nil {
 			return nil, err
 		}
 		bc.agents = append(bc.agents, a)
+	}
+	// An agent that cannot start says why at once, not when the cold start times out.
+	for _, a := range bc.agents {
+		st, err := a.WaitAPI(ctx, a.http, 2*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		bc.record(st)
 	}
 	if err := bc.waitReady(ctx, bc.agents, 10*time.Minute); err != nil {
 		return nil, err
@@ -215,8 +234,8 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 	// latest few, and a big cold start pushes "became leader" out.
 	var elected time.Time
 	elections := 0
-	for e := range bc.events {
-		if strings.HasPrefix(e.Text, "became leader") {
+	for _, e := range bc.events {
+		if e.Kind == event.LeaderElected {
 			elections++
 			if elected.IsZero() || e.At.Before(elected) {
 				elected = e.At
@@ -248,64 +267,50 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 }
 
 func (bc *benchCluster) stop() {
-	for _, a := range bc.agents {
-		if a.child != nil && a.running() {
-			a.cmd.Process.Signal(syscall.SIGCONT)
-			a.cmd.Process.Kill()
-			<-a.done
-		}
-	}
-	if bc.fake != nil && bc.fake.running() {
-		bc.fake.cmd.Process.Kill()
-		<-bc.fake.done
+	if err := bc.group.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 	}
 }
 
+// fakeStats are the fake's counters, zero when it does not answer.
 func (bc *benchCluster) fakeStats() gatewaytest.Stats {
 	var st gatewaytest.Stats
-	resp, err := http.Get("http://" + bc.fakeAddr + "/fake/stats")
-	if err != nil {
-		return st
-	}
-	defer resp.Body.Close()
-	json.NewDecoder(resp.Body).Decode(&st)
+	proccluster.FakeStats(context.Background(), bc.fakeAddr, &st)
 	return st
 }
 
-func (bc *benchCluster) status(ctx context.Context) (node.Status, error) {
+func (bc *benchCluster) status(ctx context.Context) (api.Status, error) {
 	var addrs []string
 	for _, a := range bc.agents {
-		if a.running() && !a.paused {
+		if a.Running() && !a.paused {
 			addrs = append(addrs, a.http)
 		}
 	}
 	st, _, err := fetchStatus(ctx, addrs)
+	bc.record(st)
+	return st, err
+}
+
+// record keeps the events of st.
+func (bc *benchCluster) record(st api.Status) {
 	if bc.events == nil {
-		bc.events = make(map[node.Event]bool)
+		bc.events = make(map[eventKey]event.Event)
 	}
 	for _, e := range st.Events {
-		bc.events[e] = true
+		bc.events[eventKey{e.At, e.Node, e.Subject, e.Kind}] = e
 	}
-	return st, err
 }
 
 // waitReady waits until every shard is ready, checkpointed and live once at the fake,
 // spread over on.
 func (bc *benchCluster) waitReady(ctx context.Context, on []*benchAgent, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		last = bc.ready(ctx, on)
-		if last == nil {
-			return nil
-		}
-		// A status answer carries every shard: poll a big cluster less often.
-		time.Sleep(min(20*time.Millisecond+time.Duration(bc.shards)*50*time.Microsecond, 500*time.Millisecond))
+	// A status answer carries every shard: poll a big cluster less often.
+	every := min(20*time.Millisecond+time.Duration(bc.shards)*50*time.Microsecond, 500*time.Millisecond)
+	err := proccluster.Poll(ctx, limit, every, func() error { return bc.ready(ctx, on) })
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("not ready after %v: %w", limit, err)
 	}
-	return fmt.Errorf("not ready after %v: %w", limit, last)
+	return err
 }
 
 func (bc *benchCluster) ready(ctx context.Context, on []*benchAgent) error {
@@ -320,7 +325,7 @@ func (bc *benchCluster) ready(ctx context.Context, on []*benchAgent) error {
 	for i, a := range on {
 		names[i] = a.name
 	}
-	if err := readyAndSpread(st, names); err != nil {
+	if err := proccluster.ReadyAndSpread(st, names); err != nil {
 		return err
 	}
 	fs := bc.fakeStats()
@@ -332,26 +337,6 @@ func (bc *benchCluster) ready(ctx context.Context, on []*benchAgent) error {
 	return nil
 }
 
-// readyAndSpread reports why st is not yet every shard ready, assigned and
-// checkpointed, spread ±1 over exactly the agents named.
-func readyAndSpread(st node.Status, names []string) error {
-	per := map[string]int{}
-	for _, s := range st.Shards {
-		if s.State != "ready" || s.Phase != "assigned" || s.Checkpoint == 0 {
-			return fmt.Errorf("shard %d on %q: %s/%s, checkpoint %d", s.Shard, s.Node, s.State, s.Phase, s.Checkpoint)
-		}
-		per[s.Node]++
-	}
-	counts := make([]int, len(names))
-	for i, name := range names {
-		counts[i] = per[name]
-	}
-	if len(per) != len(names) || slices.Max(counts)-slices.Min(counts) > 1 {
-		return fmt.Errorf("shards per node %v", per)
-	}
-	return nil
-}
-
 // victim is a running non-leader.
 func (bc *benchCluster) victim(ctx context.Context) (*benchAgent, error) {
 	st, err := bc.status(ctx)
@@ -359,7 +344,7 @@ func (bc *benchCluster) victim(ctx context.Context) (*benchAgent, error) {
 		return nil, err
 	}
 	for _, a := range bc.agents {
-		if a.running() && a.name != st.Leader {
+		if a.Running() && a.name != st.Leader {
 			return a, nil
 		}
 	}
@@ -400,7 +385,7 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 	}
 	identifies := bc.fakeStats().Identifies
 	t0 := time.Now()
-	if err := v.cmd.Process.Signal(sig); err != nil {
+	if err := v.Signal(sig); err != nil {
 		return failoverRun{}, err
 	}
 	v.paused = sig == syscall.SIGSTOP
@@ -409,12 +394,12 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 	}
 	done := bc.lastStarted(held, t0)
 	var failed, reassigned time.Time
-	for e := range bc.events {
+	for _, e := range bc.events {
 		switch {
 		case e.At.Before(t0):
-		case strings.HasPrefix(e.Text, v.name+" failed") && (failed.IsZero() || e.At.Before(failed)):
+		case e.Kind == event.NodeFailed && e.Subject == v.name && (failed.IsZero() || e.At.Before(failed)):
 			failed = e.At
-		case strings.HasPrefix(e.Text, "failover: "+v.name+"'s") && (reassigned.IsZero() || e.At.Before(reassigned)):
+		case e.Kind == event.Failover && e.Subject == v.name && (reassigned.IsZero() || e.At.Before(reassigned)):
 			reassigned = e.At
 		}
 	}
@@ -424,12 +409,13 @@ func (bc *benchCluster) failover(ctx context.Context, sig syscall.Signal) (failo
 	}
 	// Bring the node back and wait for balance before the next run.
 	if sig == syscall.SIGSTOP {
-		v.cmd.Process.Signal(syscall.SIGCONT)
+		v.Signal(syscall.SIGCONT)
 		v.paused = false
 	} else {
-		<-v.done
-		v.child, err = startChild(bc.exe, v.name, filepath.Join(bc.dir, v.name+".log"), nil, v.args...)
-		if err != nil {
+		if !v.Wait(time.Minute) {
+			return r, fmt.Errorf("%s still running a minute after %v", v.name, sig)
+		}
+		if v.Child, err = bc.group.Start(v.spec); err != nil {
 			return r, err
 		}
 	}
@@ -479,7 +465,7 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 		}
 		held := bc.shards / bc.nodes
 		t0 := time.Now()
-		if _, err := apiCall(ctx, http.MethodPost, v.http, "/v1/drain/"+v.name); err != nil {
+		if _, err := api.NewClient(v.http).Drain(ctx, v.name); err != nil {
 			return nil, err
 		}
 		if err := bc.waitReady(ctx, others(bc.agents, v), 2*time.Minute); err != nil {
@@ -487,7 +473,7 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 		}
 		per = append(per, time.Since(t0)/time.Duration(held))
 		// Back in: cancelling the drain hands shards back, again by handoff.
-		if _, err := apiCall(ctx, http.MethodDelete, v.http, "/v1/drain/"+v.name); err != nil {
+		if err := api.NewClient(v.http).Undrain(ctx, v.name); err != nil {
 			return nil, err
 		}
 		if err := bc.waitReady(ctx, bc.agents, 5*time.Minute); err != nil {

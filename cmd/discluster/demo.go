@@ -1,14 +1,9 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/discluster/discluster/internal/proccluster"
 )
 
 const demoToken = "fake-token"
@@ -40,24 +37,10 @@ func demoCommand() *cli.Command {
 	}
 }
 
-// child is one process the demo started.
-type child struct {
-	name    string
-	cmd     *exec.Cmd
-	stdin   io.Closer
-	ports   map[string]int
-	log     string
-	done    chan struct{}
-	exitErr error
-}
-
-func (c *child) running() bool {
-	select {
-	case <-c.done:
-		return false
-	default:
-		return true
-	}
+// demoChild is one process the demo started, and the ports it shows.
+type demoChild struct {
+	*proccluster.Child
+	ports map[string]int
 }
 
 func runDemo(c *cli.Context) error {
@@ -91,13 +74,11 @@ func runDemo(c *cli.Context) error {
 	defer stop()
 	out := c.App.Writer
 
-	var children []*child
+	var group proccluster.Group
+	var children []demoChild
 	defer func() {
-		for _, ch := range children {
-			if ch.running() {
-				ch.cmd.Process.Kill()
-				<-ch.done
-			}
+		if err := group.Stop(); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "demo: %v\n", err)
 		}
 		if c.Bool("keep") {
 			fmt.Fprintf(out, "\nstopped; logs and data kept in %s\n", dir)
@@ -107,22 +88,31 @@ func runDemo(c *cli.Context) error {
 		}
 	}()
 
-	ports, err := freePorts(1 + 3*nodes)
+	start := func(name, logPath string, ports map[string]int, args ...string) (*proccluster.Child, error) {
+		ch, err := group.Start(proccluster.Spec{Name: name, Path: exe, Args: args, Env: []string{"DISCORD_TOKEN=" + demoToken},
+			LogFile: logPath})
+		if err != nil {
+			return nil, err
+		}
+		children = append(children, demoChild{ch, ports})
+		return ch, nil
+	}
+	ports, err := proccluster.FreePorts(1 + 3*nodes)
 	if err != nil {
 		return err
 	}
-	fakeAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	loop := proccluster.Loopback
+	fakeAddr := loop(ports[0])
 	window := c.Duration("identify-window").String()
-	fake, err := startChild(exe, "fake-discord", filepath.Join(dir, "fake-discord.log"), map[string]int{"http": ports[0]},
+	fake, err := start("fake-discord", filepath.Join(dir, "fake-discord.log"), map[string]int{"http": ports[0]},
 		"fake-discord", "--addr", fakeAddr, "--shards", strconv.Itoa(shards), "--token", demoToken,
 		"--max-concurrency", strconv.Itoa(c.Int("max-concurrency")), "--identify-window", window,
 		"--event-rate", strconv.FormatFloat(c.Float64("event-rate"), 'f', -1, 64), "--heartbeat-interval", "5s")
 	if err != nil {
 		return err
 	}
-	children = append(children, fake)
-	if err := waitHTTP(ctx, "http://"+fakeAddr+"/fake/stats", fake); err != nil {
-		return fmt.Errorf("the fake Discord did not start (see %s): %w", fake.log, err)
+	if err := fake.WaitHTTP(ctx, "http://"+fakeAddr+proccluster.FakeStatsPath, 15*time.Second); err != nil {
+		return fmt.Errorf("the fake Discord did not start (see %s): %w", fake.LogFile(), err)
 	}
 	var httpAddrs []string
 	for i := range nodes {
@@ -138,11 +128,9 @@ func runDemo(c *cli.Context) error {
 			"--shards", strconv.Itoa(shards), "--max-concurrency", strconv.Itoa(c.Int("max-concurrency")),
 			"--identify-window", window, "--lease", "3s", "--checkpoint-interval", "500ms", "--timing", "fast",
 			"--api-base", "http://" + fakeAddr + "/api/v10", "--sink", "file:" + filepath.Join(ndir, "events.ndjson")}
-		ch, err := startChild(exe, name, filepath.Join(ndir, "agent.log"), p, args...)
-		if err != nil {
+		if _, err := start(name, filepath.Join(ndir, "agent.log"), p, args...); err != nil {
 			return err
 		}
-		children = append(children, ch)
 		httpAddrs = append(httpAddrs, loop(p["http"]))
 	}
 
@@ -155,21 +143,21 @@ func runDemo(c *cli.Context) error {
 		fmt.Fprintln(tw, "PROCESS\tPID\tGOSSIP\tCLUSTER\tHTTP\tRUNNING\tLOG")
 		for _, ch := range children {
 			state := "yes"
-			if !ch.running() {
+			if !ch.Running() {
 				state = "EXITED"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ch.name, ch.cmd.Process.Pid, port(ch.ports, "gossip"),
-				port(ch.ports, "cluster"), port(ch.ports, "http"), state, ch.log)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ch.Name(), ch.PID(), port(ch.ports, "gossip"),
+				port(ch.ports, "cluster"), port(ch.ports, "http"), state, ch.LogFile())
 		}
 		tw.Flush()
 		n2 := children[min(2, len(children)-1)]
 		fmt.Fprintf(w, "\ntry, in another terminal:\n")
-		pid := n2.cmd.Process.Pid
+		pid := n2.PID()
 		tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 		fmt.Fprintf(tw, "  %s status --addr %s\tthe cluster as one agent sees it\n", prog, httpAddrs[0])
-		fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", pid, n2.name)
+		fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", pid, n2.Name())
 		fmt.Fprintf(tw, "  kill -STOP %d; sleep 10; kill -CONT %d\tpause it: it suspends, and never reruns a moved shard\n", pid, pid)
-		fmt.Fprintf(tw, "  %s drain %s --addr %s\thand its shards off, exactly once\n", prog, n2.name, httpAddrs[0])
+		fmt.Fprintf(tw, "  %s drain %s --addr %s\thand its shards off, exactly once\n", prog, n2.Name(), httpAddrs[0])
 		fmt.Fprintf(tw, "  curl -s http://%s/fake/stats\tthe fake Discord's counters\n", fakeAddr)
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -179,82 +167,9 @@ func runDemo(c *cli.Context) error {
 	return watch(ctx, out, httpAddrs, c.Duration("interval"), intro)
 }
 
-func loop(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
-
 func port(m map[string]int, k string) string {
 	if p, ok := m[k]; ok {
 		return strconv.Itoa(p)
 	}
 	return "-"
-}
-
-// startChild starts this binary with args, its output in logPath. The child's stdin is
-// a pipe that only the demo holds: it closes when the demo dies.
-func startChild(exe, name, logPath string, ports map[string]int, args ...string) (*child, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "DISCORD_TOKEN="+demoToken)
-	cmd.SysProcAttr = childAttr()
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	ch := &child{name: name, cmd: cmd, stdin: stdin, ports: ports, log: logPath, done: make(chan struct{})}
-	go func() {
-		ch.exitErr = cmd.Wait()
-		f.Close()
-		close(ch.done)
-	}()
-	return ch, nil
-}
-
-func waitHTTP(ctx context.Context, url string, ch *child) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if !ch.running() {
-			return errors.New("it exited")
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// freePorts asks the OS for n free loopback ports. They are free when it answers; a
-// race with another program that takes one in between is possible but rare.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }

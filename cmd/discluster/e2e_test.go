@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/internal/proccluster"
+	"github.com/discluster/discluster/internal/testlock"
+	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
@@ -65,36 +66,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a process of the binary that the test cleans up, whatever happens.
-type proc struct {
-	name  string
-	args  []string
-	cmd   *exec.Cmd
-	logMu sync.Mutex
-	log   bytes.Buffer
-	done  chan struct{}
-	err   error
-}
-
-func (p *proc) output() string {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	return p.log.String()
-}
-
 type e2e struct {
 	t     *testing.T
 	bin   string
 	dir   string
-	fake  *proc
+	fake  *proccluster.Child
 	fakeA string
 	nodes []*agentProc
-	mu    sync.Mutex
-	procs []*proc
+	// procs are the processes of the binary, which the test stops whatever happens.
+	procs proccluster.Group
 }
 
 type agentProc struct {
-	*proc
+	*proccluster.Child
 	name     string
 	http     string
 	gossip   string
@@ -105,20 +89,19 @@ type agentProc struct {
 
 func newE2E(t *testing.T, shards int) *e2e {
 	t.Helper()
+	testlock.Cluster(t)
 	e := &e2e{t: t, bin: binary(t), dir: t.TempDir()}
 	t.Cleanup(func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		for _, p := range e.procs {
-			p.cmd.Process.Signal(syscall.SIGCONT)
-			p.cmd.Process.Kill()
-			<-p.done
-			if t.Failed() {
-				t.Logf("--- %s output (last 3000 bytes):\n%s", p.name, tail(p.output(), 3000))
+		if err := e.procs.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			for _, p := range e.procs.Children() {
+				t.Logf("--- %s output (last 3000 bytes):\n%s", p.Name(), p.Tail(3000))
 			}
 		}
 	})
-	ports, err := freePorts(1)
+	ports, err := proccluster.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +111,13 @@ func newE2E(t *testing.T, shards int) *e2e {
 		// measures arrivals, and on a loaded CI machine an IDENTIFY or a heartbeat
 		// can reach it 100 ms late without any rule having been broken.
 		"--identify-window", "50ms", "--heartbeat-interval", "2s", "--heartbeat-timeout", "5s", "--event-rate", "20")
-	e.waitFor(15*time.Second, "the fake up", func() error { _, err := e.stats(); return err })
+	if err := e.fake.WaitHTTP(context.Background(), "http://"+e.fakeA+proccluster.FakeStatsPath, 15*time.Second); err != nil {
+		t.Fatalf("the fake not up: %v", err)
+	}
 	return e
 }
+
+var loop = proccluster.Loopback
 
 func tail(s string, n int) string {
 	if len(s) > n {
@@ -139,34 +126,23 @@ func tail(s string, n int) string {
 	return s
 }
 
-func (e *e2e) start(name string, args ...string) *proc {
+// start starts the binary with args, its output kept to show if the test fails.
+func (e *e2e) start(name string, args ...string) *proccluster.Child {
 	e.t.Helper()
-	p := &proc{name: name, args: args, done: make(chan struct{})}
-	w := writerFunc(func(b []byte) (int, error) {
-		p.logMu.Lock()
-		defer p.logMu.Unlock()
-		return p.log.Write(b)
-	})
-	p.cmd = exec.Command(e.bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = w, w
-	p.cmd.Env = append(os.Environ(), "DISCORD_TOKEN=tok")
-	p.cmd.SysProcAttr = childAttr()
-	if err := p.cmd.Start(); err != nil {
+	p, err := e.procs.Start(proccluster.Spec{Name: name, Path: e.bin, Args: args, Env: []string{"DISCORD_TOKEN=tok"}})
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	e.mu.Lock()
-	e.procs = append(e.procs, p)
-	e.mu.Unlock()
 	return p
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+// exited waits up to d for p, which was told to exit, and fails the test if it runs on.
+func exited(t *testing.T, p *proccluster.Child, d time.Duration) {
+	t.Helper()
+	if !p.Wait(d) {
+		t.Fatalf("%s still running %v after it was told to exit", p.Name(), d)
+	}
+}
 
 // startAgents starts n agents with bootstrap-expect n.
 func (e *e2e) startAgents(n int) { e.startAgentsWith(n, nil) }
@@ -186,7 +162,7 @@ func (e *e2e) startAgentsWith(n int, extra func(i int) []string) {
 // addAgent starts one more agent, n<k> for the k-th, joining the first.
 func (e *e2e) addAgent(expect int, extra ...string) *agentProc {
 	e.t.Helper()
-	ports, err := freePorts(3)
+	ports, err := proccluster.FreePorts(3)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -203,37 +179,26 @@ func (e *e2e) addAgent(expect int, extra ...string) *agentProc {
 		"--identify-window", "100ms", "--lease", "3s", "--checkpoint-interval", "200ms", "--timing", "fast",
 		"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info"}
 	a.argsBase = append(a.argsBase, extra...)
-	a.proc = e.start(name, a.argsBase...)
+	a.Child = e.start(name, a.argsBase...)
 	e.nodes = append(e.nodes, a)
 	return a
 }
 
 // restart starts a stopped agent again with its data dir and ports.
 func (e *e2e) restart(a *agentProc) {
-	a.proc = e.start(a.name, a.argsBase...)
+	a.Child = e.start(a.name, a.argsBase...)
 }
 
 func (e *e2e) waitFor(d time.Duration, what string, cond func() error) {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := proccluster.Poll(context.Background(), d, 50*time.Millisecond, cond); err != nil {
+		e.t.Fatalf("after %v, still not %s: %v", d, what, err)
 	}
-	e.t.Fatalf("after %v, still not %s: %v", d, what, err)
 }
 
 func (e *e2e) stats() (gatewaytest.Stats, error) {
 	var st gatewaytest.Stats
-	resp, err := http.Get("http://" + e.fakeA + "/fake/stats")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return st, proccluster.FakeStats(context.Background(), e.fakeA, &st)
 }
 
 func (e *e2e) mustStats() gatewaytest.Stats {
@@ -246,8 +211,8 @@ func (e *e2e) mustStats() gatewaytest.Stats {
 }
 
 // status runs `discluster status --json` against a, as a user would.
-func (e *e2e) status(a *agentProc) (node.Status, error) {
-	var st node.Status
+func (e *e2e) status(a *agentProc) (api.Status, error) {
+	var st api.Status
 	out, err := exec.Command(e.bin, "status", "--json", "--addr", a.http).Output()
 	if err != nil {
 		return st, fmt.Errorf("status via %s: %v", a.name, err)
@@ -257,9 +222,9 @@ func (e *e2e) status(a *agentProc) (node.Status, error) {
 
 // allReady waits until every shard is ready on the given agents, spread ±1, with one
 // live connection each at the fake and a checkpoint in the replicated state.
-func (e *e2e) allReady(d time.Duration, on ...*agentProc) node.Status {
+func (e *e2e) allReady(d time.Duration, on ...*agentProc) api.Status {
 	e.t.Helper()
-	var last node.Status
+	var last api.Status
 	e.waitFor(d, "every shard ready", func() error {
 		st, err := e.status(on[0])
 		if err != nil {
@@ -272,7 +237,7 @@ func (e *e2e) allReady(d time.Duration, on ...*agentProc) node.Status {
 		for i, a := range on {
 			names[i] = a.name
 		}
-		if err := readyAndSpread(st, names); err != nil {
+		if err := proccluster.ReadyAndSpread(st, names); err != nil {
 			return err
 		}
 		fs, err := e.stats()
@@ -367,9 +332,9 @@ func (e *e2e) checkEvents(exactlyOnce bool) (dups int) {
 	return dups
 }
 
-func sendSignal(t *testing.T, p *proc, sig syscall.Signal) {
+func sendSignal(t *testing.T, p *proccluster.Child, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -382,8 +347,8 @@ func TestE2EKillRestartAndKillTheLeader(t *testing.T) {
 	leader := e.leader(e.nodes...)
 
 	victim := e.others(leader)[0]
-	sendSignal(t, victim.proc, syscall.SIGKILL)
-	<-victim.done
+	sendSignal(t, victim.Child, syscall.SIGKILL)
+	exited(t, victim.Child, 30*time.Second)
 	e.allReady(30*time.Second, e.others(victim)...)
 	if st := e.mustStats(); st.Identifies != identifies || st.Resumes < 3 {
 		t.Fatalf("after SIGKILL: identifies %d→%d, resumes %d: the shards should have resumed", identifies, st.Identifies, st.Resumes)
@@ -393,8 +358,8 @@ func TestE2EKillRestartAndKillTheLeader(t *testing.T) {
 	e.allReady(60*time.Second, e.nodes...)
 
 	leader = e.leader(e.nodes...)
-	sendSignal(t, leader.proc, syscall.SIGKILL)
-	<-leader.done
+	sendSignal(t, leader.Child, syscall.SIGKILL)
+	exited(t, leader.Child, 30*time.Second)
 	rest := e.others(leader)
 	e.leader(rest...)
 	e.allReady(30*time.Second, rest...)
@@ -414,14 +379,12 @@ func TestE2ETermHandsOffThenPauseIsFenced(t *testing.T) {
 
 	// SIGTERM: a planned handoff, exactly once, and exit 0.
 	leaver := e.others(e.leader(e.nodes...))[0]
-	sendSignal(t, leaver.proc, syscall.SIGTERM)
-	select {
-	case <-leaver.done:
-		if leaver.err != nil {
-			t.Fatalf("agent exited with %v after SIGTERM", leaver.err)
-		}
-	case <-time.After(60 * time.Second):
+	sendSignal(t, leaver.Child, syscall.SIGTERM)
+	if !leaver.Wait(60 * time.Second) {
 		t.Fatal("agent still running 60s after SIGTERM")
+	}
+	if err := leaver.Err(); err != nil {
+		t.Fatalf("agent exited with %v after SIGTERM", err)
 	}
 	rest := e.others(leaver)
 	e.allReady(30*time.Second, rest...)
@@ -438,10 +401,10 @@ func TestE2ETermHandsOffThenPauseIsFenced(t *testing.T) {
 	paused := e.others(e.leader(rest...))
 	paused = slices.DeleteFunc(paused, func(a *agentProc) bool { return a == leaver })
 	p := paused[0]
-	sendSignal(t, p.proc, syscall.SIGSTOP)
+	sendSignal(t, p.Child, syscall.SIGSTOP)
 	running := slices.DeleteFunc(slices.Clone(rest), func(a *agentProc) bool { return a == p })
 	e.allReady(40*time.Second, running...)
-	sendSignal(t, p.proc, syscall.SIGCONT)
+	sendSignal(t, p.Child, syscall.SIGCONT)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		st := e.mustStats()
@@ -468,11 +431,11 @@ func TestE2EBadInvocations(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = append(os.Environ(), env...)
-		cmd.SysProcAttr = childAttr()
+		cmd.SysProcAttr = proccluster.SysProcAttr()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	ports, err := freePorts(3)
+	ports, err := proccluster.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +467,7 @@ func TestE2EBadInvocations(t *testing.T) {
 
 func TestE2EDataDirOfAnotherCluster(t *testing.T) {
 	e := newE2E(t, 2)
-	ports, err := freePorts(6)
+	ports, err := proccluster.FreePorts(6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,9 +478,9 @@ func TestE2EDataDirOfAnotherCluster(t *testing.T) {
 			"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "none"}, extra...)
 	}
 	a := &agentProc{name: "a", http: loop(ports[2])}
-	a.proc = e.start("a", agent("a", ports[0:3])...)
+	a.Child = e.start("a", agent("a", ports[0:3])...)
 	b := &agentProc{name: "b", http: loop(ports[5])}
-	b.proc = e.start("b", agent("b", ports[3:6])...)
+	b.Child = e.start("b", agent("b", ports[3:6])...)
 	for _, x := range []*agentProc{a, b} {
 		e.waitFor(30*time.Second, x.name+" bootstrapped", func() error {
 			st, err := e.status(x)
@@ -528,20 +491,18 @@ func TestE2EDataDirOfAnotherCluster(t *testing.T) {
 		})
 	}
 	// b's data dir belongs to b's cluster: told to join a's, it must refuse and exit.
-	sendSignal(t, b.proc, syscall.SIGKILL)
-	<-b.done
-	b.proc = e.start("b", agent("b", ports[3:6], "--join", loop(ports[0]))...)
-	select {
-	case <-b.done:
-	case <-time.After(30 * time.Second):
+	sendSignal(t, b.Child, syscall.SIGKILL)
+	exited(t, b.Child, 30*time.Second)
+	b.Child = e.start("b", agent("b", ports[3:6], "--join", loop(ports[0]))...)
+	if !b.Wait(30 * time.Second) {
 		t.Fatal("an agent of another cluster joined and kept running")
 	}
 	var ee *exec.ExitError
-	if !errors.As(b.err, &ee) || ee.ExitCode() == 0 {
-		t.Fatalf("exit %v, want non-zero", b.err)
+	if !errors.As(b.Err(), &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("exit %v, want non-zero", b.Err())
 	}
-	if out := b.output(); !strings.Contains(out, "never merge") || !strings.Contains(out, "empty --data-dir") {
-		t.Fatalf("the error does not say what to do:\n%s", tail(out, 2000))
+	if out := b.Output(); !strings.Contains(out, "never merge") || !strings.Contains(out, "empty --data-dir") {
+		t.Fatalf("the error does not say what to do:\n%s", b.Tail(2000))
 	}
 }
 
@@ -570,17 +531,17 @@ func demoPIDs(out string) []int {
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func TestE2EDemo(t *testing.T) {
+	testlock.Cluster(t)
 	for _, how := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
 		t.Run(how.String(), func(t *testing.T) {
 			e := &e2e{t: t, bin: binary(t)}
 			t.Cleanup(func() {
-				for _, p := range e.procs {
-					p.cmd.Process.Kill()
-					<-p.done
+				if err := e.procs.Stop(); err != nil {
+					t.Error(err)
 				}
 			})
 			d := e.start("demo", "demo", "--nodes", "3", "--shards", "4", "--identify-window", "100ms", "--interval", "300ms")
-			out := d.output
+			out := d.Output
 			e.waitFor(60*time.Second, "the demo's cluster ready", func() error {
 				if !strings.Contains(out(), "4/4 shards ready") {
 					return errors.New("not yet")
@@ -597,9 +558,7 @@ func TestE2EDemo(t *testing.T) {
 				}
 			}
 			sendSignal(t, d, how)
-			select {
-			case <-d.done:
-			case <-time.After(30 * time.Second):
+			if !d.Wait(30 * time.Second) {
 				t.Fatal("demo still running 30s after the signal")
 			}
 			e.waitFor(10*time.Second, "every child gone", func() error {
@@ -613,7 +572,7 @@ func TestE2EDemo(t *testing.T) {
 			if how == syscall.SIGINT {
 				i := strings.Index(out(), "removed ")
 				if i < 0 {
-					t.Fatalf("the demo did not say it removed its folder:\n%s", tail(out(), 500))
+					t.Fatalf("the demo did not say it removed its folder:\n%s", d.Tail(500))
 				}
 				dir := strings.TrimSpace(strings.SplitN(out()[i+len("removed "):], "\n", 2)[0])
 				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
@@ -627,12 +586,13 @@ func TestE2EDemo(t *testing.T) {
 // The bench command runs its whole cycle (cold start, drain, SIGKILL, SIGSTOP) at the
 // smallest size and prints a table whose loss and duplicate columns are zero.
 func TestE2EBenchSmallRun(t *testing.T) {
+	testlock.Cluster(t)
 	bin := binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "bench", "--sizes", "2", "--runs", "1", "--scenarios", "moves",
 		"--identify-window", "200ms")
-	cmd.SysProcAttr = childAttr()
+	cmd.SysProcAttr = proccluster.SysProcAttr()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

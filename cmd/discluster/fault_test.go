@@ -28,11 +28,11 @@ func (e *e2e) maxLive(when string) {
 // its length is the point, not a wait for a condition.
 func (e *e2e) pause(a *agentProc, d time.Duration) {
 	e.t.Helper()
-	sendSignal(e.t, a.proc, syscall.SIGSTOP)
+	sendSignal(e.t, a.Child, syscall.SIGSTOP)
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	<-timer.C
-	sendSignal(e.t, a.proc, syscall.SIGCONT)
+	sendSignal(e.t, a.Child, syscall.SIGCONT)
 }
 
 // leaseBack waits until a holds a lease again.
@@ -64,7 +64,7 @@ func TestE2ELeaderPausedPastItsLease(t *testing.T) {
 		l := e.leader(e.nodes...)
 		rest := e.others(l)
 		t.Logf("round %d: pausing the leader %s for %v", round+1, l.name, lease+3*time.Second)
-		sendSignal(t, l.proc, syscall.SIGSTOP)
+		sendSignal(t, l.Child, syscall.SIGSTOP)
 		paused := time.Now()
 		e.leader(rest...)
 		e.allReady(40*time.Second, rest...)
@@ -72,7 +72,7 @@ func TestE2ELeaderPausedPastItsLease(t *testing.T) {
 			timer := time.NewTimer(left)
 			<-timer.C
 		}
-		sendSignal(t, l.proc, syscall.SIGCONT)
+		sendSignal(t, l.Child, syscall.SIGCONT)
 		e.leaseBack(l, 30*time.Second)
 		e.allReady(60*time.Second, e.nodes...)
 		e.maxLive(fmt.Sprintf("round %d", round+1))
@@ -118,7 +118,7 @@ func TestE2EAgentsFollowTheClustersLease(t *testing.T) {
 		}
 	}
 	e.waitFor(10*time.Second, victim.name+" saying it follows the cluster's lease", func() error {
-		if !strings.Contains(victim.output(), "--lease differs from the cluster's lease") {
+		if !strings.Contains(victim.Output(), "--lease differs from the cluster's lease") {
 			return fmt.Errorf("no warning in its log")
 		}
 		return nil
@@ -133,7 +133,7 @@ func TestE2EAgentsFollowTheClustersLease(t *testing.T) {
 	identifies := e.mustStats().Identifies
 
 	t.Logf("pausing %s (--lease 10s, cluster's 3s)", victim.name)
-	sendSignal(t, victim.proc, syscall.SIGSTOP)
+	sendSignal(t, victim.Child, syscall.SIGSTOP)
 	paused := time.Now()
 	rest := e.others(victim)
 	e.allReady(40*time.Second, rest...)
@@ -142,7 +142,7 @@ func TestE2EAgentsFollowTheClustersLease(t *testing.T) {
 		timer := time.NewTimer(left)
 		<-timer.C
 	}
-	sendSignal(t, victim.proc, syscall.SIGCONT)
+	sendSignal(t, victim.Child, syscall.SIGCONT)
 	e.leaseBack(victim, 30*time.Second)
 	e.allReady(60*time.Second, e.nodes...)
 	e.maxLive("after the pause")
@@ -186,14 +186,14 @@ func TestE2EChaos(t *testing.T) {
 				args = append(args, "--join", o.gossip)
 			}
 		}
-		a.proc = e.start(a.name, args...)
+		a.Child = e.start(a.name, args...)
 		a.down = ""
 	}
 	recoverAgent := func(a *chaosAgent) {
 		t.Logf("  %s back (was %s)", a.name, a.down)
 		switch a.down {
 		case "paused":
-			sendSignal(t, a.proc, syscall.SIGCONT)
+			sendSignal(t, a.Child, syscall.SIGCONT)
 			a.down = ""
 		default:
 			restart(a)
@@ -215,17 +215,15 @@ func TestE2EChaos(t *testing.T) {
 			a := up[rng.IntN(len(up))]
 			switch f := rng.IntN(3); f {
 			case 0:
-				sendSignal(t, a.proc, syscall.SIGKILL)
-				<-a.done
+				sendSignal(t, a.Child, syscall.SIGKILL)
+				exited(t, a.Child, 30*time.Second)
 				a.down = "killed"
 			case 1:
-				sendSignal(t, a.proc, syscall.SIGSTOP)
+				sendSignal(t, a.Child, syscall.SIGSTOP)
 				a.down = "paused"
 			case 2:
-				sendSignal(t, a.proc, syscall.SIGTERM)
-				select {
-				case <-a.done:
-				case <-time.After(60 * time.Second):
+				sendSignal(t, a.Child, syscall.SIGTERM)
+				if !a.Wait(60 * time.Second) {
 					t.Fatalf("%s still running 60s after SIGTERM", a.name)
 				}
 				a.down = "terminated"

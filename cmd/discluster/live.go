@@ -2,40 +2,33 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/node/api"
 )
 
 // fetchStatus asks the first of addrs that answers.
-func fetchStatus(ctx context.Context, addrs []string) (node.Status, string, error) {
+func fetchStatus(ctx context.Context, addrs []string) (api.Status, string, error) {
 	var last error
 	for _, a := range addrs {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		body, err := apiCall(ctx, http.MethodGet, a, "/v1/status")
+		st, err := api.NewClient(a).Status(ctx)
 		cancel()
 		if err != nil {
 			last = err
 			continue
 		}
-		var st node.Status
-		if err := json.Unmarshal(body, &st); err != nil {
-			last = fmt.Errorf("%s: %w", a, err)
-			continue
-		}
 		return st, a, nil
 	}
-	return node.Status{}, "", last
+	return api.Status{}, "", last
 }
 
 // renderLive is the live view: the status, cold-start progress, and recent events.
-func renderLive(w io.Writer, st node.Status, now time.Time) {
+func renderLive(w io.Writer, st api.Status, now time.Time) {
 	renderStatus(w, st, now)
 	if st.Config != nil {
 		ready := 0
@@ -58,7 +51,7 @@ func renderLive(w io.Writer, st node.Status, now time.Time) {
 	if len(st.Events) > 0 {
 		fmt.Fprintln(w, "\nRECENT")
 		for _, e := range st.Events {
-			fmt.Fprintf(w, "  %s  %-8s %s\n", e.At.Local().Format("15:04:05.000"), e.Node, e.Text)
+			fmt.Fprintf(w, "  %s  %-8s %s\n", e.At.Local().Format("15:04:05.000"), e.Node, e)
 		}
 	}
 }

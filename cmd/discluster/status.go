@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,10 +13,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/discluster/discluster/node"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/event"
 )
 
-var addrFlag = &cli.StringFlag{Name: "addr", Value: "127.0.0.1:" + strconv.Itoa(node.DefaultHTTPPort),
+var addrFlag = &cli.StringFlag{Name: "addr", Value: "127.0.0.1:" + strconv.Itoa(api.DefaultPort),
 	Usage: "HTTP address of any agent", EnvVars: env("HTTP_ADDR")}
 
 func statusCommand() *cli.Command {
@@ -50,7 +50,8 @@ func statusCommand() *cli.Command {
 				}
 				return watch(ctx, c.App.Writer, addrs, c.Duration("interval"), nil)
 			}
-			body, err := apiCall(c.Context, http.MethodGet, c.String("addr"), "/v1/status")
+			client := api.NewClient(c.String("addr"))
+			body, err := client.Do(c.Context, http.MethodGet, "/v1/status")
 			if err != nil {
 				return err
 			}
@@ -58,7 +59,7 @@ func statusCommand() *cli.Command {
 				_, err := c.App.Writer.Write(body)
 				return err
 			}
-			var st node.Status
+			var st api.Status
 			if err := json.Unmarshal(body, &st); err != nil {
 				return fmt.Errorf("status from %s: %w", c.String("addr"), err)
 			}
@@ -80,21 +81,14 @@ func drainCommand() *cli.Command {
 				return fmt.Errorf("drain takes one node name, got %q", c.Args().Slice())
 			}
 			if c.Bool("cancel") {
-				if _, err := apiCall(c.Context, http.MethodDelete, c.String("addr"), "/v1/drain/"+c.Args().First()); err != nil {
+				if err := api.NewClient(c.String("addr")).Undrain(c.Context, c.Args().First()); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "%s takes shards again; the balancer moves some back to it one handoff at a time\n", c.Args().First())
 				return nil
 			}
-			body, err := apiCall(c.Context, http.MethodPost, c.String("addr"), "/v1/drain/"+c.Args().First())
+			r, err := api.NewClient(c.String("addr")).Drain(c.Context, c.Args().First())
 			if err != nil {
-				return err
-			}
-			var r struct {
-				Draining string `json:"draining"`
-				Shards   int    `json:"shards"`
-			}
-			if err := json.Unmarshal(body, &r); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "draining %s: its %d shards move to the other nodes; `discluster status` shows them go\n", r.Draining, r.Shards)
@@ -103,38 +97,9 @@ func drainCommand() *cli.Command {
 	}
 }
 
-// apiCall calls an agent's API and returns the body of a 2xx answer.
-func apiCall(ctx context.Context, method, addr, path string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
-	if err != nil {
-		return nil, fmt.Errorf("--addr %q: %w", addr, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach an agent at %s (is it running? --addr names its --http-addr): %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s: %s", addr, e.Error)
-		}
-		return nil, fmt.Errorf("%s: HTTP %d", addr, resp.StatusCode)
-	}
-	return body, nil
-}
-
 // renderStatus prints members, then shards grouped by node and cluster with their
 // ranges folded.
-func renderStatus(w io.Writer, st node.Status, now time.Time) {
+func renderStatus(w io.Writer, st api.Status, now time.Time) {
 	leader := st.Leader
 	if leader == "" {
 		leader = "NONE"
@@ -226,7 +191,7 @@ func renderStatus(w io.Writer, st node.Status, now time.Time) {
 		if nodeName == "" {
 			nodeName, cl = "(none)", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", nodeName, cl, k.state, len(groups[k]), node.FoldRanges(groups[k]))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", nodeName, cl, k.state, len(groups[k]), event.FoldRanges(groups[k]))
 	}
 	tw.Flush()
 	for _, p := range st.Problems {

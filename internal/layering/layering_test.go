@@ -17,18 +17,89 @@ const module = "github.com/discluster/discluster"
 var allowed = map[string][]string{
 	// Pure placement: nothing but the standard library.
 	"balancer": nil,
+	// The one shape of a session's position: a word every layer shares.
+	"session": nil,
 	// The replicated state: an FSM for hashicorp/raft.
-	"fsm": {"github.com/hashicorp/raft"},
+	"fsm": {"session", "github.com/hashicorp/raft"},
 	// Network plumbing for Raft and RPC.
 	"transport": {"github.com/hashicorp/raft"},
 	// The gateway client: websocket and compression.
-	"shard":             {"github.com/coder/websocket", "github.com/klauspost/compress/"},
+	"shard":             {"session", "internal/backoff", "github.com/coder/websocket", "github.com/klauspost/compress/"},
 	"shard/gatewaytest": {"github.com/coder/websocket", "github.com/klauspost/compress/"},
-	// The agent wires the leaf packages to gossip, Raft and its store.
-	"node": {"balancer", "fsm", "shard", "transport", "github.com/hashicorp/", "go.etcd.io/bbolt"},
+	// Helpers of every room.
+	"internal/backoff":     nil,
+	"internal/logbridge":   {"github.com/hashicorp/go-hclog"},
+	"internal/proccluster": {"node/api"},
+	// For tests only: no production package may import it.
+	"internal/testlock":  nil,
+	"internal/fakeclock": nil,
+	// The agent's rooms, from the bottom up. Each room imports only rooms below it.
+	"node/event": nil,
+	"node/sink":  {"shard"},
+	// The API is imported by bots: types, routes and a client, nothing of the agent.
+	"node/api":        {"node/event"},
+	"node/rpc":        {"fsm", "shard", "node/api", "node/event"},
+	"node/membership": {"internal/backoff", "internal/logbridge", "transport", "github.com/hashicorp/"},
+	"node/leader": {"balancer", "fsm", "shard", "internal/backoff", "node/api", "node/event", "node/membership", "node/rpc",
+		"github.com/hashicorp/raft"},
+	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/event", "node/rpc", "node/sink"},
+	// The agent wires the rooms to each other, to Raft and its store.
+	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/logbridge", "node/api", "node/event",
+		"node/leader", "node/membership", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
-	"cmd/discluster":    {"node", "shard", "shard/gatewaytest", "github.com/urfave/cli/v2"},
+	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff",
+		"internal/proccluster", "github.com/urfave/cli/v2"},
 	"internal/layering": nil,
+}
+
+// Invariants the rules above must keep, whatever is added to them later.
+func TestRulesKeepTheInvariants(t *testing.T) {
+	for pkg, rules := range allowed {
+		for _, r := range rules {
+			switch {
+			case r == "node" && pkg != "cmd/discluster":
+				t.Errorf("%s may import node: only the binary wires the agent", pkg)
+			case r == "shard/gatewaytest" && pkg != "cmd/discluster":
+				t.Errorf("%s may import the fake Discord: production code never does (the binary serves it for demo and fake-discord only)", pkg)
+			case r == "internal/testlock" || r == "internal/fakeclock":
+				t.Errorf("%s may import %s, which is for tests only", pkg, r)
+			case r == pkg:
+				t.Errorf("%s lists itself", pkg)
+			}
+		}
+	}
+}
+
+// notInDeps lists, per package, what must not be among its transitive dependencies
+// (an import path, or every path under one that ends in a slash),
+// in the shape of tailscale's deptest: a bot that imports the API client must not
+// pull in Raft or gossip, and no leaf may reach the agent.
+var notInDeps = map[string][]string{
+	"node/api": {"github.com/hashicorp/", module + "/node", module + "/node/leader", module + "/node/runner",
+		module + "/node/membership", module + "/node/rpc", module + "/fsm"},
+	"node/event": {"github.com/"},
+	"fsm":        {module + "/shard", module + "/node", module + "/node/"},
+	"shard":      {module + "/node", module + "/node/", module + "/fsm", module + "/shard/gatewaytest"},
+	"balancer":   {"github.com/"},
+}
+
+func TestTransitiveDependencies(t *testing.T) {
+	for pkg, bad := range notInDeps {
+		out, err := exec.Command("go", "list", "-deps", module+"/"+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if dep == module+"/"+pkg {
+				continue
+			}
+			for _, b := range bad {
+				if dep == b || strings.HasSuffix(b, "/") && strings.HasPrefix(dep, b) {
+					t.Errorf("%s depends on %s (through its imports): it must not depend on %s", pkg, dep, b)
+				}
+			}
+		}
+	}
 }
 
 type listed struct {

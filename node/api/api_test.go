@@ -1,0 +1,92 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// stub is a Backend with canned answers.
+type stub struct {
+	healthy  bool
+	drainErr error
+	undrain  error
+	drained  []string
+}
+
+func (s *stub) Status(context.Context) Status { return Status{Node: "a", Leader: "a"} }
+func (s *stub) Health() Health                { return Health{Node: "a", Healthy: s.healthy} }
+func (s *stub) Drain(_ context.Context, n string) (int, error) {
+	s.drained = append(s.drained, n)
+	return 3, s.drainErr
+}
+func (s *stub) Undrain(context.Context, string) error { return s.undrain }
+
+func serve(t *testing.T, b Backend) *Client {
+	t.Helper()
+	srv := httptest.NewServer(Handler(b))
+	t.Cleanup(srv.Close)
+	return NewClient(strings.TrimPrefix(srv.URL, "http://"))
+}
+
+// The routes answer each kind of backend error with its HTTP status and a code a
+// program can branch on, and the client hands both back.
+func TestRoutesMapErrorsToStatusAndCode(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"unknown node", fmt.Errorf("%w: no member %q", ErrUnknownNode, "x"), http.StatusNotFound, CodeUnknownNode},
+		{"refused", fmt.Errorf("%w: cannot drain", ErrRefused), http.StatusBadRequest, CodeRefused},
+		{"no leader", errors.New("no leader"), http.StatusServiceUnavailable, CodeUnavailable},
+	} {
+		c := serve(t, &stub{drainErr: tc.err})
+		_, err := c.Drain(ctx, "x")
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Status != tc.status || ae.Code != tc.code || !strings.Contains(ae.Error(), tc.err.Error()) {
+			t.Errorf("%s: drain answered %v (%+v), want HTTP %d code %s with the message", tc.name, err, ae, tc.status, tc.code)
+		}
+	}
+	c := serve(t, &stub{undrain: fmt.Errorf("%w: not draining", ErrRefused)})
+	var ae *Error
+	if err := c.Undrain(ctx, "b"); !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Code != CodeRefused {
+		t.Errorf("undrain of a node not draining: %v, want 409 refused", err)
+	}
+}
+
+func TestClientReadsStatusDrainAndHealth(t *testing.T) {
+	ctx := context.Background()
+	b := &stub{healthy: true}
+	c := serve(t, b)
+	st, err := c.Status(ctx)
+	if err != nil || st.Node != "a" || st.Leader != "a" {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	d, err := c.Drain(ctx, "node/with slash")
+	if err != nil || d.Draining != "node/with slash" || d.Shards != 3 || b.drained[0] != "node/with slash" {
+		t.Fatalf("drain %+v, %v (backend saw %q)", d, err, b.drained)
+	}
+	if h, err := c.Health(ctx); err != nil || !h.Healthy {
+		t.Fatalf("health %+v, %v", h, err)
+	}
+	b.healthy = false
+	h, err := c.Health(ctx)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || h.Node != "a" || h.Healthy {
+		t.Fatalf("unhealthy node: %+v, %v; want its health with a 503", h, err)
+	}
+}
+
+func TestClientSaysWhenNoAgentAnswers(t *testing.T) {
+	_, err := NewClient("127.0.0.1:1").Status(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot reach an agent at 127.0.0.1:1") {
+		t.Fatalf("no agent: %v", err)
+	}
+}

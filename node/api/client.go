@@ -1,0 +1,113 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Client calls one agent's API.
+type Client struct {
+	// Addr is the agent's --http-addr, host:port.
+	Addr string
+	// HTTP is the client to use; http.DefaultClient when nil.
+	HTTP *http.Client
+}
+
+// NewClient calls the agent at addr (host:port).
+func NewClient(addr string) *Client { return &Client{Addr: addr} }
+
+// Error is an answer other than 2xx.
+type Error struct {
+	Addr   string
+	Status int    // the HTTP status
+	Code   string // ErrorBody.Code: CodeUnknownNode, CodeRefused, …; "" when the body had none
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	if e.Msg != "" {
+		return e.Addr + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s: HTTP %d", e.Addr, e.Status)
+}
+
+// maxBody bounds an answer read into memory: a status of 20,000 shards is a few MB.
+const maxBody = 64 << 20
+
+// Do calls path with method and returns the body of a 2xx answer; any other answer
+// is an *Error.
+func (c *Client) Do(ctx context.Context, method, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach an agent at %s (is it running? --addr names its --http-addr): %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Addr, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Addr: c.Addr, Status: resp.StatusCode}
+		var eb ErrorBody
+		if json.Unmarshal(body, &eb) == nil {
+			e.Code, e.Msg = eb.Code, eb.Error
+		}
+		return body, e
+	}
+	return body, nil
+}
+
+func (c *Client) get(ctx context.Context, method, path string, v any) error {
+	body, err := c.Do(ctx, method, path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s%s: %w", c.Addr, path, err)
+	}
+	return nil
+}
+
+// Status is GET /v1/status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	return st, c.get(ctx, http.MethodGet, "/v1/status", &st)
+}
+
+// Health is GET /healthz; an unhealthy node answers with its Health and an *Error
+// of status 503.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	body, err := c.Do(ctx, http.MethodGet, "/healthz")
+	if jerr := json.Unmarshal(body, &h); err == nil && jerr != nil {
+		err = fmt.Errorf("%s/healthz: %w", c.Addr, jerr)
+	}
+	return h, err
+}
+
+// Drain is POST /v1/drain/{node}.
+func (c *Client) Drain(ctx context.Context, node string) (Drained, error) {
+	var d Drained
+	return d, c.get(ctx, http.MethodPost, "/v1/drain/"+url.PathEscape(node), &d)
+}
+
+// Undrain is DELETE /v1/drain/{node}.
+func (c *Client) Undrain(ctx context.Context, node string) error {
+	var u Undrained
+	return c.get(ctx, http.MethodDelete, "/v1/drain/"+url.PathEscape(node), &u)
+}

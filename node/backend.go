@@ -1,0 +1,198 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/event"
+	"github.com/discluster/discluster/node/membership"
+	"github.com/discluster/discluster/node/rpc"
+)
+
+// backend is the API's view of the node.
+type backend struct{ n *Node }
+
+var _ api.Backend = backend{}
+
+func (b backend) Status(ctx context.Context) api.Status { return b.n.Status(ctx) }
+
+// Health is healthy while the node can run shards: a node without a lease for
+// longer than a few seconds after start needs attention.
+func (b backend) Health() api.Health {
+	n := b.n
+	l := n.runner.Lease()
+	return api.Health{Node: n.cfg.Name, Lease: l, RaftState: n.raft.State().String(),
+		Healthy: l.Held || time.Since(n.started) <= 2*n.leaseDuration()}
+}
+
+func (b backend) Drain(ctx context.Context, id string) (int, error) {
+	n := b.n
+	if _, ok := n.fsm.Member(id); !ok {
+		return 0, fmt.Errorf("%w: no member %q", api.ErrUnknownNode, id)
+	}
+	if _, err := n.write(ctx, fsm.Drain{ID: id, At: time.Now().UnixNano()}); err != nil {
+		return 0, refusal(err)
+	}
+	return len(n.fsm.ShardsOf(id)), nil
+}
+
+// Undrain is decided by the leader's state, not this node's replica: right after a
+// drain sent through a follower, the follower may not have applied it yet.
+func (b backend) Undrain(ctx context.Context, id string) error {
+	n := b.n
+	if _, err := n.write(ctx, fsm.Undrain{ID: id, At: time.Now().UnixNano()}); err != nil {
+		if _, known := n.fsm.Member(id); errors.Is(err, fsm.ErrInvalid) && !known {
+			return fmt.Errorf("%w: %v", api.ErrUnknownNode, err)
+		}
+		return refusal(err)
+	}
+	return nil
+}
+
+// refusal marks a command the state machine refused as the API's refusal.
+func refusal(err error) error {
+	if errors.Is(err, fsm.ErrInvalid) {
+		return fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	return err
+}
+
+// Status gathers the cluster's status: the replicated state from this node, and
+// each shard's live state from its owner.
+func (n *Node) Status(ctx context.Context) api.Status {
+	st := api.Status{Node: n.cfg.Name, Cluster: n.gossip.ClusterID(), RaftState: n.raft.State().String(),
+		Term: n.raft.CurrentTerm(), Applied: n.raft.AppliedIndex(), Lease: n.runner.Lease()}
+	_, leaderID := n.raft.LeaderWithID()
+	st.Leader = string(leaderID)
+	if c := n.fsm.Config(); c.TotalShards > 0 {
+		st.Config = &api.ShardConfig{TotalShards: c.TotalShards, MaxConcurrency: c.MaxConcurrency, IdentifyWindow: c.IdentifyWindow,
+			Lease: c.Lease, CheckpointInterval: c.CheckpointInterval}
+	}
+	suffrage := map[string]string{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			suffrage[string(s.ID)] = map[raft.ServerSuffrage]string{raft.Voter: "voter", raft.Nonvoter: "nonvoter", raft.Staging: "staging"}[s.Suffrage]
+		}
+	}
+	gossip := map[string]membership.Member{}
+	for _, m := range n.gossip.Members() {
+		gossip[m.Name] = m
+	}
+	byID := map[string]*api.MemberStatus{}
+	for _, m := range n.fsm.Members() {
+		ms := &api.MemberStatus{ID: m.ID, State: m.State.String(), Weight: m.Weight, Cluster: m.RaftAddr, HTTP: m.HTTPAddr,
+			Raft: suffrage[m.ID], Leader: m.ID == st.Leader, Gossip: "unknown"}
+		if g, ok := gossip[m.ID]; ok {
+			ms.Gossip = g.Status.String()
+		}
+		byID[m.ID] = ms
+	}
+	for name, g := range gossip {
+		if _, ok := byID[name]; !ok {
+			byID[name] = &api.MemberStatus{ID: name, Gossip: g.Status.String(), Raft: suffrage[name], Leader: name == st.Leader,
+				Weight: g.Weight, Cluster: g.RPCAddr, HTTP: g.HTTPAddr}
+		}
+	}
+
+	// Live shard states from every member that gossip sees alive, in parallel.
+	type answer struct {
+		id    string
+		reply rpc.ShardsReply
+		err   error
+	}
+	var wg sync.WaitGroup
+	answers := make(chan answer, len(byID))
+	for id, ms := range byID {
+		if ms.Gossip != membership.StatusAlive.String() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if id == n.cfg.Name {
+				answers <- answer{id: id, reply: service{n}.Shards()}
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			var r rpc.ShardsReply
+			err := n.pool.Call(cctx, ms.Cluster, "Shards", &rpc.ShardsArgs{}, &r)
+			answers <- answer{id: id, reply: r, err: err}
+		}()
+	}
+	wg.Wait()
+	close(answers)
+	var events [][]event.Event
+	live := map[int]rpc.LocalShard{}
+	liveOwner := map[int]string{}
+	for a := range answers {
+		if a.err != nil {
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: %v", a.id, a.err))
+			continue
+		}
+		l, sk := a.reply.Lease, a.reply.Sink
+		byID[a.id].Lease, byID[a.id].Sink = &l, &sk
+		if sk.Failing {
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: sink failing since %s (%d failures, shards held at their last delivered event): %s",
+				a.id, sk.Since.Format(time.TimeOnly), sk.Failures, sk.Error))
+		}
+		events = append(events, a.reply.Events)
+		if a.reply.Budget != nil {
+			st.Budget = a.reply.Budget
+		}
+		for _, s := range a.reply.Shards {
+			live[s.Info.ShardID] = s
+			liveOwner[s.Info.ShardID] = a.id
+		}
+	}
+	slices.Sort(st.Problems)
+	st.Events = event.Merge(events, 20)
+	for _, ms := range byID {
+		st.Members = append(st.Members, *ms)
+	}
+	slices.SortFunc(st.Members, func(a, b api.MemberStatus) int { return strings.Compare(a.ID, b.ID) })
+
+	if st.Config != nil {
+		asg := make([]fsm.Assignment, st.Config.TotalShards)
+		for _, a := range n.fsm.Assignments() {
+			asg[a.Shard] = a
+		}
+		count := map[string]int{}
+		for id := range st.Config.TotalShards {
+			a := asg[id]
+			s := api.ShardStatus{Shard: id, State: "unassigned", Cluster: id / n.cfg.ShardsPerCluster}
+			if a.Node != "" {
+				count[a.Node]++
+				s.Node, s.Epoch, s.Phase, s.State = a.Node, a.Epoch, a.Phase.String(), "unknown"
+				if r, ok := n.fsm.Resume(id); ok && r.Resumable() {
+					s.Seq, s.Checkpoint = r.Seq, r.Seq
+				}
+				if l, ok := live[id]; ok && liveOwner[id] == a.Node {
+					s.State, s.Seq, s.Cluster = l.Info.State.String(), l.Info.Seq, l.Cluster
+					s.Latency = float64(l.Info.Latency) / float64(time.Millisecond)
+					s.LastEvent, s.Error = l.Info.LastEvent, l.Info.Err
+				} else if ms, ok := byID[a.Node]; ok && ms.Lease != nil && !ms.Lease.Held {
+					s.State = "suspended"
+				} else if _, reached := byID[a.Node]; !reached || byID[a.Node].Gossip != "alive" {
+					s.State = "unreachable"
+				} else {
+					s.State = "starting"
+				}
+			}
+			st.Shards = append(st.Shards, s)
+		}
+		for i := range st.Members {
+			st.Members[i].Shards = count[st.Members[i].ID]
+		}
+	}
+	return st
+}

@@ -1,0 +1,357 @@
+package leader
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/discluster/discluster/balancer"
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/event"
+	"github.com/discluster/discluster/node/membership"
+)
+
+// Input is everything one reconcile decides from: the replicated state, the gossip
+// view, what this leader remembers of its grants, and the time.
+type Input struct {
+	Now         time.Time
+	Self        string
+	Lease       time.Duration // the cluster's lease
+	Established time.Time     // when this leader took over: its grace runs one lease from here
+	MaxMoves    int
+	TotalShards int
+	Members     []fsm.Member
+	Assignments []fsm.Assignment
+	Gossip      []membership.Member
+	Grants      Grants
+}
+
+// Grants is what the leader keeps in memory about the other nodes: rebuilt, with a
+// grace of one lease, by every new leader.
+type Grants struct {
+	// LastRenew is the last lease grant, by node.
+	LastRenew map[string]time.Time
+	// FailedAt is when this leader marked a node failed.
+	FailedAt map[string]time.Time
+	// Refused holds nodes whose cluster port refused a connection after they were
+	// marked failed: the process is gone, its lease need not be waited out.
+	Refused map[string]bool
+	// Crashed holds nodes whose Raft heartbeat failed and whose cluster port then
+	// refused a connection, with the time of the probe: the next reconcile marks them
+	// failed without waiting for gossip's verdict. Heartbeats keep failing while the
+	// node is being marked failed, so a verdict can outlive the failure it reports;
+	// one older than the node's return is stale, not a second crash.
+	Crashed map[string]time.Time
+	// AskedWhileFailed holds failed nodes that asked for a lease since: proof, over
+	// the cluster port, that a process runs there again. Gossip alone is not, as it
+	// may not have noticed a crash yet.
+	AskedWhileFailed map[string]bool
+}
+
+func newGrants() Grants {
+	return Grants{LastRenew: map[string]time.Time{}, FailedAt: map[string]time.Time{}, Refused: map[string]bool{},
+		Crashed: map[string]time.Time{}, AskedWhileFailed: map[string]bool{}}
+}
+
+func (g Grants) clone() Grants {
+	return Grants{LastRenew: maps.Clone(g.LastRenew), FailedAt: maps.Clone(g.FailedAt), Refused: maps.Clone(g.Refused),
+		Crashed: maps.Clone(g.Crashed), AskedWhileFailed: maps.Clone(g.AskedWhileFailed)}
+}
+
+// Decision is what one reconcile does: the writes, in order, each made only if the
+// one before it succeeded.
+type Decision struct {
+	// TakenCrashed are the crash verdicts this decision used up (or found stale).
+	TakenCrashed []string
+	Writes       []Write
+}
+
+// Write is one command and what follows from it once it is applied.
+type Write struct {
+	Cmd fsm.Command
+	// Log is the line logged once the write is applied, at Level, with Attrs.
+	Log   string
+	Level slog.Level
+	Attrs []any
+	// Events are noted once the write is applied; with IfChanged, only when the
+	// command changed the state.
+	Events    []event.Event
+	IfChanged bool
+	// Failed names a node the write marks failed: the leader records when, and probes
+	// its cluster port.
+	Failed string
+	// Back names a node the write makes alive again: its lease starts afresh.
+	Back string
+}
+
+// Plan decides one reconcile: the member table in line with gossip and the leases,
+// failures into revocations, then placement by the balancer, each step seeing the
+// steps before it. It does no I/O; the loop around it writes and notes.
+func Plan(in Input) (Decision, error) {
+	p := planner{in: in, members: map[string]fsm.Member{}, asg: map[int]fsm.Assignment{}}
+	for _, m := range in.Members {
+		p.members[m.ID] = m
+	}
+	for _, a := range in.Assignments {
+		p.asg[a.Shard] = a
+	}
+	p.reconcileMembers()
+	if err := p.place(); err != nil {
+		return Decision{}, err
+	}
+	return p.out, nil
+}
+
+type planner struct {
+	in      Input
+	members map[string]fsm.Member // the state as the writes so far leave it
+	asg     map[int]fsm.Assignment
+	out     Decision
+}
+
+func (p *planner) holds(id string) int {
+	n := 0
+	for _, a := range p.asg {
+		if a.Node == id {
+			n++
+		}
+	}
+	return n
+}
+
+// takeCrashed reports, once, that id's process was found gone since it last changed
+// state (joined, came back). A process restarted after the probe is not gone.
+func (p *planner) takeCrashed(id string, since int64) bool {
+	probed, ok := p.in.Grants.Crashed[id]
+	if !ok || slices.Contains(p.out.TakenCrashed, id) {
+		return false
+	}
+	p.out.TakenCrashed = append(p.out.TakenCrashed, id)
+	return probed.UnixNano() > since
+}
+
+func memberFromGossip(m membership.Member) fsm.Member {
+	return fsm.Member{ID: m.Name, RaftAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr, GossipAddr: m.GossipAddr, Weight: m.Weight}
+}
+
+func sameExceptState(a, b fsm.Member) bool {
+	return a.ID == b.ID && a.RaftAddr == b.RaftAddr && a.HTTPAddr == b.HTTPAddr && a.GossipAddr == b.GossipAddr && a.Weight == b.Weight
+}
+
+func active(s fsm.MemberState) bool { return s == fsm.Alive || s == fsm.Draining }
+
+// reconcileMembers brings the member table in line with gossip and the leases.
+func (p *planner) reconcileMembers() {
+	in := p.in
+	now := in.Now
+	graceOver := now.After(in.Established.Add(in.Lease))
+	known := maps.Clone(p.members)
+	seen := make(map[string]bool, len(in.Gossip))
+	for _, m := range in.Gossip {
+		seen[m.Name] = true
+		want := memberFromGossip(m)
+		cur, ok := known[m.Name]
+		switch m.Status {
+		case membership.StatusAlive:
+			switch {
+			case !ok:
+				want.State, want.Since = fsm.Alive, now.UnixNano()
+				p.upsert(want, event.NodeJoined, "node joined", "")
+			case (cur.State == fsm.Left || cur.State == fsm.Failed && in.Grants.AskedWhileFailed[m.Name]) && p.holds(m.Name) == 0:
+				want.State, want.Since = fsm.Alive, now.UnixNano()
+				p.upsert(want, event.NodeBack, "node is back", m.Name)
+			case !(cur.State == fsm.Failed || cur.State == fsm.Left) && !sameExceptState(cur, want):
+				want.State, want.Since = cur.State, cur.Since
+				p.upsert(want, "", "node updated", "")
+			}
+			if ok && active(cur.State) && m.Name != in.Self {
+				last, renewed := in.Grants.LastRenew[m.Name]
+				if !renewed {
+					last = in.Established
+				}
+				switch silent := now.Sub(last); {
+				case p.takeCrashed(m.Name, cur.Since):
+					// Positive evidence, so no grace is needed; the port is probed
+					// again once the shards are revoked, so a process that restarted
+					// in between is never taken for a dead one.
+					p.fail(m.Name, "its process is gone (Raft heartbeat failed, cluster port refuses connections)")
+				case graceOver && silent > in.Lease:
+					p.fail(m.Name, fmt.Sprintf("no lease renewal for %v (gossip still sees it: a partial partition, or a stuck process)", silent.Round(time.Millisecond)))
+				}
+			}
+		case membership.StatusFailed:
+			if ok && active(cur.State) && (p.takeCrashed(m.Name, cur.Since) || graceOver) {
+				p.fail(m.Name, "gossip declared it dead")
+			}
+		case membership.StatusLeft:
+			if ok {
+				p.forget(cur, graceOver, "it left")
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(known)) {
+		if !seen[id] && id != in.Self {
+			p.forget(known[id], graceOver, "gossip no longer knows it")
+		}
+	}
+}
+
+func (p *planner) upsert(m fsm.Member, kind event.Kind, why, back string) {
+	w := Write{Cmd: fsm.UpsertMember{Member: m}, Log: why, Level: slog.LevelInfo,
+		Attrs: []any{"node", m.ID, "state", m.State, "weight", m.Weight}, Back: back}
+	if kind != "" {
+		w.Events = []event.Event{{Kind: kind, Subject: m.ID}}
+	}
+	p.out.Writes = append(p.out.Writes, w)
+	p.members[m.ID] = m
+}
+
+func (p *planner) forget(m fsm.Member, graceOver bool, why string) {
+	switch {
+	case p.holds(m.ID) == 0:
+		p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.RemoveMember{ID: m.ID}, Log: "removed member", Level: slog.LevelInfo,
+			Attrs: []any{"node", m.ID, "why", why}, Events: []event.Event{{Kind: event.NodeRemoved, Subject: m.ID, Cause: why}}})
+		delete(p.members, m.ID)
+	case active(p.members[m.ID].State) && graceOver:
+		p.fail(m.ID, why+" while holding shards")
+	}
+}
+
+// fail marks a node failed and revokes its shards. From then on it gets no lease, so
+// once its last lease has run out (or at once, when its cluster port refuses
+// connections) the shards can go elsewhere.
+func (p *planner) fail(id, why string) {
+	m := p.members[id]
+	m.State, m.Since = fsm.Failed, p.in.Now.UnixNano()
+	p.members[id] = m
+	var moves []fsm.RevokeMove
+	var shards event.Shards
+	held := 0
+	for _, shard := range slices.Sorted(maps.Keys(p.asg)) {
+		a := p.asg[shard]
+		if a.Node != id {
+			continue
+		}
+		held++
+		if a.Phase == fsm.Assigned {
+			moves = append(moves, fsm.RevokeMove{Shard: a.Shard, ExpectNode: a.Node, ExpectEpoch: a.Epoch})
+			shards = append(shards, a.Shard)
+			a.Phase = fsm.Revoking
+			p.asg[shard] = a
+		}
+	}
+	p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.MarkFailed{ID: id, At: p.in.Now.UnixNano()}, Failed: id,
+		Log: "node failed", Level: slog.LevelWarn, Attrs: []any{"node", id, "why", why, "shards", held, "reassign_after", p.in.Lease},
+		Events: []event.Event{{Kind: event.NodeFailed, Subject: id, Cause: why, Shards: shards}}})
+	if len(moves) > 0 {
+		p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.Revoke{Moves: moves}, Log: "revoked shards of failed node",
+			Level: slog.LevelInfo, Attrs: []any{"node", id, "shards", shards}})
+	}
+}
+
+// fenced reports whether a failed owner can no longer be running its shards: its
+// process is gone, or the last lease this leader granted it has run out. The owner
+// counts its lease from before it asked, so it expires no later than the grant plus
+// one lease; a node that never renewed under this leader is waited out from the
+// leader's start, as the grace does.
+func fenced(in Input, owner string) bool {
+	if in.Grants.Refused[owner] {
+		return true
+	}
+	since, ok := in.Grants.LastRenew[owner]
+	if !ok {
+		since = in.Established
+	}
+	// A tenth of the lease covers clock rate differences and the grant's flight time.
+	return in.Now.Sub(since) > in.Lease+in.Lease/10
+}
+
+// place applies the balancer's plan: revocations for shards to evacuate or
+// rebalance, assignments for unassigned shards and for fenced shards of failed nodes.
+func (p *planner) place() error {
+	in := p.in
+	bin := balancer.Input{TotalShards: in.TotalShards, MaxMoves: in.MaxMoves}
+	for _, id := range slices.Sorted(maps.Keys(p.members)) {
+		m := p.members[id]
+		bs, err := balancerState(m.State)
+		if err != nil {
+			return fmt.Errorf("cannot place shards: node %s: %w", m.ID, err)
+		}
+		bin.Members = append(bin.Members, balancer.Member{ID: m.ID, Weight: m.Weight, State: bs})
+	}
+	forced := make(map[int]fsm.Assignment)
+	for _, shard := range slices.Sorted(maps.Keys(p.asg)) {
+		a := p.asg[shard]
+		m, ok := p.members[a.Node]
+		if a.Phase == fsm.Revoking && (!ok || m.State == fsm.Failed || m.State == fsm.Left) && fenced(in, a.Node) {
+			forced[a.Shard] = a // placed as if unassigned, but the move names its old owner
+			continue
+		}
+		bp, err := balancerPhase(a.Phase)
+		if err != nil {
+			return fmt.Errorf("cannot place shards: shard %d: %w", a.Shard, err)
+		}
+		bin.Assignments = append(bin.Assignments, balancer.Assignment{Shard: a.Shard, Node: a.Node, Epoch: a.Epoch, Phase: bp})
+	}
+	plan, err := balancer.Compute(bin)
+	if err != nil {
+		return fmt.Errorf("the balancer refused the state: %w", err)
+	}
+	var revoke fsm.Revoke
+	var assign fsm.Assign
+	var revoked, assigned event.Shards
+	for _, mv := range plan.Moves {
+		switch mv.Reason {
+		case balancer.Place:
+			m := fsm.AssignMove{Shard: mv.Shard, To: mv.To}
+			if a, ok := forced[mv.Shard]; ok {
+				m.ExpectNode, m.ExpectEpoch = a.Node, a.Epoch
+			}
+			assign.Moves = append(assign.Moves, m)
+			assigned = append(assigned, mv.Shard)
+		default:
+			revoke.Moves = append(revoke.Moves, fsm.RevokeMove{Shard: mv.Shard, ExpectNode: mv.From, ExpectEpoch: mv.FromEpoch})
+			revoked = append(revoked, mv.Shard)
+		}
+	}
+	if len(revoke.Moves) > 0 {
+		p.out.Writes = append(p.out.Writes, Write{Cmd: revoke, Log: "revoking shards", Level: slog.LevelInfo,
+			Attrs: []any{"shards", revoked, "plan", plan.Reason}, IfChanged: true,
+			Events: []event.Event{{Kind: event.Revoking, Shards: revoked, Cause: plan.Reason}}})
+	}
+	if len(assign.Moves) > 0 {
+		w := Write{Cmd: assign, Log: "assigned shards", Level: slog.LevelInfo,
+			Attrs: []any{"shards", assigned, "from_failed_nodes", len(forced), "plan", plan.Reason}}
+		w.Events = p.failovers(assign.Moves)
+		p.out.Writes = append(p.out.Writes, w)
+	}
+	return nil
+}
+
+// failovers are the events of shards of failed nodes reassigned: per failed node,
+// how long its shards waited between the node being marked failed and now.
+func (p *planner) failovers(moves []fsm.AssignMove) []event.Event {
+	by := map[string]event.Shards{}
+	for _, m := range moves {
+		if m.ExpectNode != "" {
+			by[m.ExpectNode] = append(by[m.ExpectNode], m.Shard)
+		}
+	}
+	var out []event.Event
+	for _, node := range slices.Sorted(maps.Keys(by)) {
+		cause := "lease expired"
+		if p.in.Grants.Refused[node] {
+			cause = "process gone (port refused): no lease wait"
+		}
+		e := event.Event{Kind: event.Failover, Subject: node, Shards: by[node], Cause: cause}
+		if since, ok := p.in.Grants.FailedAt[node]; ok {
+			e.Duration = p.in.Now.Sub(since).Round(time.Millisecond)
+		} else {
+			e.Cause += " (failed under an earlier leader)"
+		}
+		out = append(out, e)
+	}
+	return out
+}

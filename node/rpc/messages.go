@@ -1,0 +1,95 @@
+package rpc
+
+import (
+	"time"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/event"
+	"github.com/discluster/discluster/shard"
+)
+
+// ApplyArgs carries one encoded fsm command to the leader.
+type ApplyArgs struct{ Command []byte }
+
+// ApplyReply is the command's outcome.
+type ApplyReply struct {
+	Status
+	Index   uint64
+	Applied int
+	Stale   []fsm.Stale
+}
+
+// RenewArgs asks the leader to renew a node's lease.
+type RenewArgs struct{ Node string }
+
+// LeaseGrant is a lease the leader gave: valid for Lease from the asker's request,
+// once the asker's state machine reached Index.
+type LeaseGrant struct {
+	Index uint64
+	Lease time.Duration
+}
+
+// RenewReply grants the lease for Lease, the cluster's replicated value, counted by
+// the node from when it sent the request. The node counts it only once its state
+// machine has applied Index, so that it has seen every move the leader had made by then.
+type RenewReply struct {
+	Status
+	LeaseGrant
+}
+
+// IdentifyArgs asks the leader for a turn to IDENTIFY shard Shard, which Node runs
+// under the assignment of Epoch. The leader grants it only while that is the shard's
+// current assignment and Node holds a lease.
+type IdentifyArgs struct {
+	Node  string
+	Shard int
+	Epoch uint64
+}
+
+// IdentifyReply grants it. Waited is how long the request waited at the leader before
+// the grant: the asker subtracts it from its round trip to bound how old the grant is
+// without comparing clocks.
+type IdentifyReply struct {
+	Status
+	Waited time.Duration
+}
+
+// IdentifySentArgs tells the leader that the IDENTIFY it granted shard Shard has been
+// written: the bucket's next grant is timed from here, not from the grant.
+type IdentifySentArgs struct {
+	Node  string
+	Shard int
+}
+
+// IdentifySentReply is empty.
+type IdentifySentReply struct{ Status }
+
+// ShardsArgs asks a node what its shards are doing.
+type ShardsArgs struct{}
+
+// ShardsReply is a node's local view, for status.
+type ShardsReply struct {
+	Status
+	Shards []LocalShard
+	Budget *api.Budget // from the leader only
+	Lease  api.Lease
+	Sink   api.Sink
+	Events []event.Event
+}
+
+// LocalShard is a shard as its node runs it.
+type LocalShard struct {
+	Info    shard.Info
+	Cluster int
+	Epoch   uint64
+}
+
+// PromiseArgs asks a node to wait for From's bootstrap, or (Release) frees it.
+type PromiseArgs struct {
+	From    string
+	Release bool
+}
+
+// PromiseReply is empty: an error is a refusal.
+type PromiseReply struct{ Status }

@@ -1,0 +1,75 @@
+package runner
+
+import (
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/internal/fakeclock"
+	"github.com/discluster/discluster/node/rpc"
+)
+
+// apply writes commands into f as Raft would, one log index each.
+func apply(t *testing.T, f *fsm.FSM, cmds ...fsm.Command) {
+	t.Helper()
+	for _, c := range cmds {
+		idx := f.AppliedIndex() + 1
+		if res := f.Apply(&raft.Log{Index: idx, Data: fsm.Encode(c)}); res != nil {
+			if err, ok := res.(error); ok {
+				t.Fatalf("%T: %v", c, err)
+			}
+		}
+	}
+}
+
+// A shard logs in only while the node holds its lease and the state still gives it
+// the shard at the epoch it runs under.
+func TestNoLoginWithoutALease(t *testing.T) {
+	f := fsm.New()
+	apply(t, f,
+		fsm.SetConfig{Config: fsm.Config{TotalShards: 2, MaxConcurrency: 1, ShardsPerCluster: 2, IdentifyWindow: time.Second,
+			Lease: 5 * time.Second, CheckpointInterval: time.Second}},
+		fsm.UpsertMember{Member: fsm.Member{ID: "a", Weight: 1}},
+		fsm.Assign{Moves: []fsm.AssignMove{{Shard: 0, To: "a"}}})
+	a, ok := f.Assignment(0)
+	if !ok {
+		t.Fatal("shard 0 not assigned")
+	}
+	clk := fakeclock.New(time.Unix(1_000_000, 0))
+	r := New(Config{Name: "a", ShardsPerCluster: 2, CheckpointInterval: time.Second, Logger: slog.New(slog.DiscardHandler)},
+		Deps{FSM: f, Now: clk.Now, Lease: func() time.Duration { return 5 * time.Second }})
+	if err := r.MayLogin(0, a.Epoch); err == nil {
+		t.Fatal("a shard logs in before the node ever held a lease")
+	}
+	r.lease.mu.Lock()
+	r.lease.until = clk.Now().Add(5 * time.Second)
+	r.lease.mu.Unlock()
+	if err := r.MayLogin(0, a.Epoch); err != nil {
+		t.Fatalf("the owner with a lease may not log in: %v", err)
+	}
+	if err := r.MayLogin(0, a.Epoch+1); !errors.Is(err, rpc.ErrNotOwner) {
+		t.Fatalf("login at another epoch: %v, want ErrNotOwner", err)
+	}
+	if err := r.MayLogin(1, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
+		t.Fatalf("login of an unassigned shard: %v, want ErrNotOwner", err)
+	}
+	clk.Add(5*time.Second - time.Nanosecond)
+	if err := r.MayLogin(0, a.Epoch); err != nil {
+		t.Fatalf("login just inside the lease: %v", err)
+	}
+	clk.Add(time.Nanosecond)
+	if err := r.MayLogin(0, a.Epoch); err == nil {
+		t.Fatal("a shard logs in once the lease ran out")
+	}
+	apply(t, f, fsm.Revoke{Moves: []fsm.RevokeMove{{Shard: 0, ExpectNode: "a", ExpectEpoch: a.Epoch}}})
+	r.lease.mu.Lock()
+	r.lease.until = clk.Now().Add(5 * time.Second)
+	r.lease.mu.Unlock()
+	if err := r.MayLogin(0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
+		t.Fatalf("login of a shard being handed off: %v, want ErrNotOwner", err)
+	}
+}
