@@ -25,6 +25,7 @@ const (
 	CmdCheckpoint   CommandType = 9
 	CmdClearResume  CommandType = 10
 	CmdUndrain      CommandType = 11
+	CmdMarkDrained  CommandType = 12
 )
 
 // commandVersion is the encoding version every command is written with (the second
@@ -61,7 +62,17 @@ type Drain struct {
 	At int64
 }
 
-// Undrain makes a draining member alive again: it takes shards from then on.
+// MarkDrained is an operator's drain: the member takes no shards until Undrain, across
+// every restart, failure and removal of it. An alive member becomes draining at once;
+// a failed or absent one comes back draining. (Drain alone, a leaving node's, lasts
+// only while the member does.)
+type MarkDrained struct {
+	ID string
+	At int64
+}
+
+// Undrain ends a drain: a draining member is alive again and takes shards from then
+// on, and an operator's drain is forgotten.
 type Undrain struct {
 	ID string
 	At int64
@@ -142,6 +153,7 @@ func (UpsertMember) Type() CommandType { return CmdUpsertMember }
 func (MarkFailed) Type() CommandType   { return CmdMarkFailed }
 func (Drain) Type() CommandType        { return CmdDrain }
 func (Undrain) Type() CommandType      { return CmdUndrain }
+func (MarkDrained) Type() CommandType  { return CmdMarkDrained }
 func (RemoveMember) Type() CommandType { return CmdRemoveMember }
 func (Assign) Type() CommandType       { return CmdAssign }
 func (Revoke) Type() CommandType       { return CmdRevoke }
@@ -195,6 +207,8 @@ func newCommand(t CommandType) decodable {
 		return &Drain{}
 	case CmdUndrain:
 		return &Undrain{}
+	case CmdMarkDrained:
+		return &MarkDrained{}
 	case CmdRemoveMember:
 		return &RemoveMember{}
 	case CmdAssign:
@@ -270,6 +284,8 @@ func (c *MarkFailed) decode(d *decoder)   { c.ID = d.str(); c.At = d.varint() }
 func (c Drain) encode(e *encoder)         { e.str(c.ID); e.varint(c.At) }
 func (c *Drain) decode(d *decoder)        { c.ID = d.str(); c.At = d.varint() }
 func (c Undrain) encode(e *encoder)       { e.str(c.ID); e.varint(c.At) }
+func (c MarkDrained) encode(e *encoder)   { e.str(c.ID); e.varint(c.At) }
+func (c *MarkDrained) decode(d *decoder)  { c.ID = d.str(); c.At = d.varint() }
 func (c *Undrain) decode(d *decoder)      { c.ID = d.str(); c.At = d.varint() }
 func (c RemoveMember) encode(e *encoder)  { e.str(c.ID) }
 func (c *RemoveMember) decode(d *decoder) { c.ID = d.str() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ type state struct {
 	index   uint64
 	config  Config
 	members map[string]Member
+	// drained holds operators' drains (MarkDrained), by node, with when: they
+	// outlive the member entry, which a leave or a long failure removes.
+	drained map[string]int64
 	assign  []Assignment
 	resume  []Resume
 }
@@ -34,6 +38,7 @@ func (s *state) clone() state {
 	for k, v := range s.members {
 		c.members[k] = v
 	}
+	c.drained = maps.Clone(s.drained)
 	c.assign = slices.Clone(s.assign)
 	c.resume = slices.Clone(s.resume)
 	return c
@@ -41,7 +46,7 @@ func (s *state) clone() state {
 
 // New returns an empty FSM.
 func New() *FSM {
-	return &FSM{st: state{members: map[string]Member{}}, changed: make(chan struct{})}
+	return &FSM{st: state{members: map[string]Member{}, drained: map[string]int64{}}, changed: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -113,7 +118,7 @@ func cmdName(t CommandType) string {
 	names := map[CommandType]string{
 		CmdSetConfig: "set config", CmdUpsertMember: "upsert member", CmdMarkFailed: "mark failed",
 		CmdDrain: "drain", CmdUndrain: "undrain", CmdRemoveMember: "remove member", CmdAssign: "assign", CmdRevoke: "revoke",
-		CmdReleased: "released", CmdCheckpoint: "checkpoint", CmdClearResume: "clear resume",
+		CmdReleased: "released", CmdCheckpoint: "checkpoint", CmdClearResume: "clear resume", CmdMarkDrained: "mark drained",
 	}
 	return names[t]
 }
@@ -147,11 +152,28 @@ func (s *state) apply(cmd Command, index uint64) (*Result, error) {
 		return res, s.setState(c.ID, Failed, c.At)
 	case *Drain:
 		return res, s.setState(c.ID, Draining, c.At)
+	case *MarkDrained:
+		m, ok := s.members[c.ID]
+		if !ok {
+			return nil, fmt.Errorf("no member %q", c.ID)
+		}
+		s.drained[c.ID] = c.At
+		if m.State == Alive {
+			return res, s.setState(c.ID, Draining, c.At)
+		}
 	case *Undrain:
-		if m, ok := s.members[c.ID]; ok && m.State != Draining {
+		_, marked := s.drained[c.ID]
+		m, ok := s.members[c.ID]
+		switch {
+		case !ok && !marked:
+			return nil, fmt.Errorf("no member %q", c.ID)
+		case !marked && m.State != Draining:
 			return nil, fmt.Errorf("%s is %s, not draining", c.ID, m.State)
 		}
-		return res, s.setState(c.ID, Alive, c.At)
+		delete(s.drained, c.ID)
+		if ok && m.State == Draining {
+			return res, s.setState(c.ID, Alive, c.At)
+		}
 	case *RemoveMember:
 		if _, ok := s.members[c.ID]; !ok {
 			return nil, fmt.Errorf("no member %q", c.ID)
@@ -321,6 +343,13 @@ func (f *FSM) Members() []Member {
 	f.mu.RUnlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// Drained returns the operators' drains (MarkDrained), by node, with when each began.
+func (f *FSM) Drained() map[string]int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.st.drained)
 }
 
 // Member returns one member.

@@ -378,3 +378,39 @@ func TestRestoreRefusesGarbageAndKeepsState(t *testing.T) {
 		}
 	}
 }
+
+// An operator's drain outlives the member: failed, removed or back, the node stays
+// drained until Undrain, and a snapshot keeps it.
+func TestOperatorDrainOutlivesTheMember(t *testing.T) {
+	h := setup(t)
+	h.refused(Encode(MarkDrained{ID: "zz", At: 3}), `no member "zz"`)
+	h.ok(MarkDrained{ID: "b", At: 3})
+	if m, _ := h.f.Member("b"); m.State != Draining {
+		t.Fatalf("an alive member marked drained is %s", m.State)
+	}
+	h.ok(MarkDrained{ID: "c", At: 4}) // failed: marked, and stays failed
+	if m, _ := h.f.Member("c"); m.State != Failed {
+		t.Fatalf("a failed member marked drained is %s", m.State)
+	}
+	h.ok(MarkFailed{ID: "b", At: 5})
+	h.ok(RemoveMember{ID: "b"})
+	if d := h.f.Drained(); len(d) != 2 || d["b"] != 3 || d["c"] != 4 {
+		t.Fatalf("drains %v, want b and c", d)
+	}
+	back := New()
+	if err := back.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if d := back.Drained(); len(d) != 2 || d["b"] != 3 {
+		t.Fatalf("after a snapshot: drains %v", d)
+	}
+	h.ok(Undrain{ID: "b", At: 6}) // no member any more, but a drain to end
+	h.ok(Undrain{ID: "c", At: 7})
+	if m, _ := h.f.Member("c"); m.State != Failed {
+		t.Fatalf("undrain of a failed member made it %s", m.State)
+	}
+	if d := h.f.Drained(); len(d) != 0 {
+		t.Fatalf("drains %v after undrain", d)
+	}
+	h.refused(Encode(Undrain{ID: "b", At: 8}), `no member "b"`)
+}

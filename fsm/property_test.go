@@ -25,7 +25,7 @@ func command(t *rapid.T, maxIndex uint64) []byte {
 		}
 	}
 	var cmd Command
-	switch rapid.IntRange(0, 11).Draw(t, "type") {
+	switch rapid.IntRange(0, 12).Draw(t, "type") {
 	case 0:
 		cmd = SetConfig{Config{TotalShards: rapid.SampledFrom([]int{6, 6, 6, 7, 0}).Draw(t, "total"), MaxConcurrency: 1,
 			ShardsPerCluster: 2, IdentifyWindow: time.Second, Lease: time.Second, CheckpointInterval: time.Second}}
@@ -40,6 +40,8 @@ func command(t *rapid.T, maxIndex uint64) []byte {
 		cmd = RemoveMember{ID: node.Draw(t, "id")}
 	case 11:
 		cmd = Undrain{ID: node.Draw(t, "id"), At: 11}
+	case 12:
+		cmd = MarkDrained{ID: node.Draw(t, "id"), At: 12}
 	case 5:
 		moves := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) AssignMove {
 			return AssignMove{Shard: shard.Draw(t, "shard"), ExpectNode: node.Draw(t, "from"), ExpectEpoch: epoch.Draw(t, "epoch"), To: node.Draw(t, "to")}

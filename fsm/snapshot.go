@@ -22,7 +22,9 @@ const (
 	recMember byte = 2
 	recAssign byte = 3
 	recResume byte = 4
-	recEnd    byte = 255
+	// recDrained is an operator's drain: a node name and when it began.
+	recDrained byte = 5
+	recEnd     byte = 255
 )
 
 // maxRecord bounds one record's body; the largest is a member, far below it.
@@ -86,6 +88,16 @@ func (st *state) write(w io.Writer) error {
 			return err
 		}
 	}
+	drained := make([]string, 0, len(st.drained))
+	for id := range st.drained {
+		drained = append(drained, id)
+	}
+	slices.Sort(drained)
+	for _, id := range drained {
+		if err := record(recDrained, func(e *encoder) { e.str(id); e.varint(st.drained[id]) }); err != nil {
+			return err
+		}
+	}
 	for _, a := range st.assign {
 		if a.Node == "" {
 			continue
@@ -137,7 +149,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 var errCorrupt = errors.New("corrupt snapshot")
 
 func readSnapshot(r *bufio.Reader) (state, error) {
-	st := state{members: map[string]Member{}}
+	st := state{members: map[string]Member{}, drained: map[string]int64{}}
 	magic := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(r, magic); err != nil {
 		return st, fmt.Errorf("%w: header: %v", errCorrupt, err)
@@ -228,6 +240,18 @@ func (st *state) readRecord(typ byte, d *decoder) error {
 			return fmt.Errorf("member %q twice", m.ID)
 		}
 		st.members[m.ID] = m
+	case recDrained:
+		id, at := d.str(), d.varint()
+		if d.err != nil {
+			return d.err
+		}
+		if id == "" {
+			return errors.New("drain record without a node")
+		}
+		if _, dup := st.drained[id]; dup {
+			return fmt.Errorf("drain of %q twice", id)
+		}
+		st.drained[id] = at
 	case recAssign:
 		a := Assignment{Shard: d.int(), Node: d.str(), Epoch: d.uvarint(), Phase: Phase(d.byte())}
 		if d.err != nil {

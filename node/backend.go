@@ -30,19 +30,29 @@ func (b backend) Status(ctx context.Context) api.Status { return b.n.Status(ctx)
 func (b backend) Health() api.Health {
 	n := b.n
 	l := n.runner.Lease()
-	return api.Health{Node: n.cfg.Name, Lease: l, RaftState: n.raft.State().String(),
-		Healthy: l.Held || time.Since(n.started) <= 2*n.leaseDuration()}
+	h := api.Health{Node: n.cfg.Name, Lease: l, RaftState: n.raft.State().String(), Healthy: true}
+	switch unfit := n.runner.Unfit(); {
+	case unfit != "":
+		h.Healthy, h.Problem = false, unfit
+	case !l.Held && time.Since(n.started) > 2*n.leaseDuration():
+		h.Healthy, h.Problem = false, "no lease: "+l.Reason
+	}
+	return h
 }
 
-func (b backend) Drain(ctx context.Context, id string) (int, error) {
+// Drain is an operator's drain: replicated, it holds across every restart of the
+// node and of the leader until Undrain. A failed node is marked too, and takes
+// nothing when it comes back.
+func (b backend) Drain(ctx context.Context, id string) (api.Drained, error) {
 	n := b.n
 	if _, ok := n.fsm.Member(id); !ok {
-		return 0, fmt.Errorf("%w: no member %q", api.ErrUnknownNode, id)
+		return api.Drained{}, fmt.Errorf("%w: no member %q", api.ErrUnknownNode, id)
 	}
-	if _, err := n.write(ctx, fsm.Drain{ID: id, At: time.Now().UnixNano()}); err != nil {
-		return 0, refusal(err)
+	if _, err := n.write(ctx, fsm.MarkDrained{ID: id, At: time.Now().UnixNano()}); err != nil {
+		return api.Drained{}, refusal(err)
 	}
-	return len(n.fsm.ShardsOf(id)), nil
+	m, _ := n.fsm.Member(id)
+	return api.Drained{Draining: id, Shards: len(n.fsm.ShardsOf(id)), State: m.State.String()}, nil
 }
 
 // Undrain is decided by the leader's state, not this node's replica: right after a
@@ -141,6 +151,10 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		}
 		l, sk := a.reply.Lease, a.reply.Sink
 		byID[a.id].Lease, byID[a.id].Sink = &l, &sk
+		if a.reply.Unfit != "" {
+			byID[a.id].Problem = a.reply.Unfit
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: %s", a.id, a.reply.Unfit))
+		}
 		if sk.Failing {
 			st.Problems = append(st.Problems, fmt.Sprintf("%s: sink failing since %s (%d failures, shards held at their last delivered event): %s",
 				a.id, sk.Since.Format(time.TimeOnly), sk.Failures, sk.Error))

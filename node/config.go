@@ -102,6 +102,10 @@ type Timing struct {
 	ReconnectInterval time.Duration // how often gossip retries failed members (partition heal)
 	ReapAfter         time.Duration // a failed member is forgotten after this
 	JoinBackoffMax    time.Duration
+	// TokenRetryMax caps the wait between asks of GET /gateway/bot while Discord
+	// rejects the token: a node recovers by itself at most this long after the token
+	// becomes valid.
+	TokenRetryMax time.Duration
 }
 
 // LANTiming suits machines on one network.
@@ -119,6 +123,7 @@ func LANTiming() Timing {
 		ReconnectInterval: 10 * time.Second,
 		ReapAfter:         72 * time.Hour,
 		JoinBackoffMax:    30 * time.Second,
+		TokenRetryMax:     time.Minute,
 	}
 }
 
@@ -138,6 +143,7 @@ func FastTiming() Timing {
 		ReconnectInterval: 500 * time.Millisecond,
 		ReapAfter:         time.Hour,
 		JoinBackoffMax:    2 * time.Second,
+		TokenRetryMax:     2 * time.Second,
 	}
 }
 

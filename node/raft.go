@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/discluster/discluster/internal/logbridge"
+	"github.com/discluster/discluster/internal/storecheck"
+	"github.com/discluster/discluster/node/membership"
 )
 
 func (n *Node) startRaft(notify chan bool) error {
@@ -22,17 +24,27 @@ func (n *Node) startRaft(notify chan bool) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: time.Second},
-	})
+	path := filepath.Join(dir, "raft.db")
+	inUse := fmt.Errorf("data dir %s is in use by another discluster process", n.cfg.DataDir)
+	// bbolt meets a damaged file with a SIGBUS or an assertion panic, often long after
+	// the open; look at it first.
+	if err := storecheck.Check(path); errors.Is(err, bbolt.ErrTimeout) {
+		return inUse
+	} else if err != nil {
+		return fmt.Errorf("data dir: %s is %v. Move the data dir away (keep it for a post-mortem) and start this node with an empty one: it rejoins the cluster and the replicated state comes back from the others", path, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: time.Second}})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return fmt.Errorf("data dir %s is in use by another discluster process", n.cfg.DataDir)
+			return inUse
 		}
-		return fmt.Errorf("raft log: %w", err)
+		return fmt.Errorf("data dir: %s cannot be opened: %w", path, err)
 	}
 	n.store = store
+	if cluster := n.identity.Cluster; cluster != "" && !n.hasRaftState() {
+		return fmt.Errorf("data dir: %s says this node belongs to cluster %s, but its Raft log %s is empty or missing. Move the data dir away and start this node with an empty one: it rejoins the cluster and the replicated state comes back from the others",
+			filepath.Join(n.cfg.DataDir, membership.IdentityFile), cluster, path)
+	}
 	// Raft's info lines (elections, snapshots) are worth having; its debug lines only
 	// when the node logs at debug.
 	floor := hclog.Info

@@ -23,8 +23,8 @@ var _ rpc.Service = service{}
 
 func (s service) Apply(cmd fsm.Command) (*fsm.Result, error) { return s.n.leader.Apply(cmd) }
 
-func (s service) GrantLease(ctx context.Context, node string) (rpc.LeaseGrant, error) {
-	return s.n.leader.GrantLease(ctx, node)
+func (s service) GrantLease(ctx context.Context, args rpc.RenewArgs) (rpc.LeaseGrant, error) {
+	return s.n.leader.GrantLease(ctx, args)
 }
 
 func (s service) GrantIdentify(ctx context.Context, node string, shard int, epoch uint64) (time.Time, error) {
@@ -35,8 +35,8 @@ func (s service) IdentifySent(shard int) { s.n.leader.IdentifySent(shard) }
 
 func (s service) Shards() rpc.ShardsReply {
 	r := s.n.runner
-	return rpc.ShardsReply{Shards: r.Shards(), Lease: r.Lease(), Sink: r.Sink(), Events: s.n.events.List(),
-		Budget: s.n.leader.Budget()}
+	return rpc.ShardsReply{Shards: r.Shards(), Lease: r.Lease(), Sink: r.Sink(), Unfit: r.Unfit(),
+		Events: s.n.events.List(), Budget: s.n.leader.Budget()}
 }
 
 func (s service) Promise(from string, release bool) error { return s.n.gossip.Promise(from, release) }

@@ -4,14 +4,21 @@ package main
 // leader, agents that disagree on the lease, and a seeded chaos run.
 
 import (
+	crand "crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/discluster/discluster/internal/proccluster"
 )
 
 // maxLive fails the test when the fake ever saw two live connections for a shard.
@@ -253,4 +260,126 @@ func TestE2EChaos(t *testing.T) {
 	dups := e.checkEvents(false)
 	t.Logf("seed %d, %d steps (faults: %v): %d resumes, %d identifies after the cold start, 0 violations, no seq lost, %d duplicates of %d events",
 		*chaosSeed, *chaosEvents, counts, st.Resumes-start.Resumes, st.Identifies-start.Identifies, dups, st.EventsSent)
+}
+
+// Stopping the whole cluster: SIGTERM to every agent at once. With nowhere to hand
+// off, each stops its shards resumably, writes their final positions if a quorum is
+// still there, and exits 0 within seconds; started again, every shard RESUMEs (no
+// session start) and no seq is lost.
+func TestE2EStopTheWholeCluster(t *testing.T) {
+	e := newE2E(t, 9)
+	e.startAgents(3)
+	e.allReady(60*time.Second, e.nodes...)
+	identifies := e.mustStats().Identifies
+	start := time.Now()
+	for _, a := range e.nodes {
+		sendSignal(t, a.Child, syscall.SIGTERM)
+	}
+	for _, a := range e.nodes {
+		if !a.Wait(20 * time.Second) {
+			t.Fatalf("%s still running %v after SIGTERM to every agent", a.name, time.Since(start).Round(time.Millisecond))
+		}
+		if err := a.Err(); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", a.name, err)
+		}
+	}
+	took := time.Since(start)
+	t.Logf("every agent exited %v after SIGTERM", took.Round(time.Millisecond))
+	if st := e.mustStats(); st.Shards[0].Live != 0 {
+		t.Fatalf("a shard is still connected after every agent exited: %+v", st.Shards[0])
+	}
+	for _, a := range e.nodes {
+		e.restart(a)
+	}
+	e.allReady(60*time.Second, e.nodes...)
+	if got := e.mustStats().Identifies; got != identifies {
+		t.Errorf("identifies %d→%d: a shard was not resumed after the restart", identifies, got)
+	}
+	e.maxLive("a whole-cluster stop and start")
+	e.checkEvents(false)
+}
+
+// A damaged data dir is refused with one line that names the file, says what is
+// wrong and what to do, and a non-zero exit: no SIGBUS, no bbolt panic, no silent
+// start from nothing.
+func TestE2EDamagedDataDirIsRefused(t *testing.T) {
+	e := newE2E(t, 2)
+	ports, err := proccluster.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := func(dir string) []string {
+		return []string{"agent", "--name", "solo", "--data-dir", dir,
+			"--gossip-addr", loop(ports[0]), "--cluster-addr", loop(ports[1]), "--http-addr", loop(ports[2]),
+			"--shards", "2", "--identify-window", "100ms", "--lease", "3s", "--timing", "fast",
+			"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "none"}
+	}
+	good := filepath.Join(e.dir, "good")
+	a := &agentProc{name: "solo", http: loop(ports[2])}
+	a.Child = e.start("solo", agent(good)...)
+	e.waitFor(30*time.Second, "the agent leading with its shards assigned", func() error {
+		st, err := e.status(a)
+		if err != nil || st.Leader != "solo" || len(st.Shards) != 2 || st.Shards[1].Node != "solo" {
+			return fmt.Errorf("%v %+v", err, st.Shards)
+		}
+		return nil
+	})
+	sendSignal(t, a.Child, syscall.SIGTERM)
+	exited(t, a.Child, 30*time.Second)
+
+	db := filepath.Join("raft", "raft.db")
+	for _, tc := range []struct {
+		name, want string
+		damage     func(path string) error
+	}{
+		{"truncated", "truncated", func(p string) error {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			return os.Truncate(p, fi.Size()/2)
+		}},
+		{"random bytes in a page", "consistency check", func(p string) error {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			junk := make([]byte, 3*os.Getpagesize())
+			crand.Read(junk)
+			_, err = f.WriteAt(junk, 2*int64(os.Getpagesize())+1)
+			return err
+		}},
+		{"emptied", "empty", func(p string) error { return os.Truncate(p, 0) }},
+		{"removed", "empty or missing", os.Remove},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(e.dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.CopyFS(dir, os.DirFS(good)); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.damage(filepath.Join(dir, db)); err != nil {
+				t.Fatal(err)
+			}
+			c := e.start("solo", agent(dir)...)
+			if !c.Wait(20 * time.Second) {
+				t.Fatal("the agent runs on a damaged data dir")
+			}
+			var ee *exec.ExitError
+			if !errors.As(c.Err(), &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("exit %v, want non-zero", c.Err())
+			}
+			out := c.Output()
+			for _, want := range []string{tc.want, "Move the data dir away", dir} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the error does not say %q:\n%s", want, c.Tail(2000))
+				}
+			}
+			for _, bad := range []string{"panic", "SIGBUS", "SIGSEGV", "goroutine "} {
+				if strings.Contains(out, bad) {
+					t.Errorf("the agent died with %q instead of an error:\n%s", bad, c.Tail(3000))
+				}
+			}
+		})
+	}
 }

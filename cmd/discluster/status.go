@@ -91,7 +91,12 @@ func drainCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "draining %s: its %d shards move to the other nodes; `discluster status` shows them go\n", r.Draining, r.Shards)
+			switch r.State {
+			case "draining":
+				fmt.Fprintf(c.App.Writer, "draining %s: its %d shards move to the other nodes; `discluster status` shows them go. The drain holds across restarts until `discluster drain --cancel %s`\n", r.Draining, r.Shards, r.Draining)
+			default:
+				fmt.Fprintf(c.App.Writer, "%s is %s: marked drained, it takes no shards when it comes back, until `discluster drain --cancel %s`\n", r.Draining, r.State, r.Draining)
+			}
 			return nil
 		},
 	}

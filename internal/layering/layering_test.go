@@ -27,8 +27,10 @@ var allowed = map[string][]string{
 	"shard":             {"session", "internal/backoff", "github.com/coder/websocket", "github.com/klauspost/compress/"},
 	"shard/gatewaytest": {"github.com/coder/websocket", "github.com/klauspost/compress/"},
 	// Helpers of every room.
-	"internal/backoff":     nil,
-	"internal/logbridge":   {"github.com/hashicorp/go-hclog"},
+	"internal/backoff":   nil,
+	"internal/logbridge": {"github.com/hashicorp/go-hclog"},
+	// Looks at Raft's bbolt file before the node opens it.
+	"internal/storecheck":  {"go.etcd.io/bbolt"},
 	"internal/proccluster": {"node/api"},
 	// For tests only: no production package may import it.
 	"internal/testlock":  nil,
@@ -44,7 +46,7 @@ var allowed = map[string][]string{
 		"github.com/hashicorp/raft"},
 	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/event", "node/rpc", "node/sink"},
 	// The agent wires the rooms to each other, to Raft and its store.
-	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/logbridge", "node/api", "node/event",
+	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/logbridge", "internal/storecheck", "node/api", "node/event",
 		"node/leader", "node/membership", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
 	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff",

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,7 +39,58 @@ func Hclog(l *slog.Logger, name string, min hclog.Level) hclog.Logger {
 	}
 	lv := new(atomic.Int32)
 	lv.Store(int32(normLevel(min)))
-	return newLogger(l, name, nil, lv)
+	return newLogger(l, name, nil, lv, &repeats{last: map[string]*repeat{}})
+}
+
+// RepeatWindow is how long a warning or error that repeats (the same message about
+// the same peer) stays quiet after it was logged: Raft retries a dead peer every few
+// milliseconds, and says so each time, until the peer is removed.
+const RepeatWindow = 10 * time.Second
+
+// repeats remembers the warnings and errors logged lately, for every logger derived
+// from one Hclog call.
+type repeats struct {
+	mu   sync.Mutex
+	last map[string]*repeat
+}
+
+type repeat struct {
+	at         time.Time
+	suppressed int
+}
+
+// admit reports whether a record under key may be logged at now, and how many like
+// it were kept quiet since the last one that was.
+func (r *repeats) admit(key string, now time.Time) (ok bool, quiet int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.last[key]
+	if e != nil && now.Sub(e.at) < RepeatWindow {
+		e.suppressed++
+		return false, 0
+	}
+	if e == nil {
+		if len(r.last) > 1024 { // many distinct messages: forget, rather than grow
+			clear(r.last)
+		}
+		e = &repeat{}
+		r.last[key] = e
+	}
+	quiet, e.at, e.suppressed = e.suppressed, now, 0
+	return true, quiet
+}
+
+// repeatKey is what makes two records the same: the level, the logger, the message and the peer
+// it is about (hclog libraries name it "peer", "server-id", "id" or "addr").
+func repeatKey(level hclog.Level, name, msg string, args []any) string {
+	key := level.String() + "\x00" + name + "\x00" + msg
+	for i := 0; i+1 < len(args); i += 2 {
+		switch k, _ := args[i].(string); k {
+		case "peer", "server-id", "id", "addr", "node":
+			key += "\x00" + fmt.Sprint(args[i+1])
+		}
+	}
+	return key
 }
 
 // Std returns a *log.Logger for libraries that log through the standard library
@@ -68,11 +120,12 @@ type logger struct {
 	name    string
 	implied []any // even length, string keys, as ImpliedArgs returns them
 	level   *atomic.Int32
+	rep     *repeats
 }
 
 var _ hclog.Logger = (*logger)(nil)
 
-func newLogger(base *slog.Logger, name string, implied []any, level *atomic.Int32) *logger {
+func newLogger(base *slog.Logger, name string, implied []any, level *atomic.Int32, rep *repeats) *logger {
 	sl := base
 	if name != "" {
 		sl = sl.With("component", name)
@@ -80,7 +133,7 @@ func newLogger(base *slog.Logger, name string, implied []any, level *atomic.Int3
 	if len(implied) > 0 {
 		sl = slog.New(sl.Handler().WithAttrs(attrs(implied)))
 	}
-	return &logger{base: base, sl: sl, name: name, implied: implied, level: level}
+	return &logger{base: base, sl: sl, name: name, implied: implied, level: level, rep: rep}
 }
 
 // normLevel maps hclog.NoLevel to hclog's default level.
@@ -118,10 +171,21 @@ func (g *logger) log(level hclog.Level, msg string, args []any) {
 	if !g.enabled(level) {
 		return
 	}
+	now := time.Now()
+	quiet := 0
+	if level >= hclog.Warn {
+		var ok bool
+		if ok, quiet = g.rep.admit(repeatKey(level, g.name, msg, args), now); !ok {
+			return
+		}
+	}
 	var pc [1]uintptr
 	runtime.Callers(3, pc[:]) // runtime.Callers, log, the method
-	r := slog.NewRecord(time.Now(), slogLevel(level), msg, pc[0])
+	r := slog.NewRecord(now, slogLevel(level), msg, pc[0])
 	r.AddAttrs(attrs(args)...)
+	if quiet > 0 {
+		r.AddAttrs(slog.Int("repeated", quiet), slog.Duration("in", RepeatWindow))
+	}
 	_ = g.sl.Handler().Handle(context.Background(), r)
 }
 
@@ -175,7 +239,7 @@ func (g *logger) With(args ...any) hclog.Logger {
 	if odd {
 		implied = append(implied, hclog.MissingKey, extra)
 	}
-	return newLogger(g.base, g.name, implied, g.level)
+	return newLogger(g.base, g.name, implied, g.level, g.rep)
 }
 
 func (g *logger) Name() string { return g.name }
@@ -185,12 +249,12 @@ func (g *logger) Named(name string) hclog.Logger {
 	if g.name != "" {
 		name = g.name + "." + name
 	}
-	return newLogger(g.base, name, g.implied, g.level)
+	return newLogger(g.base, name, g.implied, g.level, g.rep)
 }
 
 // ResetNamed returns a logger named name, whatever this one's name is.
 func (g *logger) ResetNamed(name string) hclog.Logger {
-	return newLogger(g.base, name, g.implied, g.level)
+	return newLogger(g.base, name, g.implied, g.level, g.rep)
 }
 
 // SetLevel sets the level of this logger and of all those derived from the same

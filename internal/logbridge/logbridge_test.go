@@ -119,7 +119,7 @@ func TestHclogLevels(t *testing.T) {
 		hclog.Warn: slog.LevelWarn, hclog.Error: slog.LevelError,
 	} {
 		h.reset()
-		l.Log(lv, "m")
+		l.Log(lv, "m2") // "m" at this level was logged just above: a repeat
 		if r := h.one(t); r.level != want {
 			t.Errorf("Log(%v): level %v, want %v", lv, r.level, want)
 		}
@@ -448,4 +448,32 @@ func TestStdFitsSerfAndMemberlist(t *testing.T) {
 	sc := serf.DefaultConfig()
 	sc.Logger = Std(l, "serf", hclog.Info)
 	sc.MemberlistConfig.Logger = mc.Logger
+}
+
+// A warning that repeats about the same peer is logged once per RepeatWindow, the
+// next one saying how many were kept quiet; another peer's is its own.
+func TestRepeatedWarningsAreRateLimited(t *testing.T) {
+	h := newRecorder(slog.LevelDebug)
+	l := Hclog(slog.New(h), "raft", hclog.Info)
+	for range 50 {
+		l.Error("failed to heartbeat to", "peer", "10.0.0.2:7947", "backoff time", "10ms")
+	}
+	l.Error("failed to heartbeat to", "peer", "10.0.0.3:7947")
+	l.Named("snapshot").Error("failed to heartbeat to", "peer", "10.0.0.2:7947")
+	l.Info("entering follower state") // info is never limited
+	l.Info("entering follower state")
+	recs := h.all()
+	if len(recs) != 5 {
+		t.Fatalf("%d records, want 1 + 1 (another peer) + 1 (another logger) + 2 infos: %v", len(recs), recs)
+	}
+	l.(*logger).rep.mu.Lock()
+	for _, e := range l.(*logger).rep.last {
+		e.at = e.at.Add(-RepeatWindow)
+	}
+	l.(*logger).rep.mu.Unlock()
+	l.Error("failed to heartbeat to", "peer", "10.0.0.2:7947")
+	last := h.all()[len(h.all())-1]
+	if got := last.str("repeated"); got != "49" {
+		t.Fatalf("the next one after the window says repeated=%q, want 49", got)
+	}
 }

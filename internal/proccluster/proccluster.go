@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -28,9 +29,17 @@ const pollEvery = 50 * time.Millisecond
 // Loopback is host:port on loopback.
 func Loopback(port int) string { return net.JoinHostPort(Host, strconv.Itoa(port)) }
 
-// FreePorts asks the OS for n distinct free loopback ports. They are free when it
-// answers; a race with another program that takes one in between is possible but
-// rare.
+// issued holds every port FreePorts handed out in this process: a port closed again
+// at once is free to the OS, which hands it out again to the next caller, while the
+// child it was meant for may not have bound it yet.
+var issued = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePorts asks the OS for n distinct free loopback ports, none of them handed out
+// before by this process. They are free when it answers; another program may take
+// one in between, rarely.
 func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -38,14 +47,24 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	issued.Lock()
+	defer issued.Unlock()
 	out := make([]int, 0, n)
-	for range n {
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("no %d fresh loopback ports after %d tries", n, tries)
+		}
 		l, err := net.Listen("tcp", Loopback(0))
 		if err != nil {
 			return nil, fmt.Errorf("a free loopback port: %w", err)
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		ls = append(ls, l) // held until the end, so the OS offers another next
+		p := l.Addr().(*net.TCPAddr).Port
+		if issued.ports[p] {
+			continue
+		}
+		issued.ports[p] = true
+		out = append(out, p)
 	}
 	return out, nil
 }

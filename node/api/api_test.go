@@ -20,9 +20,9 @@ type stub struct {
 
 func (s *stub) Status(context.Context) Status { return Status{Node: "a", Leader: "a"} }
 func (s *stub) Health() Health                { return Health{Node: "a", Healthy: s.healthy} }
-func (s *stub) Drain(_ context.Context, n string) (int, error) {
+func (s *stub) Drain(_ context.Context, n string) (Drained, error) {
 	s.drained = append(s.drained, n)
-	return 3, s.drainErr
+	return Drained{Draining: n, Shards: 3, State: "draining"}, s.drainErr
 }
 func (s *stub) Undrain(context.Context, string) error { return s.undrain }
 

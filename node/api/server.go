@@ -12,8 +12,8 @@ import (
 type Backend interface {
 	Status(ctx context.Context) Status
 	Health() Health
-	// Drain marks node draining and returns how many shards it holds.
-	Drain(ctx context.Context, node string) (shards int, err error)
+	// Drain marks node drained until Undrain, and says how many shards it holds.
+	Drain(ctx context.Context, node string) (Drained, error)
 	Undrain(ctx context.Context, node string) error
 }
 
@@ -53,12 +53,12 @@ func Handler(b Backend) http.Handler {
 		id := r.PathValue("node")
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
-		shards, err := b.Drain(ctx, id)
+		d, err := b.Drain(ctx, id)
 		if err != nil {
 			writeError(w, err, http.StatusBadRequest)
 			return
 		}
-		writeJSON(w, http.StatusOK, Drained{Draining: id, Shards: shards})
+		writeJSON(w, http.StatusOK, d)
 	})
 	// Cancelling a drain makes the node take shards again; the balancer moves some
 	// back to it one handoff at a time.

@@ -51,6 +51,9 @@ type MemberStatus struct {
 	Shards  int    `json:"shards"`
 	Lease   *Lease `json:"lease,omitempty"`
 	Sink    *Sink  `json:"sink,omitempty"`
+	// Problem is why the node holds no shards though alive (Discord rejects its
+	// token); "" when none.
+	Problem string `json:"problem,omitempty"`
 }
 
 // ShardStatus is one shard.
@@ -105,12 +108,16 @@ type Health struct {
 	Lease     Lease  `json:"lease"`
 	RaftState string `json:"raft_state"`
 	Healthy   bool   `json:"healthy"`
+	// Problem says why the node is not healthy, "" when it is.
+	Problem string `json:"problem,omitempty"`
 }
 
-// Drained is the answer to POST /v1/drain/{node}.
+// Drained is the answer to POST /v1/drain/{node}: the drain holds, replicated,
+// across every restart until DELETE.
 type Drained struct {
 	Draining string `json:"draining"`
-	Shards   int    `json:"shards"`
+	Shards   int    `json:"shards"` // held now; they move off one handoff at a time
+	State    string `json:"state"`  // the node's state: draining, or failed (it takes nothing when back)
 }
 
 // Undrained is the answer to DELETE /v1/drain/{node}.

@@ -35,6 +35,7 @@ const (
 	Resumed        Kind = "resumed"         // Node resumed Shards: Duration the median, Max the slowest
 	LeaseLost      Kind = "lease_lost"      // Node lost its lease and suspended Shards (Cause)
 	FlagOverridden Kind = "flag_overridden" // a flag of Node differs from the cluster's value (Cause)
+	TokenRejected  Kind = "token_rejected"  // Discord rejected Node's bot token; it stopped Shards (Cause)
 )
 
 // Event is one thing that happened, as the node that saw it reports it.
@@ -78,6 +79,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("lease lost: %d shards suspended (%s)", len(e.Shards), e.Cause)
 	case FlagOverridden:
 		return e.Cause
+	case TokenRejected:
+		return fmt.Sprintf("bot token rejected: %d shards stopped (%s)", len(e.Shards), e.Cause)
 	}
 	return string(e.Kind) + " " + e.Cause
 }

@@ -57,7 +57,7 @@ func TestLogKeepsTheLastAndMergeOrders(t *testing.T) {
 }
 
 func TestEveryKindHasWords(t *testing.T) {
-	for _, k := range []Kind{LeaderElected, NodeJoined, NodeBack, NodeFailed, NodeRemoved, Revoking, Failover, HandedOff, Resumed, LeaseLost, FlagOverridden} {
+	for _, k := range []Kind{LeaderElected, NodeJoined, NodeBack, NodeFailed, NodeRemoved, Revoking, Failover, HandedOff, Resumed, LeaseLost, FlagOverridden, TokenRejected} {
 		e := Event{Kind: k, Subject: "n", Shards: Shards{1}, Cause: "why"}
 		if s := e.String(); s == "" || s == string(k)+" why" && k != FlagOverridden {
 			t.Errorf("kind %s has no wording: %q", k, s)

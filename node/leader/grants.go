@@ -16,7 +16,8 @@ import (
 // shards away. Every grant follows a quorum's confirmation that this node still
 // leads: a leader that was paused or cut off believes it leads until Raft notices,
 // and must not extend anyone's lease, its own least of all, on that belief.
-func (l *Leader) GrantLease(ctx context.Context, node string) (rpc.LeaseGrant, error) {
+func (l *Leader) GrantLease(ctx context.Context, args rpc.RenewArgs) (rpc.LeaseGrant, error) {
+	node := args.Node
 	t := l.cur.Load()
 	if t == nil || l.deps.Raft.State() != raft.Leader {
 		return rpc.LeaseGrant{}, rpc.ErrNotLeader
@@ -36,7 +37,21 @@ func (l *Leader) GrantLease(ctx context.Context, node string) (rpc.LeaseGrant, e
 	// Recorded after the proof: the asker counts from before it asked, so its lease
 	// ends before this plus the lease.
 	t.grants.LastRenew[node] = l.now()
+	changed := t.grants.Unfit[node] != args.Unfit
+	if args.Unfit == "" {
+		delete(t.grants.Unfit, node)
+	} else {
+		t.grants.Unfit[node] = args.Unfit
+	}
 	t.mu.Unlock()
+	if changed {
+		if args.Unfit != "" {
+			l.log.Warn("node holds no shards until it is fit", "member", node, "why", args.Unfit)
+		} else {
+			l.log.Info("node is fit to hold shards again", "member", node)
+		}
+		l.Poke()
+	}
 	// The state machine's index, not Raft's: Raft counts an entry applied once it is
 	// handed to the state machine, which may still be working through a backlog.
 	return rpc.LeaseGrant{Index: l.deps.FSM.AppliedIndex(), Lease: lease}, nil
@@ -156,7 +171,7 @@ func (l *Leader) GrantIdentify(ctx context.Context, node string, shardID int, ep
 	if err := l.deps.Raft.VerifyLeader().Error(); err != nil {
 		return time.Time{}, rpc.ErrNotLeader
 	}
-	l.log.Debug("identify granted", "node", node, "shard", shardID)
+	l.log.Debug("identify granted", "member", node, "shard", shardID)
 	return granted, nil
 }
 

@@ -91,7 +91,7 @@ func TestIdentifyRefusedWithoutALease(t *testing.T) {
 	if _, err := l.GrantIdentify(ctx, "a", 0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) || !strings.Contains(err.Error(), "no lease") {
 		t.Fatalf("identify before any lease: %v, want ErrNotOwner (no lease)", err)
 	}
-	if _, err := l.GrantLease(ctx, "a"); err != nil {
+	if _, err := l.GrantLease(ctx, rpc.RenewArgs{Node: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.GrantIdentify(ctx, "a", 0, a.Epoch); err != nil {
@@ -120,7 +120,7 @@ func TestLeaseRefusedToAFailedNode(t *testing.T) {
 	if _, err := l.Apply(fsm.MarkFailed{ID: "b", At: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := l.GrantLease(context.Background(), "b")
+	_, err := l.GrantLease(context.Background(), rpc.RenewArgs{Node: "b"})
 	if !errors.Is(err, rpc.ErrLeaseRefused) {
 		t.Fatalf("lease to a failed node: %v, want ErrLeaseRefused", err)
 	}

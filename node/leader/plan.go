@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/discluster/discluster/balancer"
@@ -23,6 +24,8 @@ type Input struct {
 	MaxMoves    int
 	TotalShards int
 	Members     []fsm.Member
+	// Drained are the operators' drains: such a node comes back draining.
+	Drained     map[string]int64
 	Assignments []fsm.Assignment
 	Gossip      []membership.Member
 	Grants      Grants
@@ -48,16 +51,20 @@ type Grants struct {
 	// the cluster port, that a process runs there again. Gossip alone is not, as it
 	// may not have noticed a crash yet.
 	AskedWhileFailed map[string]bool
+	// Unfit holds nodes that renew their lease but should hold no shards, with why
+	// (Discord rejects their token): placement gives them weight 0 until they say
+	// otherwise.
+	Unfit map[string]string
 }
 
 func newGrants() Grants {
 	return Grants{LastRenew: map[string]time.Time{}, FailedAt: map[string]time.Time{}, Refused: map[string]bool{},
-		Crashed: map[string]time.Time{}, AskedWhileFailed: map[string]bool{}}
+		Crashed: map[string]time.Time{}, AskedWhileFailed: map[string]bool{}, Unfit: map[string]string{}}
 }
 
 func (g Grants) clone() Grants {
 	return Grants{LastRenew: maps.Clone(g.LastRenew), FailedAt: maps.Clone(g.FailedAt), Refused: maps.Clone(g.Refused),
-		Crashed: maps.Clone(g.Crashed), AskedWhileFailed: maps.Clone(g.AskedWhileFailed)}
+		Crashed: maps.Clone(g.Crashed), AskedWhileFailed: maps.Clone(g.AskedWhileFailed), Unfit: maps.Clone(g.Unfit)}
 }
 
 // Decision is what one reconcile does: the writes, in order, each made only if the
@@ -157,10 +164,10 @@ func (p *planner) reconcileMembers() {
 		case membership.StatusAlive:
 			switch {
 			case !ok:
-				want.State, want.Since = fsm.Alive, now.UnixNano()
+				want.State, want.Since = p.aliveState(m.Name), now.UnixNano()
 				p.upsert(want, event.NodeJoined, "node joined", "")
 			case (cur.State == fsm.Left || cur.State == fsm.Failed && in.Grants.AskedWhileFailed[m.Name]) && p.holds(m.Name) == 0:
-				want.State, want.Since = fsm.Alive, now.UnixNano()
+				want.State, want.Since = p.aliveState(m.Name), now.UnixNano()
 				p.upsert(want, event.NodeBack, "node is back", m.Name)
 			case !(cur.State == fsm.Failed || cur.State == fsm.Left) && !sameExceptState(cur, want):
 				want.State, want.Since = cur.State, cur.Since
@@ -198,9 +205,18 @@ func (p *planner) reconcileMembers() {
 	}
 }
 
+// aliveState is the state of a node that gossip sees alive and that is joining or
+// coming back: draining if an operator drained it, whatever happened to it since.
+func (p *planner) aliveState(id string) fsm.MemberState {
+	if _, ok := p.in.Drained[id]; ok {
+		return fsm.Draining
+	}
+	return fsm.Alive
+}
+
 func (p *planner) upsert(m fsm.Member, kind event.Kind, why, back string) {
 	w := Write{Cmd: fsm.UpsertMember{Member: m}, Log: why, Level: slog.LevelInfo,
-		Attrs: []any{"node", m.ID, "state", m.State, "weight", m.Weight}, Back: back}
+		Attrs: []any{"member", m.ID, "state", m.State, "weight", m.Weight}, Back: back}
 	if kind != "" {
 		w.Events = []event.Event{{Kind: kind, Subject: m.ID}}
 	}
@@ -212,7 +228,7 @@ func (p *planner) forget(m fsm.Member, graceOver bool, why string) {
 	switch {
 	case p.holds(m.ID) == 0:
 		p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.RemoveMember{ID: m.ID}, Log: "removed member", Level: slog.LevelInfo,
-			Attrs: []any{"node", m.ID, "why", why}, Events: []event.Event{{Kind: event.NodeRemoved, Subject: m.ID, Cause: why}}})
+			Attrs: []any{"member", m.ID, "why", why}, Events: []event.Event{{Kind: event.NodeRemoved, Subject: m.ID, Cause: why}}})
 		delete(p.members, m.ID)
 	case active(p.members[m.ID].State) && graceOver:
 		p.fail(m.ID, why+" while holding shards")
@@ -243,11 +259,11 @@ func (p *planner) fail(id, why string) {
 		}
 	}
 	p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.MarkFailed{ID: id, At: p.in.Now.UnixNano()}, Failed: id,
-		Log: "node failed", Level: slog.LevelWarn, Attrs: []any{"node", id, "why", why, "shards", held, "reassign_after", p.in.Lease},
+		Log: "node failed", Level: slog.LevelWarn, Attrs: []any{"member", id, "why", why, "shards", held, "reassign_after", p.in.Lease},
 		Events: []event.Event{{Kind: event.NodeFailed, Subject: id, Cause: why, Shards: shards}}})
 	if len(moves) > 0 {
 		p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.Revoke{Moves: moves}, Log: "revoked shards of failed node",
-			Level: slog.LevelInfo, Attrs: []any{"node", id, "shards", shards}})
+			Level: slog.LevelInfo, Attrs: []any{"member", id, "shards", shards}})
 	}
 }
 
@@ -279,7 +295,11 @@ func (p *planner) place() error {
 		if err != nil {
 			return fmt.Errorf("cannot place shards: node %s: %w", m.ID, err)
 		}
-		bin.Members = append(bin.Members, balancer.Member{ID: m.ID, Weight: m.Weight, State: bs})
+		w := m.Weight
+		if in.Grants.Unfit[m.ID] != "" {
+			w = 0 // it renews its lease, but its shards could not log in
+		}
+		bin.Members = append(bin.Members, balancer.Member{ID: m.ID, Weight: w, State: bs})
 	}
 	forced := make(map[int]fsm.Assignment)
 	for _, shard := range slices.Sorted(maps.Keys(p.asg)) {
@@ -302,6 +322,7 @@ func (p *planner) place() error {
 	var revoke fsm.Revoke
 	var assign fsm.Assign
 	var revoked, assigned event.Shards
+	var whys []string
 	for _, mv := range plan.Moves {
 		switch mv.Reason {
 		case balancer.Place:
@@ -314,12 +335,15 @@ func (p *planner) place() error {
 		default:
 			revoke.Moves = append(revoke.Moves, fsm.RevokeMove{Shard: mv.Shard, ExpectNode: mv.From, ExpectEpoch: mv.FromEpoch})
 			revoked = append(revoked, mv.Shard)
+			if why := p.moveWhy(mv); !slices.Contains(whys, why) {
+				whys = append(whys, why)
+			}
 		}
 	}
 	if len(revoke.Moves) > 0 {
 		p.out.Writes = append(p.out.Writes, Write{Cmd: revoke, Log: "revoking shards", Level: slog.LevelInfo,
-			Attrs: []any{"shards", revoked, "plan", plan.Reason}, IfChanged: true,
-			Events: []event.Event{{Kind: event.Revoking, Shards: revoked, Cause: plan.Reason}}})
+			Attrs: []any{"shards", revoked, "why", strings.Join(whys, "; "), "plan", plan.Reason}, IfChanged: true,
+			Events: []event.Event{{Kind: event.Revoking, Shards: revoked, Cause: strings.Join(whys, "; ")}}})
 	}
 	if len(assign.Moves) > 0 {
 		w := Write{Cmd: assign, Log: "assigned shards", Level: slog.LevelInfo,
@@ -328,6 +352,25 @@ func (p *planner) place() error {
 		p.out.Writes = append(p.out.Writes, w)
 	}
 	return nil
+}
+
+// moveWhy says, in words, why a shard leaves its owner.
+func (p *planner) moveWhy(mv balancer.Move) string {
+	if mv.Reason == balancer.Rebalance {
+		return "rebalancing toward " + mv.To
+	}
+	m, ok := p.members[mv.From]
+	switch {
+	case !ok:
+		return mv.From + " is gone"
+	case p.in.Grants.Unfit[mv.From] != "":
+		return mv.From + " holds no shards: " + p.in.Grants.Unfit[mv.From]
+	case m.State == fsm.Draining:
+		return "drain of " + mv.From
+	case m.Weight == 0:
+		return mv.From + " has weight 0"
+	}
+	return mv.From + " is " + m.State.String()
 }
 
 // failovers are the events of shards of failed nodes reassigned: per failed node,

@@ -258,3 +258,27 @@ func TestJoinedNodeIsRecordedThenGivenShards(t *testing.T) {
 		t.Fatalf("no rebalance toward d in the same plan: %+v", d.Writes)
 	}
 }
+
+// A node that renews its lease but says it is unfit (Discord rejects its token) is
+// placed as if its weight were 0: its shards are moved off, none are given to it.
+func TestUnfitNodeGetsNoShards(t *testing.T) {
+	w := newWorld()
+	w.in.Grants.Unfit["b"] = "Discord rejected the bot token"
+	d := w.plan(t, t0.Add(time.Millisecond))
+	if len(failed(d)) != 0 {
+		t.Fatalf("an unfit node was failed: %v", failed(d))
+	}
+	rv := commands[fsm.Revoke](d)
+	if len(rv) != 1 || len(rv[0].Moves) != 2 {
+		t.Fatalf("revocations %+v, want b's two shards moved off", rv)
+	}
+	for _, m := range rv[0].Moves {
+		if m.ExpectNode != "b" {
+			t.Fatalf("revoked %+v from a fit node", m)
+		}
+	}
+	delete(w.in.Grants.Unfit, "b")
+	if d := w.plan(t, t0.Add(time.Millisecond)); len(d.Writes) != 0 {
+		t.Fatalf("once fit again nothing moves back by force: %+v", d.Writes)
+	}
+}

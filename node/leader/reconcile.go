@@ -31,7 +31,7 @@ func (l *Leader) reconcile(ctx context.Context, t *term) {
 	t.mu.Lock()
 	in := Input{
 		Now: l.now(), Self: l.cfg.Name, Lease: l.deps.Lease(), Established: t.established, MaxMoves: l.cfg.MaxMoves,
-		TotalShards: f.Config().TotalShards, Members: f.Members(), Assignments: f.Assignments(), Gossip: members,
+		TotalShards: f.Config().TotalShards, Members: f.Members(), Drained: f.Drained(), Assignments: f.Assignments(), Gossip: members,
 		Grants: t.grants.clone(),
 	}
 	t.mu.Unlock()
@@ -105,7 +105,7 @@ func (l *Leader) probeFailed(t *term, id string) {
 			t.mu.Lock()
 			t.grants.Refused[id] = true
 			t.mu.Unlock()
-			l.log.Info("failed node's cluster port refuses connections: its process is gone, no lease wait", "node", id)
+			l.log.Info("failed node's cluster port refuses connections: its process is gone, no lease wait", "member", id)
 			l.Poke()
 		}
 	}()

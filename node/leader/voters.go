@@ -46,16 +46,16 @@ func (l *Leader) reconcileRaft(members []membership.Member) {
 				f = r.AddNonvoter(id, addr, 0, 10*time.Second)
 			}
 			if err := f.Error(); err != nil {
-				l.log.Warn("cannot add node to raft", "node", m.Name, "err", err)
+				l.log.Warn("cannot add node to raft", "member", m.Name, "err", err)
 				return
 			}
-			l.log.Info("added node to raft", "node", m.Name, "addr", addr, "voter", voters <= l.cfg.Voters)
+			l.log.Info("added node to raft", "member", m.Name, "addr", addr, "voter", voters <= l.cfg.Voters)
 		case m.Status == membership.StatusAlive && s.Address != addr && id != self:
 			// The node came back at another address: Raft must forget the old one.
 			if err := r.RemoveServer(id, 0, 10*time.Second).Error(); err != nil {
 				return
 			}
-			l.log.Info("node moved; re-adding it to raft", "node", m.Name, "from", s.Address, "to", addr)
+			l.log.Info("node moved; re-adding it to raft", "member", m.Name, "from", s.Address, "to", addr)
 			return // the next pass adds it at the new address
 		case m.Status == membership.StatusLeft && ok && id != self:
 			// A voter leaving while another is dead would leave the dead one half of
@@ -67,14 +67,14 @@ func (l *Leader) reconcileRaft(members []membership.Member) {
 			if s.Suffrage == raft.Voter {
 				voters--
 			}
-			l.log.Info("removed node from raft: it left", "node", m.Name)
+			l.log.Info("removed node from raft: it left", "member", m.Name)
 		}
 	}
 	for _, s := range servers {
 		if _, known := status[string(s.ID)]; !known && s.ID != self {
 			// Reaped by gossip: gone for longer than --reap-after.
 			if err := r.RemoveServer(s.ID, 0, 10*time.Second).Error(); err == nil {
-				l.log.Info("removed node from raft: forgotten by gossip", "node", s.ID)
+				l.log.Info("removed node from raft: forgotten by gossip", "member", s.ID)
 				if s.Suffrage == raft.Voter {
 					voters--
 				}
@@ -89,7 +89,7 @@ func (l *Leader) reconcileRaft(members []membership.Member) {
 		if s.Suffrage == raft.Nonvoter && status[string(s.ID)] == membership.StatusAlive {
 			if err := r.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err == nil {
 				voters++
-				l.log.Info("promoted node to voter", "node", s.ID)
+				l.log.Info("promoted node to voter", "member", s.ID)
 			}
 		}
 	}
@@ -123,11 +123,11 @@ func (l *Leader) removeFailedVoters(servers []raft.Server, status map[string]mem
 	removed := 0
 	for _, s := range failed {
 		if err := l.deps.Raft.RemoveServer(s.ID, 0, 10*time.Second).Error(); err != nil {
-			l.log.Warn("cannot remove failed voter from raft", "node", s.ID, "err", err)
+			l.log.Warn("cannot remove failed voter from raft", "member", s.ID, "err", err)
 			continue
 		}
 		removed++
-		l.log.Warn("removed failed voter from raft so that one more failure does not stop the cluster; it is added back when it returns", "node", s.ID)
+		l.log.Warn("removed failed voter from raft so that one more failure does not stop the cluster; it is added back when it returns", "member", s.ID)
 	}
 	return removed
 }

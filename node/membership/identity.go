@@ -21,12 +21,13 @@ type Identity struct {
 	Cluster string `json:"cluster,omitempty"`
 }
 
-const identityFile = "node.json"
+// IdentityFile is the identity's file in the data dir.
+const IdentityFile = "node.json"
 
 // LoadIdentity reads the data dir's identity, creating it on first start. A data dir
 // made for another node name is refused: its Raft log speaks for that node.
 func LoadIdentity(dir, name string) (Identity, error) {
-	path := filepath.Join(dir, identityFile)
+	path := filepath.Join(dir, IdentityFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -48,11 +49,11 @@ func LoadIdentity(dir, name string) (Identity, error) {
 // SaveIdentity writes id into dir, atomically.
 func SaveIdentity(dir string, id Identity) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
-	tmp := filepath.Join(dir, identityFile+".tmp")
+	tmp := filepath.Join(dir, IdentityFile+".tmp")
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, IdentityFile)); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	return nil

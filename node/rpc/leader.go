@@ -34,11 +34,12 @@ func (t *ToLeader) leader() (string, bool, error) {
 	if self || addr != "" {
 		return addr, self, nil
 	}
-	since := "since this node started"
-	if last := t.Where.LastContact(); !last.IsZero() {
-		since = "for " + time.Since(last).Round(time.Millisecond).String()
+	last := t.Where.LastContact()
+	if last.IsZero() {
+		// A starting cluster has none until its voters meet: nothing is wrong yet.
+		return "", false, fmt.Errorf("%w yet (the cluster is forming: waiting for the voters to elect one, or for the leader to add this node)", ErrNoLeader)
 	}
-	return "", false, fmt.Errorf("%w: no leader known %s (without a majority of the voters there is none: quorum lost?)", ErrNoLeader, since)
+	return "", false, fmt.Errorf("%w known for %v (without a majority of the voters there is none: quorum lost?)", ErrNoLeader, time.Since(last).Round(time.Millisecond))
 }
 
 // Apply writes cmd through the leader.
@@ -59,17 +60,18 @@ func (t *ToLeader) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 	return &fsm.Result{Index: reply.Index, Applied: reply.Applied, Stale: reply.Stale}, nil
 }
 
-// Renew asks for this node's lease.
-func (t *ToLeader) Renew(ctx context.Context) (LeaseGrant, error) {
+// Renew asks for this node's lease; unfit says why it should hold no shards ("" when
+// it may).
+func (t *ToLeader) Renew(ctx context.Context, unfit string) (LeaseGrant, error) {
 	addr, self, err := t.leader()
 	switch {
 	case err != nil:
 		return LeaseGrant{}, err
 	case self:
-		return t.Local.GrantLease(ctx, t.Node)
+		return t.Local.GrantLease(ctx, RenewArgs{Node: t.Node, Unfit: unfit})
 	}
 	var reply RenewReply
-	if err := t.Pool.Call(ctx, addr, "Renew", &RenewArgs{Node: t.Node}, &reply); err != nil {
+	if err := t.Pool.Call(ctx, addr, "Renew", &RenewArgs{Node: t.Node, Unfit: unfit}, &reply); err != nil {
 		if ctx.Err() != nil {
 			return LeaseGrant{}, fmt.Errorf("leader %s did not answer in time: %w", addr, err)
 		}

@@ -20,8 +20,13 @@ type ApplyReply struct {
 	Stale   []fsm.Stale
 }
 
-// RenewArgs asks the leader to renew a node's lease.
-type RenewArgs struct{ Node string }
+// RenewArgs asks the leader to renew a node's lease. Unfit, when set, says why the
+// node should hold no shards for now (Discord rejects its token): the leader gives it
+// a lease but no shards.
+type RenewArgs struct {
+	Node  string
+	Unfit string
+}
 
 // LeaseGrant is a lease the leader gave: valid for Lease from the asker's request,
 // once the asker's state machine reached Index.
@@ -75,6 +80,7 @@ type ShardsReply struct {
 	Budget *api.Budget // from the leader only
 	Lease  api.Lease
 	Sink   api.Sink
+	Unfit  string // why the node holds no shards now, "" when it may
 	Events []event.Event
 }
 

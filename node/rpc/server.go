@@ -20,7 +20,7 @@ const IdentifyTimeout = 30 * time.Second
 // Service is what a node answers on the cluster port.
 type Service interface {
 	Apply(cmd fsm.Command) (*fsm.Result, error)
-	GrantLease(ctx context.Context, node string) (LeaseGrant, error)
+	GrantLease(ctx context.Context, args RenewArgs) (LeaseGrant, error)
 	// GrantIdentify returns when the grant was given.
 	GrantIdentify(ctx context.Context, node string, shard int, epoch uint64) (time.Time, error)
 	IdentifySent(shard int)
@@ -52,7 +52,7 @@ func (r *receiver) Apply(args *ApplyArgs, reply *ApplyReply) error {
 func (r *receiver) Renew(args *RenewArgs, reply *RenewReply) error {
 	ctx, cancel := context.WithTimeout(r.ctx, Timeout)
 	defer cancel()
-	g, err := r.svc.GrantLease(ctx, args.Node)
+	g, err := r.svc.GrantLease(ctx, *args)
 	*reply = RenewReply{LeaseGrant: g}
 	reply.Set(err)
 	return nil

@@ -23,9 +23,12 @@ func (s *stubService) Apply(cmd fsm.Command) (*fsm.Result, error) {
 	return &fsm.Result{Index: 7, Applied: 1}, nil
 }
 
-func (s *stubService) GrantLease(_ context.Context, node string) (LeaseGrant, error) {
-	if node == "failed" {
-		return LeaseGrant{}, fmt.Errorf("%w: %s is marked failed", ErrLeaseRefused, node)
+func (s *stubService) GrantLease(_ context.Context, args RenewArgs) (LeaseGrant, error) {
+	if args.Node == "failed" {
+		return LeaseGrant{}, fmt.Errorf("%w: %s is marked failed", ErrLeaseRefused, args.Node)
+	}
+	if args.Unfit != "" {
+		return LeaseGrant{Index: 1, Lease: time.Second}, nil
 	}
 	return LeaseGrant{Index: 9, Lease: 3 * time.Second}, nil
 }
@@ -87,11 +90,14 @@ func TestToLeaderOverTheWire(t *testing.T) {
 	if _, err := to.Apply(cctx, fsm.Drain{ID: "x"}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("a refused apply: %v, want fsm.ErrInvalid", err)
 	}
-	if g, err := to.Renew(cctx); err != nil || g.Index != 9 || g.Lease != 3*time.Second {
+	if g, err := to.Renew(cctx, ""); err != nil || g.Index != 9 || g.Lease != 3*time.Second {
 		t.Fatalf("renew: %+v, %v", g, err)
 	}
+	if g, err := to.Renew(cctx, "token rejected"); err != nil || g.Index != 1 {
+		t.Fatalf("renew of an unfit node: %+v, %v (the reason did not cross the wire)", g, err)
+	}
 	failed := &ToLeader{Node: "failed", Where: to.Where, Pool: pool}
-	if _, err := failed.Renew(cctx); !errors.Is(err, ErrLeaseRefused) {
+	if _, err := failed.Renew(cctx, ""); !errors.Is(err, ErrLeaseRefused) {
 		t.Fatalf("renew of a failed node: %v, want ErrLeaseRefused", err)
 	}
 	if leader, waited, err := to.Identify(cctx, 3, 5); err != nil || leader != ln.Addr().String() || waited < 0 {
@@ -111,7 +117,7 @@ func TestToLeaderOverTheWire(t *testing.T) {
 		t.Fatal("a refused promise came back as success")
 	}
 	none := &ToLeader{Node: "n1", Where: leaderAt(""), Pool: pool}
-	if _, err := none.Renew(cctx); !errors.Is(err, ErrNoLeader) {
+	if _, err := none.Renew(cctx, ""); !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("renew with no leader: %v, want ErrNoLeader", err)
 	}
 }

@@ -28,6 +28,7 @@ func (r *Runner) writeReleases() {
 		ids = append(ids, rel.Shard)
 		delete(r.releases, rel.Shard)
 		delete(r.suspended, rel.Shard)
+		r.released[rel.Shard] = rel.Epoch
 	}
 	r.log.Info("released shards", "shards", ids, "applied", res.Applied, "stale", len(res.Stale))
 	r.deps.Notify.Notify(event.Event{Kind: event.HandedOff, Shards: ids})
@@ -73,8 +74,14 @@ func (r *Runner) writeCheckpoint() {
 	}
 }
 
+// finalWriteTimeout bounds the write of the final positions: when the whole cluster
+// stops at once, the quorum may already be gone, and the last checkpoint (at most a
+// checkpoint interval old) is there to resume from.
+const finalWriteTimeout = 5 * time.Second
+
 // StopAll stops every shard with a resumable close and, when checkpoint is set,
-// writes their final positions: whoever runs them next resumes exactly there.
+// writes their final positions (for at most finalWriteTimeout): whoever runs them
+// next resumes exactly there.
 func (r *Runner) StopAll(ctx context.Context, checkpoint bool) error {
 	done := make(chan error, 1)
 	// The run goroutine owns the maps, so the work runs there.
@@ -90,7 +97,9 @@ func (r *Runner) StopAll(ctx context.Context, checkpoint bool) error {
 			delete(r.checkpoint, id)
 		}
 		if checkpoint && len(cmd.Entries) > 0 {
-			_, err := r.deps.Proposer.Write(ctx, cmd)
+			wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
+			defer cancel()
+			_, err := r.deps.Proposer.Write(wctx, cmd)
 			done <- err
 			return
 		}

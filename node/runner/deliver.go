@@ -126,6 +126,9 @@ func (r *Runner) observe(l shard.Lifecycle) {
 		}
 	case shard.LifecycleInvalidated, shard.LifecycleFailed:
 		r.log.Warn("shard "+l.Kind.String(), "shard", l.ShardID, "reason", l.Reason)
+		if l.Kind == shard.LifecycleFailed {
+			r.fatalClose(l)
+		}
 	}
 }
 

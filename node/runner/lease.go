@@ -82,8 +82,10 @@ func (r *Runner) holdLease() {
 		case nowHeld && !wasHeld:
 			r.log.Info("lease granted", "until", until.Format(time.TimeOnly))
 			r.Poke()
+		case err != nil && failures == 1 && until.IsZero():
+			r.log.Info("no lease yet", "why", err)
 		case err != nil && failures == 1:
-			r.log.Warn("lease renewal failed", "err", err, "lease_left", until.Sub(now).Round(time.Millisecond))
+			r.log.Warn("lease renewal failed", "err", err, "lease_left", max(0, until.Sub(now)).Round(time.Millisecond))
 		}
 		if nowHeld {
 			expiry.Reset(until.Sub(now))
@@ -112,7 +114,7 @@ func (r *Runner) holdLease() {
 func (r *Runner) renew(timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
-	g, err := r.deps.Leader.Renew(ctx)
+	g, err := r.deps.Leader.Renew(ctx, r.gw.unfit())
 	if err != nil {
 		return 0, err
 	}

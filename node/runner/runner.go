@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -30,13 +29,18 @@ type Config struct {
 	// NoSessionStealing starts every moved shard with IDENTIFY: the benchmark's
 	// comparison with a system that cannot resume elsewhere.
 	NoSessionStealing bool
-	Sink              sink.Sink // nil: events are counted, not delivered
-	Logger            *slog.Logger
+	// TokenRetryMax caps the wait between asks of GET /gateway/bot while Discord
+	// rejects the token (default 1 minute).
+	TokenRetryMax time.Duration
+	Sink          sink.Sink // nil: events are counted, not delivered
+	Logger        *slog.Logger
 }
 
 // LeaderClient reaches the leader, wherever it is.
 type LeaderClient interface {
-	Renew(ctx context.Context) (rpc.LeaseGrant, error)
+	// Renew asks for this node's lease; unfit says why the node should hold no
+	// shards ("" when it may).
+	Renew(ctx context.Context, unfit string) (rpc.LeaseGrant, error)
 	Identify(ctx context.Context, shard int, epoch uint64) (leader string, waited time.Duration, err error)
 	IdentifySent(ctx context.Context, shard int) error
 }
@@ -68,6 +72,7 @@ type Runner struct {
 	log  *slog.Logger
 
 	lease  lease
+	gw     *gateway
 	pokeCh chan struct{}
 
 	ctx    context.Context
@@ -83,8 +88,8 @@ type Runner struct {
 	running    map[int]uint64         // shard → the epoch it runs under
 	suspended  map[int]suspendedShard // stopped here while still assigned here
 	releases   map[int]fsm.Release    // waiting to be written
+	released   map[int]uint64         // written, by shard, at the epoch: until this replica applies it
 	checkpoint map[int]fsm.ResumeData // last written, by shard
-	gatewayURL string
 
 	mu        sync.Mutex
 	stopping  map[int]bool // being stopped here: a failing sink may give up on them
@@ -110,12 +115,15 @@ func New(cfg Config, deps Deps) *Runner {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if cfg.TokenRetryMax <= 0 {
+		cfg.TokenRetryMax = time.Minute
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Runner{
-		cfg: cfg, deps: deps, log: cfg.Logger, pokeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		cfg: cfg, deps: deps, log: cfg.Logger, gw: newGateway(cfg.GatewayURL), pokeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		reqs: make(chan func()), done: make(chan struct{}),
 		clusters: make(map[int]*shard.Cluster), running: make(map[int]uint64),
-		suspended: make(map[int]suspendedShard), releases: make(map[int]fsm.Release),
+		suspended: make(map[int]suspendedShard), releases: make(map[int]fsm.Release), released: make(map[int]uint64),
 		checkpoint: make(map[int]fsm.ResumeData),
 		stopping:   make(map[int]bool), abandoned: make(map[int]bool),
 		clusterOf: make(map[int]int), epochOf: make(map[int]uint64), started: make(map[int]time.Time),
@@ -136,10 +144,14 @@ func (r *Runner) Poke() {
 func (r *Runner) Run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, r.cancel)
 	defer stop()
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		r.holdLease()
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.watchGateway()
 	}()
 	defer close(r.done)
 	tick := time.NewTicker(r.cfg.CheckpointInterval)
@@ -163,6 +175,8 @@ func (r *Runner) Run(ctx context.Context) {
 // pass brings the shards running here in line with the state machine and the lease.
 func (r *Runner) pass() {
 	leaseOK := r.lease.valid(r.now())
+	// A node whose token Discord rejects runs nothing: the leader moves its shards.
+	unfit := r.gw.unfit()
 	want := make(map[int]fsm.Assignment)
 	for _, a := range r.deps.FSM.ShardsOf(r.cfg.Name) {
 		want[a.Shard] = a
@@ -178,7 +192,7 @@ func (r *Runner) pass() {
 		case !ok || a.Epoch != epoch:
 			r.log.Warn("shard moved away while running here; stopping it", "shard", id)
 			stops = append(stops, stop{id: id, epoch: epoch})
-		case a.Phase == fsm.Revoking, !leaseOK:
+		case a.Phase == fsm.Revoking, !leaseOK, unfit != "":
 			stops = append(stops, stop{id: id, epoch: epoch})
 		}
 	}
@@ -202,10 +216,14 @@ func (r *Runner) pass() {
 			}
 			ids = append(ids, st.id)
 		}
-		if !leaseOK {
+		switch {
+		case !leaseOK:
 			why := r.lease.status(r.now()).Reason
 			r.log.Warn("lease lost: shards suspended", "count", len(stops), "why", why)
 			r.deps.Notify.Notify(event.Event{Kind: event.LeaseLost, Shards: ids, Cause: why})
+		case unfit != "":
+			r.log.Warn("shards stopped: the bot token is rejected here", "count", len(stops))
+			r.deps.Notify.Notify(event.Event{Kind: event.TokenRejected, Shards: ids, Cause: unfit})
 		}
 	}
 	// Revoked shards not running here (suspended, or never started) are released too,
@@ -214,8 +232,8 @@ func (r *Runner) pass() {
 		if a.Phase != fsm.Revoking {
 			continue
 		}
-		if _, pending := r.releases[id]; pending {
-			continue
+		if _, pending := r.releases[id]; pending || r.released[id] == a.Epoch {
+			continue // written already; this replica has not applied it yet
 		}
 		var pos fsm.ResumeData
 		if sp, ok := r.suspended[id]; ok && sp.epoch == a.Epoch {
@@ -230,13 +248,21 @@ func (r *Runner) pass() {
 			delete(r.suspended, id)
 		}
 	}
-	if leaseOK {
+	for id, epoch := range r.released {
+		if a, ok := want[id]; !ok || a.Epoch != epoch || a.Phase != fsm.Revoking {
+			delete(r.released, id)
+		}
+	}
+	if leaseOK && unfit == "" {
 		for id, a := range want {
 			if _, ok := r.running[id]; ok || a.Phase != fsm.Assigned {
 				continue
 			}
 			if err := r.startShard(a); err != nil {
-				r.log.Error("cannot start shard", "shard", id, "err", err)
+				// Waiting for the gateway's URL is reported once, by its watcher.
+				if !errors.As(err, new(errNotYet)) {
+					r.log.Error("cannot start shard", "shard", id, "err", err)
+				}
 				continue
 			}
 			r.running[id] = a.Epoch
@@ -247,15 +273,9 @@ func (r *Runner) pass() {
 
 // startShard starts a shard in its local cluster, resuming when it can.
 func (r *Runner) startShard(a fsm.Assignment) error {
-	if r.gatewayURL == "" {
-		r.gatewayURL = r.cfg.GatewayURL
-		if r.gatewayURL == "" {
-			gb, err := r.deps.GatewayBot(r.ctx)
-			if err != nil {
-				return fmt.Errorf("gateway url: %w", err)
-			}
-			r.gatewayURL = gb.URL
-		}
+	url, err := r.gw.ready()
+	if err != nil {
+		return errNotYet{err}
 	}
 	cfg := r.deps.FSM.Config()
 	resume, from := shard.ResumeState{}, "identify"
@@ -276,8 +296,8 @@ func (r *Runner) startShard(a fsm.Assignment) error {
 	r.mu.Unlock()
 	err = c.Add(shard.Config{
 		Token: r.cfg.Token, ShardID: a.Shard, ShardCount: cfg.TotalShards, Intents: r.cfg.Intents,
-		GatewayURL: r.gatewayURL, APIBase: r.cfg.APIBase, Compression: r.cfg.Compression,
-		Resume: resume, Gate: &identifyClient{r: r, epoch: a.Epoch}, Logger: r.log.With("shard", a.Shard),
+		GatewayURL: url, APIBase: r.cfg.APIBase, Compression: r.cfg.Compression,
+		Resume: resume, Gate: &identifyClient{r: r, epoch: a.Epoch}, Logger: r.log, // the shard adds its id
 		Permit: func() error { return r.MayLogin(a.Shard, a.Epoch) },
 	})
 	if err != nil {
@@ -332,6 +352,11 @@ func (r *Runner) stopShard(id int) shard.ResumeState {
 	r.mu.Unlock()
 	return pos
 }
+
+// errNotYet is a shard that cannot start until the gateway is known.
+type errNotYet struct{ err error }
+
+func (e errNotYet) Error() string { return e.err.Error() }
 
 // Kill drops every shard's connection as a crash would.
 func (r *Runner) Kill() {

@@ -234,3 +234,38 @@ func TestCloseCodeTable(t *testing.T) {
 		t.Error("non-Discord codes must keep the session")
 	}
 }
+
+// The gateway takes the token with or without the "Bot " prefix, as Discord's does;
+// AcceptTokens changes which tokens pass, at the gateway and on GET /gateway/bot.
+func TestTokenPrefixAndAcceptTokens(t *testing.T) {
+	s := newTestServer(t, Options{Shards: 1})
+	c := dial(t, s.GatewayURL(), "v=10&encoding=json")
+	c.hello()
+	c.send(opIdentify, identifyD("Bot "+defaultToken, []int{0, 1}, testIntents))
+	c.expect(opDispatch, "READY")
+
+	gatewayBot := func(tok string) int {
+		req, _ := http.NewRequest(http.MethodGet, s.APIURL()+"/gateway/bot", nil)
+		req.Header.Set("Authorization", "Bot "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := gatewayBot("other"); code != http.StatusUnauthorized {
+		t.Fatalf("an unknown token got HTTP %d", code)
+	}
+	s.AcceptTokens("other")
+	if code := gatewayBot("other"); code != http.StatusOK {
+		t.Fatalf("an accepted token got HTTP %d", code)
+	}
+	if code := gatewayBot(defaultToken); code != http.StatusUnauthorized {
+		t.Fatalf("a token no longer accepted got HTTP %d", code)
+	}
+	c2 := dial(t, s.GatewayURL(), "v=10&encoding=json")
+	c2.hello()
+	c2.identify([]int{0, 1})
+	c2.expectClose(closeAuthenticationFailed)
+}

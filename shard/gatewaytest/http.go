@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,7 +56,22 @@ func (s *Server) authorized(r *http.Request) bool {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bot ")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ok && s.tokenValid && tok == s.opts.Token
+	return ok && s.tokenOKLocked(tok)
+}
+
+// tokenOKLocked reports whether tok is a token the fake accepts now: one of
+// AcceptTokens' (Options.Token at start), and not reset by a spent session budget.
+func (s *Server) tokenOKLocked(tok string) bool {
+	return s.tokenValid && slices.Contains(s.tokens, tok)
+}
+
+// AcceptTokens sets the bot tokens the fake accepts from now on, in place of
+// Options.Token: a token regenerated in the developer portal, or one an agent was
+// wrongly given that becomes valid. Sessions already open stay open.
+func (s *Server) AcceptTokens(tokens ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = slices.Clone(tokens)
 }
 
 type sessionStartLimit struct {

@@ -1,6 +1,9 @@
 package gatewaytest
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // identifyLocked applies Discord's IDENTIFY rules in the order a real
 // gateway can: authentication, shard pair, shard size, intents, then the
@@ -13,7 +16,8 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])
 		return
 	}
-	if !s.tokenValid || id.Token != s.opts.Token {
+	// The gateway takes the token with or without the "Bot " prefix.
+	if !s.tokenOKLocked(strings.TrimPrefix(id.Token, "Bot ")) {
 		s.closeConnLocked(c, closeAuthenticationFailed, closeReasons[closeAuthenticationFailed])
 		return
 	}

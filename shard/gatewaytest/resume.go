@@ -2,6 +2,7 @@ package gatewaytest
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -13,7 +14,8 @@ func (s *Server) resumeLocked(c *conn, r *resumeData) {
 		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])
 		return
 	}
-	if !s.tokenValid || r.Token != s.opts.Token {
+	// The gateway takes the token with or without the "Bot " prefix.
+	if !s.tokenOKLocked(strings.TrimPrefix(r.Token, "Bot ")) {
 		s.closeConnLocked(c, closeAuthenticationFailed, closeReasons[closeAuthenticationFailed])
 		return
 	}

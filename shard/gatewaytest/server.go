@@ -42,6 +42,7 @@ type Server struct {
 	nextSessionIdx  uint64
 	cnt             counters
 	tokenValid      bool
+	tokens          []string // accepted; see AcceptTokens
 	acks            bool
 	lastIdentify    map[int]time.Time // by bucket
 	startsRemaining int
@@ -76,6 +77,7 @@ func NewServer(opts Options) (*Server, error) {
 		sessions:        map[string]*session{},
 		cnt:             newCounters(),
 		tokenValid:      true,
+		tokens:          []string{opts.Token},
 		acks:            true,
 		lastIdentify:    map[int]time.Time{},
 		startsRemaining: opts.SessionStartLimit,
