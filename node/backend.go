@@ -23,7 +23,7 @@ type backend struct{ n *Node }
 
 var _ api.Backend = backend{}
 
-func (b backend) Status(ctx context.Context) api.Status { return b.n.Status(ctx) }
+func (b backend) Status(ctx context.Context, all bool) api.Status { return b.n.status(ctx, all) }
 
 // Health is healthy while the node can run shards: a node without a lease for
 // longer than a few seconds after start needs attention.
@@ -77,8 +77,11 @@ func refusal(err error) error {
 }
 
 // Status gathers the cluster's status: the replicated state from this node, and
-// each shard's live state from its owner.
-func (n *Node) Status(ctx context.Context) api.Status {
+// each shard's live state from its owner. Members that left the gossip pool and the
+// state are not listed.
+func (n *Node) Status(ctx context.Context) api.Status { return n.status(ctx, false) }
+
+func (n *Node) status(ctx context.Context, all bool) api.Status {
 	st := api.Status{Node: n.cfg.Name, Cluster: n.gossip.ClusterID(), RaftState: n.raft.State().String(),
 		Term: n.raft.CurrentTerm(), Applied: n.raft.AppliedIndex(), Lease: n.runner.Lease()}
 	_, leaderID := n.raft.LeaderWithID()
@@ -107,6 +110,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		byID[m.ID] = ms
 	}
 	for name, g := range gossip {
+		if g.Status == membership.StatusLeft && !all {
+			continue // gone: gossip remembers it for --reap-after, status need not
+		}
 		if _, ok := byID[name]; !ok {
 			byID[name] = &api.MemberStatus{ID: name, Gossip: g.Status.String(), Raft: suffrage[name], Leader: name == st.Leader,
 				Weight: g.Weight, Cluster: g.RPCAddr, HTTP: g.HTTPAddr}
@@ -162,6 +168,7 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		events = append(events, a.reply.Events)
 		if a.reply.Budget != nil {
 			st.Budget = a.reply.Budget
+			st.Fences = a.reply.Fences
 		}
 		for _, s := range a.reply.Shards {
 			live[s.Info.ShardID] = s

@@ -218,8 +218,14 @@ func (c Config) Validate() error {
 		return bad("--max-concurrency %d must be positive", c.MaxConcurrency)
 	case c.ShardsPerCluster < 1:
 		return bad("--shards-per-cluster %d must be at least 1", c.ShardsPerCluster)
-	case c.IdentifyWindow < 0 || c.CheckpointInterval < 0 || c.Lease < 0:
-		return bad("durations must be positive")
+	case c.IdentifyWindow <= 0:
+		return bad("--identify-window %v must be positive (Discord's is 5s)", c.IdentifyWindow)
+	case c.Lease <= 0:
+		return bad("--lease %v must be positive", c.Lease)
+	case c.CheckpointInterval <= 0:
+		return bad("--checkpoint-interval %v must be positive", c.CheckpointInterval)
+	case c.JoinTimeout < 0:
+		return bad("--join-timeout %v must not be negative (0 retries forever)", c.JoinTimeout)
 	case c.CheckpointInterval >= c.Lease:
 		return bad("--checkpoint-interval %v must be shorter than --lease %v", c.CheckpointInterval, c.Lease)
 	case c.Lease < 5*c.Timing.RaftHeartbeat:

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/shard/gatewaytest"
 )
 
@@ -241,4 +243,19 @@ func TestLeaveWhileAnotherNodeIsDeadKeepsQuorum(t *testing.T) {
 		t.Fatalf("survivor: leader %q, lease %+v", st.Leader, st.Lease)
 	}
 	c.checkOneLive()
+	// The node that left is gone from status once the leader removed it; gossip
+	// still remembers it, and status --all shows it.
+	gone := others[1].Name()
+	listed := func(st api.Status) bool {
+		return slices.ContainsFunc(st.Members, func(m api.MemberStatus) bool { return m.ID == gone })
+	}
+	waitFor(t, 20*time.Second, "the node that left dropped from status", func() error {
+		if listed(leader.Status(context.Background())) {
+			return fmt.Errorf("%s still listed", gone)
+		}
+		return nil
+	})
+	if !listed(leader.status(context.Background(), true)) {
+		t.Errorf("status --all does not list %s, which left", gone)
+	}
 }

@@ -36,7 +36,7 @@ func (s service) IdentifySent(shard int) { s.n.leader.IdentifySent(shard) }
 func (s service) Shards() rpc.ShardsReply {
 	r := s.n.runner
 	return rpc.ShardsReply{Shards: r.Shards(), Lease: r.Lease(), Sink: r.Sink(), Unfit: r.Unfit(),
-		Events: s.n.events.List(), Budget: s.n.leader.Budget()}
+		Events: s.n.events.List(), Budget: s.n.leader.Budget(), Fences: s.n.leader.Fences()}
 }
 
 func (s service) Promise(from string, release bool) error { return s.n.gossip.Promise(from, release) }

@@ -58,6 +58,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout, file:PATH, or none (one JSON line per dispatch)", EnvVars: env("SINK")},
 			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the sink", EnvVars: env("SINK_PAYLOAD")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
+			&cli.BoolFlag{Name: "check", Usage: "check the flags and the token's presence, print the configuration and exit: nothing is opened, bound or contacted"},
 		},
 		Action: runAgent,
 	}
@@ -72,6 +73,11 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer closeSink()
+	if c.Bool("check") {
+		fmt.Fprintf(c.App.Writer, "configuration OK: node %s, data dir %s, gossip %s, cluster %s, http %s, join %v, bootstrap-expect %d, shards %s, sink %s\n",
+			cfg.Name, cfg.DataDir, cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr, cfg.Join, cfg.BootstrapExpect, c.String("shards"), c.String("sink"))
+		return nil
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		return err
@@ -160,7 +166,11 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.Token = tok
-	sink, closeSink, err := openSink(c.String("sink"), c.Bool("sink-payload"), c.App.Writer)
+	open := openSink
+	if c.Bool("check") {
+		open = checkSink
+	}
+	sink, closeSink, err := open(c.String("sink"), c.Bool("sink-payload"), c.App.Writer)
 	if err != nil {
 		return cfg, noop, err
 	}
@@ -193,6 +203,14 @@ func readToken(file string) (shard.Token, error) {
 		return shard.Token(tok), nil
 	}
 	return "", errors.New("no bot token: set DISCORD_TOKEN, or --token-file PATH (for a fake Discord, its token, e.g. fake-token)")
+}
+
+// checkSink checks a --sink spec without opening anything.
+func checkSink(spec string, _ bool, _ io.Writer) (sink.Sink, func(), error) {
+	if spec == "none" || spec == "stdout" || strings.HasPrefix(spec, "file:") && len(spec) > len("file:") {
+		return nil, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("--sink %q: want stdout, file:PATH or none", spec)
 }
 
 func openSink(spec string, payload bool, stdout io.Writer) (sink.Sink, func(), error) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,7 +27,8 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := newApp(&out, &errOut).RunContext(ctx, append([]string{"discluster"}, args...))
+	app := newApp(&out, &errOut)
+	err := app.RunContext(ctx, flagsFirst(app, append([]string{"discluster"}, args...)))
 	return out.String(), errOut.String(), err
 }
 
@@ -48,6 +51,10 @@ func TestAgentRefusesBadInvocations(t *testing.T) {
 		{"bad compression", "t", []string{"--data-dir", dir, "--compression", "gzip"}, "--compression"},
 		{"bad address", "t", []string{"--data-dir", dir, "--http-addr", "nowhere"}, "--http-addr"},
 		{"lease too short", "t", []string{"--data-dir", dir, "--lease", "1s"}, "--lease"},
+		{"lease zero", "t", []string{"--data-dir", dir, "--lease", "0"}, "--lease 0s must be positive"},
+		{"identify window negative", "t", []string{"--data-dir", dir, "--identify-window", "-5s"}, "--identify-window -5s must be positive"},
+		{"identify window zero", "t", []string{"--data-dir", dir, "--identify-window", "0"}, "--identify-window 0s must be positive"},
+		{"checkpoint interval zero", "t", []string{"--data-dir", dir, "--checkpoint-interval", "0"}, "--checkpoint-interval 0s must be positive"},
 		{"stray argument", "t", []string{"--data-dir", dir, "extra"}, "no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,9 +307,58 @@ func TestWatchRedrawsTheLiveView(t *testing.T) {
 	if calls.Load() < 3 {
 		t.Fatalf("%d redraws in 10s", calls.Load())
 	}
-	for _, want := range []string{"2/4 shards ready", "~2s to go", "RECENT", "reassigned 12ms after it failed"} {
+	for _, want := range []string{"2/4 shards ready", "2 to identify, at most ~2s by the identify schedule", "RECENT", "reassigned 12ms after it failed"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("live view lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// While a failed node's shards wait for its lease, the live view says so, and does
+// not count them as waiting for identifies.
+func TestLiveViewSaysWhatAFailoverWaitsFor(t *testing.T) {
+	now := time.Now()
+	st := api.Status{
+		Node: "a", Leader: "a", Lease: api.Lease{Held: true},
+		Config:  &api.ShardConfig{TotalShards: 4, MaxConcurrency: 1, IdentifyWindow: time.Second},
+		Members: []api.MemberStatus{{ID: "a", State: "alive", Gossip: "alive", Leader: true, Shards: 2}, {ID: "b", State: "failed", Gossip: "failed", Shards: 2}},
+		Fences:  []api.Fence{{Node: "b", Shards: 2, Until: now.Add(2500 * time.Millisecond)}},
+	}
+	for i := range 4 {
+		s := api.ShardStatus{Shard: i, Node: "a", Phase: "assigned", State: "ready", Checkpoint: 10}
+		if i >= 2 {
+			s.Node, s.Phase, s.State, s.Checkpoint = "b", "revoking", "unreachable", 0
+		}
+		st.Shards = append(st.Shards, s)
+	}
+	var b strings.Builder
+	renderLive(&b, st, now)
+	out := b.String()
+	if !strings.Contains(out, "2 shards of b wait for its last lease to run out") || !strings.Contains(out, "(2.5s)") {
+		t.Errorf("the live view does not say what the failover waits for:\n%s", out)
+	}
+	if strings.Contains(out, "identify schedule") {
+		t.Errorf("the live view counts fenced shards as identifying:\n%s", out)
+	}
+}
+
+// Flags may follow a subcommand's arguments, as the demo prints them.
+func TestFlagsAfterArguments(t *testing.T) {
+	app := newApp(io.Discard, io.Discard)
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"d", "drain", "node-2", "--addr", "h:1"}, []string{"d", "drain", "--addr", "h:1", "node-2"}},
+		{[]string{"d", "drain", "node-2", "--cancel", "--addr=h:1"}, []string{"d", "drain", "--cancel", "--addr=h:1", "node-2"}},
+		{[]string{"d", "status", "--json", "--addr", "h:1"}, []string{"d", "status", "--json", "--addr", "h:1"}},
+		{[]string{"d", "drain", "--", "-odd-name", "--addr"}, []string{"d", "drain", "--", "-odd-name", "--addr"}},
+		{[]string{"d", "nosuch", "x", "--y"}, []string{"d", "nosuch", "x", "--y"}},
+	} {
+		if got := flagsFirst(app, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("flagsFirst(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// And end to end: the node name after the flags' values, and a flag after it.
+	_, _, err := run(t, "drain", "ghost", "--addr", "127.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach an agent at 127.0.0.1:1") {
+		t.Fatalf("drain NODE --addr: %v, want it to try the given address", err)
 	}
 }

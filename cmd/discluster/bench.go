@@ -34,6 +34,7 @@ func benchCommand() *cli.Command {
 			"holding S shards, and SIGKILLs of agents run with --no-session-stealing (the baseline: every moved shard IDENTIFYs at once).\n" +
 			"Every figure is the median of --runs; identify violations and lost seqs are counted in every run.",
 		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "check", Usage: "check the flags, print what would run and exit"},
 			&cli.IntSliceFlag{Name: "sizes", Value: cli.NewIntSlice(10, 100), Usage: "shards per node (S); 1000 takes minutes"},
 			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per figure (medians)"},
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "agents (S shards each)"},
@@ -111,6 +112,10 @@ func runBench(c *cli.Context) error {
 			return fmt.Errorf("--scenarios: unknown %q (moves, reidentify, scale)", sc)
 		}
 		want[sc] = true
+	}
+	if c.Bool("check") {
+		fmt.Fprintf(c.App.Writer, "bench OK: sizes %v, %d runs, %d nodes, scenarios %v, --timing %s\n", sizes, runs, nodes, c.StringSlice("scenarios"), c.String("timing"))
+		return nil
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -70,7 +73,9 @@ func runDemo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext(c.Context)
+	// A closed terminal or a lost SSH session (SIGHUP) ends the demo as Ctrl-C does:
+	// its children and its folder go with it.
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	out := c.App.Writer
 
@@ -150,20 +155,32 @@ func runDemo(c *cli.Context) error {
 				port(ch.ports, "cluster"), port(ch.ports, "http"), state, ch.LogFile())
 		}
 		tw.Flush()
-		n2 := children[min(2, len(children)-1)]
+		// Three different nodes where there are three: a killed one cannot be paused.
+		agents := children[1:]
+		pick := func(i int) demoChild { return agents[min(i, len(agents)-1)] }
+		crash, pause, drain := pick(1), pick(2), pick(0)
 		fmt.Fprintf(w, "\ntry, in another terminal:\n")
-		pid := n2.PID()
 		tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 		fmt.Fprintf(tw, "  %s status --addr %s\tthe cluster as one agent sees it\n", prog, httpAddrs[0])
-		fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", pid, n2.Name())
-		fmt.Fprintf(tw, "  kill -STOP %d; sleep 10; kill -CONT %d\tpause it: it suspends, and never reruns a moved shard\n", pid, pid)
-		fmt.Fprintf(tw, "  %s drain %s --addr %s\thand its shards off, exactly once\n", prog, n2.Name(), httpAddrs[0])
+		if crash.Running() {
+			fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", crash.PID(), crash.Name())
+		}
+		if pause.Running() {
+			fmt.Fprintf(tw, "  kill -STOP %d; sleep 10; kill -CONT %d\tpause %s: it suspends, and never reruns a moved shard\n", pause.PID(), pause.PID(), pause.Name())
+		}
+		fmt.Fprintf(tw, "  %s drain %s --addr %s\thand its shards off, exactly once (--cancel to undo)\n", prog, drain.Name(), httpAddrs[0])
 		fmt.Fprintf(tw, "  curl -s http://%s/fake/stats\tthe fake Discord's counters\n", fakeAddr)
 		tw.Flush()
-		fmt.Fprintln(w)
+		for _, ch := range agents {
+			if !ch.Running() {
+				// Started by hand it would not outlive its terminal's stdin anyway.
+				args := slices.DeleteFunc(slices.Clone(ch.Args()), func(a string) bool { return a == "--exit-with-parent" })
+				fmt.Fprintf(w, "\n%s exited; to start it again with its data dir:\n  DISCORD_TOKEN=%s %s %s\n", ch.Name(), demoToken, exe, strings.Join(args, " "))
+			}
+		}
+		fmt.Fprintf(w, "\ndata, logs and delivered events: %s\n\n", dir)
 	}
 	intro(out)
-	fmt.Fprintf(out, "data, logs and delivered events: %s\n", dir)
 	return watch(ctx, out, httpAddrs, c.Duration("interval"), intro)
 }
 

@@ -532,7 +532,7 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func TestE2EDemo(t *testing.T) {
 	testlock.Cluster(t)
-	for _, how := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+	for _, how := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP, syscall.SIGKILL} {
 		t.Run(how.String(), func(t *testing.T) {
 			e := &e2e{t: t, bin: binary(t)}
 			t.Cleanup(func() {
@@ -540,7 +540,14 @@ func TestE2EDemo(t *testing.T) {
 					t.Error(err)
 				}
 			})
-			d := e.start("demo", "demo", "--nodes", "3", "--shards", "4", "--identify-window", "100ms", "--interval", "300ms")
+			// The demo's folder under the test's own: a SIGKILLed demo cannot remove
+			// it, and the test's cleanup does.
+			tmp := t.TempDir()
+			d, err := e.procs.Start(proccluster.Spec{Name: "demo", Path: e.bin, Env: []string{"DISCORD_TOKEN=tok", "TMPDIR=" + tmp},
+				Args: []string{"demo", "--nodes", "3", "--shards", "4", "--identify-window", "100ms", "--interval", "300ms"}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			out := d.Output
 			e.waitFor(60*time.Second, "the demo's cluster ready", func() error {
 				if !strings.Contains(out(), "4/4 shards ready") {
@@ -552,10 +559,53 @@ func TestE2EDemo(t *testing.T) {
 			if len(pids) != 4 {
 				t.Fatalf("found PIDs %v in the demo's output, want 4", pids)
 			}
-			for _, want := range []string{"kill -9 ", "kill -STOP ", "status --addr 127.0.0.1:", "drain node-"} {
+			for _, want := range []string{"kill -9 ", "kill -STOP ", "status --addr 127.0.0.1:", "drain node-", "data, logs and delivered events: " + tmp} {
 				if !strings.Contains(out(), want) {
 					t.Errorf("the demo does not suggest %q", want)
 				}
+			}
+			if k, s := suggestedPID(out(), "kill -9 "), suggestedPID(out(), "kill -STOP "); k == s {
+				t.Errorf("the demo suggests to kill and to pause the same process %d", k)
+			}
+			if how == syscall.SIGINT {
+				// Do as it says: kill a node, then run the command it prints to start it
+				// again; the node comes back with its data dir.
+				if err := syscall.Kill(suggestedPID(out(), "kill -9 "), syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				var line string
+				e.waitFor(30*time.Second, "the demo printing how to start the killed node again", func() error {
+					_, after, ok := strings.Cut(out(), "exited; to start it again with its data dir:\n")
+					if !ok {
+						return errors.New("not yet")
+					}
+					line = strings.TrimSpace(strings.SplitN(after, "\n", 2)[0])
+					return nil
+				})
+				f := strings.Fields(line)
+				if len(f) < 3 || !strings.HasPrefix(f[0], "DISCORD_TOKEN=") || f[1] != e.bin {
+					t.Fatalf("the restart command %q is not DISCORD_TOKEN=... %s agent ...", line, e.bin)
+				}
+				again, err := e.procs.Start(proccluster.Spec{Name: "restarted", Path: f[1], Args: f[2:], Env: []string{f[0]}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				httpAddr := f[slices.Index(f, "--http-addr")+1]
+				if _, err := again.WaitAPI(context.Background(), httpAddr, 30*time.Second); err != nil {
+					t.Fatalf("the node started by the demo's command: %v", err)
+				}
+				e.waitFor(30*time.Second, "the restarted node back in the cluster with shards", func() error {
+					st, err := api.NewClient(httpAddr).Status(context.Background())
+					if err != nil {
+						return err
+					}
+					for _, m := range st.Members {
+						if m.HTTP == httpAddr && m.State == "alive" && m.Shards > 0 {
+							return nil
+						}
+					}
+					return fmt.Errorf("members %+v", st.Members)
+				})
 			}
 			sendSignal(t, d, how)
 			if !d.Wait(30 * time.Second) {
@@ -569,7 +619,7 @@ func TestE2EDemo(t *testing.T) {
 				}
 				return nil
 			})
-			if how == syscall.SIGINT {
+			if how != syscall.SIGKILL {
 				i := strings.Index(out(), "removed ")
 				if i < 0 {
 					t.Fatalf("the demo did not say it removed its folder:\n%s", d.Tail(500))
@@ -637,4 +687,21 @@ func TestBenchRejectsBadInput(t *testing.T) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// suggestedPID is the PID after the first prefix in the demo's output, -1 if none.
+func suggestedPID(out, prefix string) int {
+	i := strings.Index(out, prefix)
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(out[i+len(prefix):])
+	if len(f) == 0 {
+		return -1
+	}
+	pid, err := strconv.Atoi(strings.TrimSuffix(f[0], ";"))
+	if err != nil {
+		return -1
+	}
+	return pid
 }

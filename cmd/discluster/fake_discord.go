@@ -18,7 +18,7 @@ func fakeDiscordCommand() *cli.Command {
 			"IDENTIFY/READY, RESUME with replay, identify buckets, the send limit and the close codes. Counters are\n" +
 			"served as JSON at /fake/stats; faults can be injected with POST /fake/shards/{id}/{reconnect,invalidate,close,drop,heartbeat}.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7080", Usage: "listen address (keep it on loopback)"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7080", Usage: "listen address (keep it on loopback)", EnvVars: env("FAKE_ADDR")},
 			&cli.StringFlag{Name: "token", Value: "fake-token", Usage: "the bot token the fake accepts", EnvVars: []string{"DISCORD_TOKEN"}},
 			&cli.IntFlag{Name: "shards", Value: 16, Usage: "shard count /gateway/bot recommends"},
 			&cli.IntFlag{Name: "guilds", Usage: "guilds the bot is in (default: one per shard)"},

@@ -39,14 +39,28 @@ func renderLive(w io.Writer, st api.Status, now time.Time) {
 		}
 		total := st.Config.TotalShards
 		fmt.Fprintf(w, "\n%d/%d shards ready", ready, total)
-		if ready < total {
-			// Each bucket identifies one shard per window; resumes take a round trip.
-			left := total - ready
+		fenced := map[string]bool{}
+		for _, f := range st.Fences {
+			fenced[f.Node] = true
+		}
+		// Each bucket identifies one shard per window; a shard with a checkpoint
+		// resumes in a round trip; a failed node's shards wait for its lease.
+		identify := 0
+		for _, s := range st.Shards {
+			if s.State != "ready" && s.Checkpoint == 0 && !fenced[s.Node] {
+				identify++
+			}
+		}
+		if identify > 0 {
 			mc := max(1, st.Config.MaxConcurrency)
-			eta := time.Duration((left+mc-1)/mc) * st.Config.IdentifyWindow
-			fmt.Fprintf(w, ", at most ~%v to go by the identify schedule (%d per %v)", eta.Round(100*time.Millisecond), mc, st.Config.IdentifyWindow)
+			eta := time.Duration((identify+mc-1)/mc) * st.Config.IdentifyWindow
+			fmt.Fprintf(w, "; %d to identify, at most ~%v by the identify schedule (%d per %v)", identify, eta.Round(100*time.Millisecond), mc, st.Config.IdentifyWindow)
 		}
 		fmt.Fprintln(w)
+		for _, f := range st.Fences {
+			fmt.Fprintf(w, "%d shards of %s wait for its last lease to run out, until %s (%v): it may still be running them\n",
+				f.Shards, f.Node, f.Until.Local().Format("15:04:05.000"), max(0, f.Until.Sub(now)).Round(100*time.Millisecond))
+		}
 	}
 	if len(st.Events) > 0 {
 		fmt.Fprintln(w, "\nRECENT")

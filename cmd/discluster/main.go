@@ -10,13 +10,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
-	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
+	app := newApp(os.Stdout, os.Stderr)
+	if err := app.RunContext(context.Background(), flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "discluster:", err)
 		os.Exit(1)
 	}
@@ -37,6 +39,46 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fakeDiscordCommand(),
 		},
 	}
+}
+
+// flagsFirst moves a subcommand's flags in front of its arguments, so that
+// `discluster drain node-2 --addr HOST:PORT` means what it says: the CLI library
+// stops reading flags at the first argument, and a flag after it would be taken for
+// a second node name. A "--" ends the flags, as usual.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = !isBool
+		}
+	}
+	var flags, rest []string
+	for i := 2; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			rest = append(rest, args[i:]...)
+			i = len(args)
+		case len(a) > 1 && a[0] == '-':
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return append(append(append([]string(nil), args[:2]...), flags...), rest...)
 }
 
 // signalContext ends when the process is asked to stop (Ctrl-C or SIGTERM).

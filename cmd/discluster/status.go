@@ -26,8 +26,10 @@ func statusCommand() *cli.Command {
 		Usage: "show the members, the leader and every shard",
 		Flags: []cli.Flag{addrFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"},
+			&cli.BoolFlag{Name: "all", Usage: "list members that left too (gossip remembers them for --reap-after)"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw a live view (status, progress, recent moves and failovers) until Ctrl-C"},
 			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "with --watch: how often to redraw"},
+			&cli.DurationFlag{Name: "wait", Usage: "wait up to this long for an agent to answer and every shard to be ready (a cluster just started); exit 1 if they are not"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -51,7 +53,22 @@ func statusCommand() *cli.Command {
 				return watch(ctx, c.App.Writer, addrs, c.Duration("interval"), nil)
 			}
 			client := api.NewClient(c.String("addr"))
-			body, err := client.Do(c.Context, http.MethodGet, "/v1/status")
+			path := "/v1/status"
+			if c.Bool("all") {
+				path += "?all=true"
+			}
+			body, err := client.Do(c.Context, http.MethodGet, path)
+			if wait := c.Duration("wait"); wait > 0 {
+				deadline := time.Now().Add(wait)
+				for time.Now().Before(deadline) && (err != nil || !allReady(body)) {
+					time.Sleep(250 * time.Millisecond) // a poll: the cluster is the one taking its time
+					body, err = client.Do(c.Context, http.MethodGet, path)
+				}
+				if err == nil && !allReady(body) {
+					err = fmt.Errorf("not every shard ready after --wait %v", wait)
+					defer func() { renderStatusBody(c.App.Writer, body) }()
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -99,6 +116,28 @@ func drainCommand() *cli.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// allReady reports whether a status body shows a configured cluster with every shard
+// ready.
+func allReady(body []byte) bool {
+	var st api.Status
+	if json.Unmarshal(body, &st) != nil || st.Config == nil || len(st.Shards) == 0 {
+		return false
+	}
+	for _, s := range st.Shards {
+		if s.State != "ready" {
+			return false
+		}
+	}
+	return true
+}
+
+func renderStatusBody(w io.Writer, body []byte) {
+	var st api.Status
+	if json.Unmarshal(body, &st) == nil {
+		renderStatus(w, st, time.Now())
 	}
 }
 

@@ -18,8 +18,14 @@ type stub struct {
 	drained  []string
 }
 
-func (s *stub) Status(context.Context) Status { return Status{Node: "a", Leader: "a"} }
-func (s *stub) Health() Health                { return Health{Node: "a", Healthy: s.healthy} }
+func (s *stub) Status(_ context.Context, all bool) Status {
+	st := Status{Node: "a", Leader: "a"}
+	if all {
+		st.Members = []MemberStatus{{ID: "gone", Gossip: "left"}}
+	}
+	return st
+}
+func (s *stub) Health() Health { return Health{Node: "a", Healthy: s.healthy} }
 func (s *stub) Drain(_ context.Context, n string) (Drained, error) {
 	s.drained = append(s.drained, n)
 	return Drained{Draining: n, Shards: 3, State: "draining"}, s.drainErr
@@ -66,8 +72,11 @@ func TestClientReadsStatusDrainAndHealth(t *testing.T) {
 	b := &stub{healthy: true}
 	c := serve(t, b)
 	st, err := c.Status(ctx)
-	if err != nil || st.Node != "a" || st.Leader != "a" {
+	if err != nil || st.Node != "a" || st.Leader != "a" || len(st.Members) != 0 {
 		t.Fatalf("status %+v, %v", st, err)
+	}
+	if st, err := c.StatusAll(ctx); err != nil || len(st.Members) != 1 {
+		t.Fatalf("status?all=true %+v, %v", st, err)
 	}
 	d, err := c.Drain(ctx, "node/with slash")
 	if err != nil || d.Draining != "node/with slash" || d.Shards != 3 || b.drained[0] != "node/with slash" {

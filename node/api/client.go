@@ -89,6 +89,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, c.get(ctx, http.MethodGet, "/v1/status", &st)
 }
 
+// StatusAll is GET /v1/status?all=true: members that left are listed too.
+func (c *Client) StatusAll(ctx context.Context) (Status, error) {
+	var st Status
+	return st, c.get(ctx, http.MethodGet, "/v1/status?all=true", &st)
+}
+
 // Health is GET /healthz; an unhealthy node answers with its Health and an *Error
 // of status 503.
 func (c *Client) Health(ctx context.Context) (Health, error) {

@@ -10,7 +10,9 @@ import (
 
 // Backend is what the routes need of the agent.
 type Backend interface {
-	Status(ctx context.Context) Status
+	// Status is the cluster; with all, members that left the gossip pool are listed
+	// too (they stay known to gossip for a long while after they are gone).
+	Status(ctx context.Context, all bool) Status
 	Health() Health
 	// Drain marks node drained until Undrain, and says how many shards it holds.
 	Drain(ctx context.Context, node string) (Drained, error)
@@ -39,7 +41,7 @@ const writeTimeout = 10 * time.Second
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, b.Status(r.Context()))
+		writeJSON(w, http.StatusOK, b.Status(r.Context(), r.URL.Query().Get("all") == "true"))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := b.Health()

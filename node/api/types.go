@@ -22,6 +22,9 @@ type Status struct {
 	Budget    *Budget        `json:"session_budget,omitempty"`
 	Members   []MemberStatus `json:"members"`
 	Shards    []ShardStatus  `json:"shards"`
+	// Fences are the failed nodes whose shards wait for the node's last lease to run
+	// out before they move (it may still be running them), from the leader.
+	Fences []Fence `json:"fences,omitempty"`
 	// Events are the recent events of every member that answered, oldest first.
 	Events []event.Event `json:"events,omitempty"`
 	// Problems lists what the node could not find out (an unreachable member) and
@@ -71,6 +74,13 @@ type ShardStatus struct {
 	Latency    float64   `json:"latency_ms"`
 	LastEvent  time.Time `json:"last_event,omitzero"`
 	Error      string    `json:"error,omitempty"`
+}
+
+// Fence is a failed node whose shards wait until its last lease has run out.
+type Fence struct {
+	Node   string    `json:"node"`
+	Shards int       `json:"shards"`
+	Until  time.Time `json:"until"`
 }
 
 // Lease is a node's lease: the right to run shards, granted by the leader.

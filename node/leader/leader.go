@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +231,30 @@ func (l *Leader) Apply(cmd fsm.Command) (*fsm.Result, error) {
 	default:
 		return nil, fmt.Errorf("apply: unexpected response %T", res)
 	}
+}
+
+// Fences are the failed nodes whose shards wait for their last lease to run out,
+// while this node leads.
+func (l *Leader) Fences() []api.Fence {
+	t := l.cur.Load()
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	in := Input{Now: l.now(), Lease: l.deps.Lease(), Established: t.established, Grants: t.grants.clone()}
+	t.mu.Unlock()
+	waiting := map[string]int{}
+	for _, a := range l.deps.FSM.Assignments() {
+		if m, ok := l.deps.FSM.Member(a.Node); a.Phase == fsm.Revoking && ok && m.State == fsm.Failed && !fenced(in, a.Node) {
+			waiting[a.Node]++
+		}
+	}
+	var out []api.Fence
+	for node, k := range waiting {
+		out = append(out, api.Fence{Node: node, Shards: k, Until: fenceAt(in, node)})
+	}
+	slices.SortFunc(out, func(a, b api.Fence) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // Budget is the session start budget while this node leads, nil otherwise.

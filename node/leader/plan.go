@@ -273,15 +273,17 @@ func (p *planner) fail(id, why string) {
 // one lease; a node that never renewed under this leader is waited out from the
 // leader's start, as the grace does.
 func fenced(in Input, owner string) bool {
-	if in.Grants.Refused[owner] {
-		return true
-	}
+	return in.Grants.Refused[owner] || in.Now.After(fenceAt(in, owner))
+}
+
+// fenceAt is when a failed owner's last lease must have run out. A tenth of the
+// lease covers clock rate differences and the grant's flight time.
+func fenceAt(in Input, owner string) time.Time {
 	since, ok := in.Grants.LastRenew[owner]
 	if !ok {
 		since = in.Established
 	}
-	// A tenth of the lease covers clock rate differences and the grant's flight time.
-	return in.Now.Sub(since) > in.Lease+in.Lease/10
+	return since.Add(in.Lease + in.Lease/10)
 }
 
 // place applies the balancer's plan: revocations for shards to evacuate or

@@ -78,6 +78,7 @@ type ShardsReply struct {
 	Status
 	Shards []LocalShard
 	Budget *api.Budget // from the leader only
+	Fences []api.Fence // from the leader only
 	Lease  api.Lease
 	Sink   api.Sink
 	Unfit  string // why the node holds no shards now, "" when it may
