@@ -162,8 +162,8 @@ func (c Config) Validate() error {
 		return bad("Gate is nil and there is no session to resume")
 	case c.LargeThreshold < 50 || c.LargeThreshold > 250:
 		return bad("LargeThreshold %d must be in [50, 250]", c.LargeThreshold)
-	case c.Compression != CompressionZlibStream && c.Compression != CompressionZstdStream && c.Compression != CompressionNone:
-		return bad("Compression %q must be zlib-stream, zstd-stream or none", c.Compression)
+	case c.Compression != CompressionZlibStream && c.Compression != CompressionZstdStream && c.Compression != CompressionNone && c.Compression != CompressionPayload:
+		return bad("Compression %q must be zlib-stream, zstd-stream, payload or none", c.Compression)
 	case c.InvalidSessionDelayMax < c.InvalidSessionDelayMin:
 		return bad("InvalidSessionDelayMax %v is below InvalidSessionDelayMin %v", c.InvalidSessionDelayMax, c.InvalidSessionDelayMin)
 	case c.SendLimit < 2:

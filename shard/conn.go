@@ -460,6 +460,7 @@ type identifyData struct {
 	Shard          [2]int          `json:"shard"`
 	Presence       json.RawMessage `json:"presence,omitempty"`
 	Intents        uint64          `json:"intents"`
+	Compress       bool            `json:"compress,omitempty"` // payload compression
 }
 
 type resumeData struct {
@@ -518,6 +519,7 @@ func (c *connection) login(ctx context.Context) {
 			Shard:          [2]int{s.cfg.ShardID, s.cfg.ShardCount},
 			Presence:       s.cfg.Presence,
 			Intents:        s.cfg.Intents,
+			Compress:       s.cfg.Compression == CompressionPayload,
 		})
 		s.mu.Lock()
 		s.resume = ResumeState{} // a new session starts; the old one is gone

@@ -289,7 +289,7 @@ func gatewayQuery(raw string, c Compression) (string, error) {
 	q := u.Query()
 	q.Set("v", "10")
 	q.Set("encoding", "json")
-	if c != CompressionNone {
+	if c != CompressionNone && c != CompressionPayload {
 		q.Set("compress", string(c))
 	} else {
 		q.Del("compress")

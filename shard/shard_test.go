@@ -27,6 +27,7 @@ func TestIdentifyReadyAndEvents(t *testing.T) {
 		{"zlib-stream split frames", shard.CompressionZlibStream, true},
 		{"zstd-stream", shard.CompressionZstdStream, false},
 		{"uncompressed", shard.CompressionNone, false},
+		{"payload compression", shard.CompressionPayload, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +53,9 @@ func TestIdentifyReadyAndEvents(t *testing.T) {
 			}
 			if info := sh.Info(); info.State != shard.StateStopped || info.Counters.Identifies != 1 {
 				t.Fatalf("after Stop: %+v", info)
+			}
+			if got := srv.Stats().PayloadsCompressed; (got > 0) != (tt.comp == shard.CompressionPayload) {
+				t.Fatalf("%d payloads sent payload-compressed with %s", got, tt.comp)
 			}
 		})
 	}

@@ -19,6 +19,10 @@ const (
 	CompressionZlibStream Compression = "zlib-stream"
 	CompressionZstdStream Compression = "zstd-stream"
 	CompressionNone       Compression = "none"
+	// CompressionPayload asks for no transport compression but sets compress:true in
+	// IDENTIFY: Discord then sends some payloads (the large ones) as binary messages,
+	// each a complete zlib stream of its own, and the rest as text.
+	CompressionPayload Compression = "payload"
 )
 
 // payloadReader yields the gateway payloads of one connection, in order.
@@ -124,9 +128,19 @@ type plainReader struct {
 }
 
 func (p *plainReader) next(env *envelope) error {
-	_, r, err := p.conn.Reader(p.ctx)
+	typ, r, err := p.conn.Reader(p.ctx)
 	if err != nil {
 		return err
+	}
+	if typ == websocket.MessageBinary {
+		// Payload compression: the message is one complete zlib stream, with no
+		// context shared with any other.
+		zr, err := zlib.NewReader(r)
+		if err != nil {
+			return fmt.Errorf("compressed payload: %w", err)
+		}
+		defer zr.Close()
+		r = zr
 	}
 	if p.buf, err = readAll(r, p.buf[:0]); err != nil {
 		return err
@@ -140,7 +154,7 @@ func (p *plainReader) close() {}
 // newPayloadReader returns the reader for a connection made with compression c.
 func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression) (payloadReader, error) {
 	switch c {
-	case CompressionNone:
+	case CompressionNone, CompressionPayload:
 		return &plainReader{ctx: ctx, conn: conn}, nil
 	case CompressionZlibStream:
 		src := &messageSource{ctx: ctx, conn: conn}

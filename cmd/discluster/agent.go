@@ -54,7 +54,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
 			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
 			&cli.Uint64Flag{Name: "intents", Value: 513, Usage: "gateway intents (default GUILDS | GUILD_MESSAGES)", EnvVars: env("INTENTS")},
-			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream or none", EnvVars: env("COMPRESSION")},
+			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream, payload (compress:true in IDENTIFY, for proxies that cannot stream) or none", EnvVars: env("COMPRESSION")},
 			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout, file:PATH, or none (one JSON line per dispatch)", EnvVars: env("SINK")},
 			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the sink", EnvVars: env("SINK_PAYLOAD")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
@@ -157,9 +157,9 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, fmt.Errorf("--timing %q: want lan or fast", c.String("timing"))
 	}
 	switch cfg.Compression {
-	case shard.CompressionZlibStream, shard.CompressionZstdStream, shard.CompressionNone:
+	case shard.CompressionZlibStream, shard.CompressionZstdStream, shard.CompressionPayload, shard.CompressionNone:
 	default:
-		return cfg, noop, fmt.Errorf("--compression %q: want zlib-stream, zstd-stream or none", cfg.Compression)
+		return cfg, noop, fmt.Errorf("--compression %q: want zlib-stream, zstd-stream, payload or none", cfg.Compression)
 	}
 	tok, err := readToken(c.String("token-file"))
 	if err != nil {

@@ -29,30 +29,14 @@ func fakeDiscordCommand() *cli.Command {
 			&cli.Float64Flag{Name: "event-rate", Value: 1, Usage: "MESSAGE_CREATE events per second per session"},
 			&cli.DurationFlag{Name: "session-ttl", Value: 2 * time.Minute, Usage: "how long a dropped session stays resumable"},
 			&cli.IntFlag{Name: "session-start-limit", Value: 1000, Usage: "daily IDENTIFY budget reported and enforced"},
+			&cli.BoolFlag{Name: "split-frames", Usage: "split every zlib-stream message over two websocket frames, as Discord may: clients must buffer until the sync-flush marker"},
 			&cli.BoolFlag{Name: "verbose", Usage: "log every connection"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return fmt.Errorf("fake-discord takes no arguments, got %q", c.Args().Slice())
 			}
-			level := slog.LevelWarn
-			if c.Bool("verbose") {
-				level = slog.LevelDebug
-			}
-			opts := gatewaytest.Options{
-				Addr:              c.String("addr"),
-				Token:             c.String("token"),
-				Shards:            c.Int("shards"),
-				Guilds:            c.Int("guilds"),
-				MaxConcurrency:    c.Int("max-concurrency"),
-				IdentifyWindow:    c.Duration("identify-window"),
-				HeartbeatInterval: c.Duration("heartbeat-interval"),
-				HeartbeatTimeout:  c.Duration("heartbeat-timeout"),
-				EventRate:         c.Float64("event-rate"),
-				SessionTTL:        c.Duration("session-ttl"),
-				SessionStartLimit: c.Int("session-start-limit"),
-				Logger:            newLogger(c.App.ErrWriter, level),
-			}
+			opts := fakeOptions(c)
 			if err := validateFakeOptions(opts); err != nil {
 				return err
 			}
@@ -79,6 +63,29 @@ func fakeDiscordCommand() *cli.Command {
 
 // validateFakeOptions refuses values the fake would otherwise silently replace with
 // defaults, so a typo on the command line is an error, not a surprise.
+// fakeOptions are the fake's options from the flags.
+func fakeOptions(c *cli.Context) gatewaytest.Options {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	return gatewaytest.Options{
+		Addr:              c.String("addr"),
+		Token:             c.String("token"),
+		Shards:            c.Int("shards"),
+		Guilds:            c.Int("guilds"),
+		MaxConcurrency:    c.Int("max-concurrency"),
+		IdentifyWindow:    c.Duration("identify-window"),
+		HeartbeatInterval: c.Duration("heartbeat-interval"),
+		HeartbeatTimeout:  c.Duration("heartbeat-timeout"),
+		EventRate:         c.Float64("event-rate"),
+		SessionTTL:        c.Duration("session-ttl"),
+		SessionStartLimit: c.Int("session-start-limit"),
+		SplitFrames:       c.Bool("split-frames"),
+		Logger:            newLogger(c.App.ErrWriter, level),
+	}
+}
+
 func validateFakeOptions(o gatewaytest.Options) error {
 	switch {
 	case o.Shards < 1:

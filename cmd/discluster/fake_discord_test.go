@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/discluster/discluster/shard/gatewaytest"
+	"github.com/urfave/cli/v2"
 )
 
 type syncBuffer struct {
@@ -102,5 +106,19 @@ func TestFakeDiscordRejectsBadFlags(t *testing.T) {
 		if err == nil {
 			t.Errorf("%v: accepted", args)
 		}
+	}
+}
+
+// --split-frames reaches the fake, and a real client reads a split zlib stream.
+func TestFakeDiscordSplitFrames(t *testing.T) {
+	var got gatewaytest.Options
+	app := newApp(io.Discard, io.Discard)
+	cmd := app.Command("fake-discord")
+	cmd.Action = func(c *cli.Context) error { got = fakeOptions(c); return nil }
+	if err := app.Run([]string{"discluster", "fake-discord", "--split-frames"}); err != nil {
+		t.Fatal(err)
+	}
+	if !got.SplitFrames {
+		t.Fatal("--split-frames did not reach the fake's options")
 	}
 }

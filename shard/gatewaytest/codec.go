@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/klauspost/compress/zlib"
@@ -20,10 +21,12 @@ type encoder interface {
 	close()
 }
 
-func newEncoder(compress string, split bool) (encoder, error) {
+// newEncoder makes the encoder of a connection opened with compress; compressed
+// counts the payloads it sends payload-compressed.
+func newEncoder(compress string, split bool, compressed *atomic.Int64) (encoder, error) {
 	switch compress {
 	case "":
-		return plainEncoder{}, nil
+		return &plainEncoder{compressed: compressed}, nil
 	case "zlib-stream":
 		e := &zlibEncoder{split: split}
 		zw, err := zlib.NewWriterLevel(&e.buf, zlib.BestSpeed)
@@ -48,14 +51,54 @@ func newEncoder(compress string, split bool) (encoder, error) {
 // timer per message, and a stuck client is cut by the connection's watchdog
 // or queue limit instead.
 
-// plainEncoder sends each payload as one text message.
-type plainEncoder struct{}
+// payloadCompressMin is the size from which payload compression compresses a
+// payload: Discord compresses "some" payloads, the large ones (READY, GUILD_CREATE).
+const payloadCompressMin = 1024
 
-func (plainEncoder) send(ws *websocket.Conn, p []byte) error {
-	return ws.Write(context.Background(), websocket.MessageText, p)
+// plainEncoder sends each payload as one text message; once the client asked for
+// payload compression (IDENTIFY's compress:true, on a connection without transport
+// compression), each payload of at least payloadCompressMin bytes goes as a binary
+// message that is one complete zlib stream of its own.
+type plainEncoder struct {
+	payloads   atomic.Bool
+	buf        bytes.Buffer
+	zw         *zlib.Writer
+	compressed *atomic.Int64
 }
 
-func (plainEncoder) close() {}
+// compressPayloads turns payload compression on, from the next payload.
+func (e *plainEncoder) compressPayloads() { e.payloads.Store(true) }
+
+func (e *plainEncoder) send(ws *websocket.Conn, p []byte) error {
+	if !e.payloads.Load() || len(p) < payloadCompressMin {
+		return ws.Write(context.Background(), websocket.MessageText, p)
+	}
+	e.buf.Reset()
+	if e.zw == nil {
+		zw, err := zlib.NewWriterLevel(&e.buf, zlib.BestSpeed)
+		if err != nil {
+			return err
+		}
+		e.zw = zw
+	} else {
+		e.zw.Reset(&e.buf) // a fresh stream: no context shared between payloads
+	}
+	if _, err := e.zw.Write(p); err != nil {
+		return err
+	}
+	if err := e.zw.Close(); err != nil {
+		return err
+	}
+	if e.compressed != nil {
+		e.compressed.Add(1)
+	}
+	return ws.Write(context.Background(), websocket.MessageBinary, e.buf.Bytes())
+}
+
+func (e *plainEncoder) close() {}
+
+// payloadCompressor is an encoder that can turn payload compression on.
+type payloadCompressor interface{ compressPayloads() }
 
 // syncFlushMarker ends every zlib-stream payload (an empty stored block from
 // Z_SYNC_FLUSH); clients inflate once a message ends with it.

@@ -2,7 +2,13 @@ package gatewaytest
 
 import (
 	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"io"
 	"testing"
+
+	"github.com/coder/websocket"
 )
 
 func TestTransportCompression(t *testing.T) {
@@ -82,4 +88,45 @@ func TestSplitPoint(t *testing.T) {
 	if splitPoint(marker, 1) != 0 || splitPoint(append([]byte{1}, marker...), 1) != 0 {
 		t.Fatal("a payload too short to cut was cut")
 	}
+}
+
+// Payload compression (IDENTIFY's compress:true, without transport compression):
+// the large payloads arrive as binary messages, each a complete zlib stream; the
+// small ones, and everything before IDENTIFY, as text.
+func TestPayloadCompression(t *testing.T) {
+	s := newTestServer(t, Options{Shards: 1, Guilds: 40, EventRate: 200})
+	c := dial(t, s.GatewayURL(), "v=10&encoding=json")
+	c.hello()
+	d := identifyD(defaultToken, []int{0, 1}, testIntents)
+	d["compress"] = true
+	c.send(opIdentify, d)
+	binary, text := 0, 0
+	for range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		typ, b, err := c.ws.Read(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ == websocket.MessageBinary {
+			zr, err := zlib.NewReader(bytes.NewReader(b))
+			if err != nil {
+				t.Fatalf("a binary message is not a zlib stream of its own: %v", err)
+			}
+			raw, err := io.ReadAll(zr)
+			if err != nil || !json.Valid(raw) || len(raw) < 1024 {
+				t.Fatalf("binary message: %d bytes of JSON %v, err %v", len(raw), json.Valid(raw), err)
+			}
+			binary++
+		} else {
+			if len(b) >= 1024 {
+				t.Fatalf("a %d-byte payload arrived uncompressed", len(b))
+			}
+			text++
+		}
+	}
+	if binary == 0 {
+		t.Fatal("nothing arrived compressed: READY and GUILD_CREATE are large")
+	}
+	t.Logf("%d binary, %d text", binary, text)
 }

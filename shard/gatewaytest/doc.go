@@ -64,9 +64,17 @@
 // Close is idempotent and returns only after every goroutine of the
 // server has ended.
 //
+// Payload compression (IDENTIFY compress:true, on a connection without
+// transport compression) sends each payload of 1 KiB or more as a binary
+// message that is a complete zlib stream of its own. Request Guild Members
+// (op 8) is answered with GUILD_MEMBERS_CHUNK dispatches of up to 1000
+// members (all members, a username prefix of at most 100, or user_ids with
+// not_found; the nonce echoed when valid), all-members requests need
+// GUILD_MEMBERS and are limited to one per guild every 30 s across sessions
+// (RATE_LIMITED with retry_after beyond that), and presences need
+// GUILD_PRESENCES.
+//
 // # What it does not do
 //
-// ETF encoding, per-payload compression (IDENTIFY compress:true is
-// ignored), member chunking (op 8 is accepted and not answered), voice, and
-// large-bot sharding rules.
+// ETF encoding, voice, and large-bot sharding rules.
 package gatewaytest

@@ -179,7 +179,7 @@ func (s *Server) handleACKs(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, onResumeURL bool) {
 	q := r.URL.Query()
 	compress := q.Get("compress")
-	enc, err := newEncoder(compress, s.opts.SplitFrames)
+	enc, err := newEncoder(compress, s.opts.SplitFrames, &s.payloadsCompressed)
 	if err != nil {
 		// An unknown compress value is refused before the upgrade.
 		writeJSON(w, http.StatusBadRequest, apiError{Message: "invalid compress value", Code: 50035})

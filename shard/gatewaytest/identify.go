@@ -56,6 +56,13 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 	s.cnt.identifies++
 	s.cnt.perBucket[bucket]++
 	s.cnt.shard(shardID).Identifies++
+	if id.Compress {
+		// Payload compression; on a connection with transport compression Discord
+		// ignores it (the two do not combine), and so does the fake.
+		if pc, ok := c.enc.(payloadCompressor); ok {
+			pc.compressPayloads()
+		}
+	}
 	s.startSessionLocked(c, id, shardID, total, guilds)
 }
 
@@ -97,6 +104,7 @@ func (s *Server) startSessionLocked(c *conn, id *identifyData, shardID, total, g
 		shardID:    shardID,
 		numShards:  total,
 		guilds:     guilds,
+		intents:    intents,
 		msgTmpl:    msg,
 		dm:         dm,
 		stop:       make(chan struct{}),

@@ -169,10 +169,16 @@ func (s *Server) handlePayload(c *conn, b []byte) {
 	case opResume:
 		s.resumeLocked(c, f.Resume)
 	default:
-		// Presence, voice state, member and channel-info requests are
-		// accepted but not answered: the fake has no members or voice.
-		if c.sess == nil {
+		// Presence, voice state, soundboard and channel-info requests are
+		// accepted but not answered: the fake has no presences, voice or
+		// sounds. Member requests are answered with chunks (members.go);
+		// their d is decoded from b there, as parseClientFrame only checks
+		// that it is an object.
+		switch {
+		case c.sess == nil:
 			s.closeConnLocked(c, closeNotAuthenticated, closeReasons[closeNotAuthenticated])
+		case f.Op == opRequestGuildMembers:
+			s.requestGuildMembersLocked(c, b)
 		}
 	}
 }

@@ -33,6 +33,16 @@ type Server struct {
 	wg        sync.WaitGroup
 	clock     func() time.Time // identify windows and the session start budget
 	testClock atomic.Bool      // clock was replaced: ignore kernel arrival stamps
+	// payloadsCompressed counts payloads sent with payload compression (IDENTIFY's
+	// compress:true); the writers add to it without the server's lock.
+	payloadsCompressed atomic.Int64
+
+	// Member chunking (op 8), guarded by mu: when each guild last had an all-members
+	// request answered (Discord's limit is per guild per bot, so across sessions), and,
+	// when not zero, a member count that replaces every guild's (tests set it to get
+	// guilds bigger than one chunk).
+	lastAllMembers map[uint64]time.Time
+	memberCount    int
 
 	mu              sync.Mutex
 	closed          bool

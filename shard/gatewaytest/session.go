@@ -37,6 +37,7 @@ type session struct {
 	shardID    int
 	numShards  int
 	guilds     int               // number of guilds this shard owns
+	intents    int64             // as IDENTIFY gave them: member requests depend on them
 	msgTmpl    *dispatchTemplate // nil: the session generates no messages
 	dm         bool              // generated messages are DMs (no guild)
 	stop       chan struct{}     // closed when the session ends

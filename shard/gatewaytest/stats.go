@@ -19,6 +19,9 @@ type Stats struct {
 	Connections int `json:"connections"`
 	// GatewayBotRequests counts GET /gateway/bot, answered or refused.
 	GatewayBotRequests int `json:"gateway_bot_requests"`
+	// PayloadsCompressed counts payloads sent as complete zlib streams of their own,
+	// to clients that asked for payload compression.
+	PayloadsCompressed int64 `json:"payloads_compressed"`
 
 	// Identifies counts accepted IDENTIFYs (session starts).
 	Identifies int `json:"identifies"`
@@ -161,6 +164,7 @@ func (s *Server) Stats() Stats {
 		Sessions:                  make(map[string]SessionStats, len(s.sessions)),
 		Connections:               len(s.conns),
 		GatewayBotRequests:        c.gatewayBot,
+		PayloadsCompressed:        s.payloadsCompressed.Load(),
 		Identifies:                c.identifies,
 		IdentifiesPerBucket:       maps.Clone(c.perBucket),
 		IdentifyViolations:        c.identifyViolations,
