@@ -38,6 +38,13 @@ type Config struct {
 	GossipAddr  string // bind address, default 0.0.0.0:7946
 	ClusterAddr string // bind address of Raft and RPC, default 0.0.0.0:7947
 	HTTPAddr    string // the API, default 127.0.0.1:7948 (loopback unless told otherwise)
+	// HTTPToken is the API's bearer token. On loopback, reads are open and writes
+	// need it; on any other address every route but /healthz needs it, and the node
+	// refuses to start without one.
+	HTTPToken shard.Token
+	// HTTPInsecureLoopback lets writes through without a token when none is set and
+	// the API is on loopback (the demo's choice).
+	HTTPInsecureLoopback bool
 	// Advertise is the IP other nodes reach this one at. Default: the bind IP, or, if
 	// that is 0.0.0.0, the private IP gossip picks.
 	Advertise string
@@ -249,8 +256,24 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if !IsLoopback(c.HTTPAddr) && c.HTTPToken == "" {
+		return bad("--http-addr %s is not loopback: the API then needs a token (--http-token-file, or DISCLUSTER_HTTP_TOKEN), or anyone who reaches the port could drain the cluster", c.HTTPAddr)
+	}
 	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {
 		return bad("--advertise %q is not an IP address", c.Advertise)
 	}
 	return nil
+}
+
+// IsLoopback reports whether addr (host:port) binds to loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -189,6 +189,7 @@ func (c *testCluster) config(name string, expect int) Config {
 	cfg.ShardsPerCluster, cfg.CheckpointInterval, cfg.Lease = 4, 100*time.Millisecond, 5*time.Second
 	cfg.Token, cfg.APIBase, cfg.Intents = shard.Token(testToken), c.fake.APIURL(), 513 // GUILDS, GUILD_MESSAGES
 	cfg.Sink, cfg.Timing = c.events, testTiming()
+	cfg.HTTPInsecureLoopback = true // the cluster tests drain through the API; auth has its own tests
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{c.t, &c.logMu, &c.done}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	return cfg
 }

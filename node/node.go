@@ -155,7 +155,11 @@ func (n *Node) start(id membership.Identity) error {
 		Lease: n.leaseDuration, GatewayBot: n.gatewayBot,
 	})
 
-	n.http = &http.Server{Handler: api.Handler(backend{n}), ReadHeaderTimeout: 10 * time.Second}
+	loopback := IsLoopback(cfg.HTTPAddr)
+	auth := api.Auth{Token: cfg.HTTPToken.Reveal(), Reads: !loopback, InsecureWrites: loopback && cfg.HTTPInsecureLoopback}
+	// Every request is bounded in time and size: a slow or idle client holds nothing.
+	n.http = &http.Server{Handler: api.Handler(backend{n}, auth), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	n.goRun(func() { n.http.Serve(n.httpLn) })
 	n.goRun(func() { rpc.Serve(n.ctx, n.mux.RPC(), service{n}) })
 	n.goRun(func() { n.leader.Run(n.ctx, notify) })

@@ -51,6 +51,8 @@ func agentCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-moves", Value: 16, Usage: "rebalancing handoffs in flight at once", EnvVars: env("MAX_MOVES")},
 			&cli.StringFlag{Name: "timing", Value: "lan", Usage: "protocol timers: lan, or fast (one machine: tests and the demo)", EnvVars: env("TIMING")},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the bot token (instead of DISCORD_TOKEN)", EnvVars: []string{"DISCORD_TOKEN_FILE"}},
+			httpTokenFileFlag,
+			&cli.BoolFlag{Name: "http-insecure-loopback", Usage: "with no API token, let loopback callers drain and cancel drains without one (the demo's choice; never on a shared machine)"},
 			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
 			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
 			&cli.Uint64Flag{Name: "intents", Value: 513, Usage: "gateway intents (default GUILDS | GUILD_MESSAGES)", EnvVars: env("INTENTS")},
@@ -166,6 +168,11 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.Token = tok
+	httpTok, err := readHTTPToken(c)
+	if err != nil {
+		return cfg, noop, err
+	}
+	cfg.HTTPToken, cfg.HTTPInsecureLoopback = shard.Token(httpTok), c.Bool("http-insecure-loopback")
 	open := openSink
 	if c.Bool("check") {
 		open = checkSink

@@ -293,7 +293,7 @@ func TestWatchRedrawsTheLiveView(t *testing.T) {
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- watch(ctx, &out, []string{"127.0.0.1:1", strings.TrimPrefix(srv.URL, "http://")}, 100*time.Millisecond, nil)
+		done <- watch(ctx, &out, []string{"127.0.0.1:1", strings.TrimPrefix(srv.URL, "http://")}, "", 100*time.Millisecond, nil)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for calls.Load() < 3 && time.Now().Before(deadline) {

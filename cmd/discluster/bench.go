@@ -211,7 +211,7 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 			"--join", loop(ports[1]), "--bootstrap-expect", "3", "--voters", "3", "--shards", strconv.Itoa(bc.shards),
 			"--identify-window", window.String(), "--lease", bc.lease.String(), "--checkpoint-interval", "500ms",
 			"--timing", bc.timing, "--max-moves", "1000", "--shards-per-cluster", "100",
-			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel}
+			"--api-base", "http://" + bc.fakeAddr + "/api/v10", "--sink", "file:" + a.events, "--log-level", benchLogLevel, "--http-insecure-loopback"}
 		if bc.noStealing {
 			args = append(args, "--no-session-stealing")
 		}
@@ -291,7 +291,7 @@ func (bc *benchCluster) status(ctx context.Context) (api.Status, error) {
 			addrs = append(addrs, a.http)
 		}
 	}
-	st, _, err := fetchStatus(ctx, addrs)
+	st, _, err := fetchStatus(ctx, addrs, "")
 	bc.record(st)
 	return st, err
 }

@@ -132,7 +132,7 @@ func runDemo(c *cli.Context) error {
 			"--join", loop(ports[1]), "--bootstrap-expect", strconv.Itoa(nodes),
 			"--shards", strconv.Itoa(shards), "--max-concurrency", strconv.Itoa(c.Int("max-concurrency")),
 			"--identify-window", window, "--lease", "3s", "--checkpoint-interval", "500ms", "--timing", "fast",
-			"--api-base", "http://" + fakeAddr + "/api/v10", "--sink", "file:" + filepath.Join(ndir, "events.ndjson")}
+			"--api-base", "http://" + fakeAddr + "/api/v10", "--sink", "file:" + filepath.Join(ndir, "events.ndjson"), "--http-insecure-loopback"}
 		if _, err := start(name, filepath.Join(ndir, "agent.log"), p, args...); err != nil {
 			return err
 		}
@@ -178,10 +178,11 @@ func runDemo(c *cli.Context) error {
 				fmt.Fprintf(w, "\n%s exited; to start it again with its data dir:\n  DISCORD_TOKEN=%s %s %s\n", ch.Name(), demoToken, exe, strings.Join(args, " "))
 			}
 		}
-		fmt.Fprintf(w, "\ndata, logs and delivered events: %s\n\n", dir)
+		fmt.Fprintf(w, "\ndata, logs and delivered events: %s\n", dir)
+		fmt.Fprintf(w, "a demo: the agents take drains from loopback without an API token (--http-insecure-loopback), and gossip and Raft are neither encrypted nor authenticated; see the README's Security section for a real cluster\n\n")
 	}
 	intro(out)
-	return watch(ctx, out, httpAddrs, c.Duration("interval"), intro)
+	return watch(ctx, out, httpAddrs, "", c.Duration("interval"), intro)
 }
 
 func port(m map[string]int, k string) string {

@@ -95,6 +95,12 @@ func newE2E(t *testing.T, shards int) *e2e {
 		if err := e.procs.Stop(); err != nil {
 			t.Error(err)
 		}
+		// Whatever the test did, no process printed the bot token.
+		for _, p := range e.procs.Children() {
+			if strings.Contains(p.Output(), e2eToken) {
+				t.Errorf("%s printed the bot token", p.Name())
+			}
+		}
 		if t.Failed() {
 			for _, p := range e.procs.Children() {
 				t.Logf("--- %s output (last 3000 bytes):\n%s", p.Name(), p.Tail(3000))
@@ -106,7 +112,7 @@ func newE2E(t *testing.T, shards int) *e2e {
 		t.Fatal(err)
 	}
 	e.fakeA = loop(ports[0])
-	e.fake = e.start("fake", "fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", "tok",
+	e.fake = e.start("fake", "fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", e2eToken,
 		// Half the agents' identify window and a long heartbeat grace: the fake
 		// measures arrivals, and on a loaded CI machine an IDENTIFY or a heartbeat
 		// can reach it 100 ms late without any rule having been broken.
@@ -119,6 +125,10 @@ func newE2E(t *testing.T, shards int) *e2e {
 
 var loop = proccluster.Loopback
 
+// e2eToken is the bot token of every end-to-end cluster: long and unlike any other
+// text, so that finding it anywhere (a log, a file, an answer) is a leak.
+const e2eToken = "e2e-bot-token-9c1b2d4e7f3a-NEVER-PRINTED"
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -129,7 +139,7 @@ func tail(s string, n int) string {
 // start starts the binary with args, its output kept to show if the test fails.
 func (e *e2e) start(name string, args ...string) *proccluster.Child {
 	e.t.Helper()
-	p, err := e.procs.Start(proccluster.Spec{Name: name, Path: e.bin, Args: args, Env: []string{"DISCORD_TOKEN=tok"}})
+	p, err := e.procs.Start(proccluster.Spec{Name: name, Path: e.bin, Args: args, Env: []string{"DISCORD_TOKEN=" + e2eToken}})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -177,7 +187,7 @@ func (e *e2e) addAgent(expect int, extra ...string) *agentProc {
 		"--gossip-addr", a.gossip, "--cluster-addr", loop(ports[1]), "--http-addr", a.http,
 		"--join", join, "--bootstrap-expect", strconv.Itoa(expect), "--shards", "auto",
 		"--identify-window", "100ms", "--lease", "3s", "--checkpoint-interval", "200ms", "--timing", "fast",
-		"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info"}
+		"--api-base", "http://" + e.fakeA + "/api/v10", "--sink", "file:" + a.events, "--log-level", "info", "--http-insecure-loopback"}
 	a.argsBase = append(a.argsBase, extra...)
 	a.Child = e.start(name, a.argsBase...)
 	e.nodes = append(e.nodes, a)

@@ -12,11 +12,11 @@ import (
 )
 
 // fetchStatus asks the first of addrs that answers.
-func fetchStatus(ctx context.Context, addrs []string) (api.Status, string, error) {
+func fetchStatus(ctx context.Context, addrs []string, token string) (api.Status, string, error) {
 	var last error
 	for _, a := range addrs {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, err := api.NewClient(a).Status(ctx)
+		st, err := (&api.Client{Addr: a, Token: token}).Status(ctx)
 		cancel()
 		if err != nil {
 			last = err
@@ -82,7 +82,7 @@ func isTerminal(w io.Writer) bool {
 
 // watch redraws the live view every interval until ctx ends. header, when set, is
 // printed above each frame (the demo's list of processes).
-func watch(ctx context.Context, w io.Writer, addrs []string, interval time.Duration, header func(io.Writer)) error {
+func watch(ctx context.Context, w io.Writer, addrs []string, token string, interval time.Duration, header func(io.Writer)) error {
 	term := isTerminal(w)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -91,7 +91,7 @@ func watch(ctx context.Context, w io.Writer, addrs []string, interval time.Durat
 		if header != nil {
 			header(&b)
 		}
-		st, from, err := fetchStatus(ctx, addrs)
+		st, from, err := fetchStatus(ctx, addrs, token)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil

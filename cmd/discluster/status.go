@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,36 @@ import (
 	"github.com/discluster/discluster/node/event"
 )
 
+// httpTokenFileFlag names the file of the agent's API token; DISCLUSTER_HTTP_TOKEN
+// holds the token itself. The agent checks it, status and drain send it.
+var httpTokenFileFlag = &cli.StringFlag{Name: "http-token-file", Usage: "file holding the API's bearer token (or set DISCLUSTER_HTTP_TOKEN)", EnvVars: env("HTTP_TOKEN_FILE")}
+
+// readHTTPToken is the API token from --http-token-file or DISCLUSTER_HTTP_TOKEN, ""
+// when neither is set.
+func readHTTPToken(c *cli.Context) (string, error) {
+	if f := c.String("http-token-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("--http-token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("--http-token-file %s is empty", f)
+		}
+		return tok, nil
+	}
+	return strings.TrimSpace(os.Getenv("DISCLUSTER_HTTP_TOKEN")), nil
+}
+
+// client is the API client of a status or drain command, with the token.
+func client(c *cli.Context) (*api.Client, error) {
+	tok, err := readHTTPToken(c)
+	if err != nil {
+		return nil, err
+	}
+	return &api.Client{Addr: c.String("addr"), Token: tok}, nil
+}
+
 var addrFlag = &cli.StringFlag{Name: "addr", Value: "127.0.0.1:" + strconv.Itoa(api.DefaultPort),
 	Usage: "HTTP address of any agent", EnvVars: env("HTTP_ADDR")}
 
@@ -24,7 +55,7 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the members, the leader and every shard",
-		Flags: []cli.Flag{addrFlag,
+		Flags: []cli.Flag{addrFlag, httpTokenFileFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"},
 			&cli.BoolFlag{Name: "all", Usage: "list members that left too (gossip remembers them for --reap-after)"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw a live view (status, progress, recent moves and failovers) until Ctrl-C"},
@@ -43,26 +74,33 @@ func statusCommand() *cli.Command {
 				defer stop()
 				// Other agents answer too, when this one is the one that was killed.
 				addrs := []string{c.String("addr")}
-				if st, _, err := fetchStatus(ctx, addrs); err == nil {
+				cl, err := client(c)
+				if err != nil {
+					return err
+				}
+				if st, _, err := fetchStatus(ctx, addrs, cl.Token); err == nil {
 					for _, m := range st.Members {
 						if m.HTTP != "" && m.HTTP != addrs[0] {
 							addrs = append(addrs, m.HTTP)
 						}
 					}
 				}
-				return watch(ctx, c.App.Writer, addrs, c.Duration("interval"), nil)
+				return watch(ctx, c.App.Writer, addrs, cl.Token, c.Duration("interval"), nil)
 			}
-			client := api.NewClient(c.String("addr"))
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
 			path := "/v1/status"
 			if c.Bool("all") {
 				path += "?all=true"
 			}
-			body, err := client.Do(c.Context, http.MethodGet, path)
+			body, err := cl.Do(c.Context, http.MethodGet, path)
 			if wait := c.Duration("wait"); wait > 0 {
 				deadline := time.Now().Add(wait)
 				for time.Now().Before(deadline) && (err != nil || !allReady(body)) {
 					time.Sleep(250 * time.Millisecond) // a poll: the cluster is the one taking its time
-					body, err = client.Do(c.Context, http.MethodGet, path)
+					body, err = cl.Do(c.Context, http.MethodGet, path)
 				}
 				if err == nil && !allReady(body) {
 					err = fmt.Errorf("not every shard ready after --wait %v", wait)
@@ -91,20 +129,28 @@ func drainCommand() *cli.Command {
 		Name:      "drain",
 		Usage:     "move every shard off a node, each handed off at its exact seq (--cancel: take shards again)",
 		ArgsUsage: "NODE",
-		Flags: []cli.Flag{addrFlag, &cli.BoolFlag{Name: "cancel",
+		Flags: []cli.Flag{addrFlag, httpTokenFileFlag, &cli.BoolFlag{Name: "cancel",
 			Usage: "end the node's drain: it takes shards again, moved back one handoff at a time"}},
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() != 1 {
 				return fmt.Errorf("drain takes one node name, got %q", c.Args().Slice())
 			}
 			if c.Bool("cancel") {
-				if err := api.NewClient(c.String("addr")).Undrain(c.Context, c.Args().First()); err != nil {
+				cl, err := client(c)
+				if err != nil {
+					return err
+				}
+				if err := cl.Undrain(c.Context, c.Args().First()); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "%s takes shards again; the balancer moves some back to it one handoff at a time\n", c.Args().First())
 				return nil
 			}
-			r, err := api.NewClient(c.String("addr")).Drain(c.Context, c.Args().First())
+			cl, err := client(c)
+			if err != nil {
+				return err
+			}
+			r, err := cl.Drain(c.Context, c.Args().First())
 			if err != nil {
 				return err
 			}

@@ -34,7 +34,12 @@ func (s *stub) Undrain(context.Context, string) error { return s.undrain }
 
 func serve(t *testing.T, b Backend) *Client {
 	t.Helper()
-	srv := httptest.NewServer(Handler(b))
+	return serveWith(t, b, Auth{InsecureWrites: true})
+}
+
+func serveWith(t *testing.T, b Backend, auth Auth) *Client {
+	t.Helper()
+	srv := httptest.NewServer(Handler(b, auth))
 	t.Cleanup(srv.Close)
 	return NewClient(strings.TrimPrefix(srv.URL, "http://"))
 }
@@ -97,5 +102,77 @@ func TestClientSaysWhenNoAgentAnswers(t *testing.T) {
 	_, err := NewClient("127.0.0.1:1").Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "cannot reach an agent at 127.0.0.1:1") {
 		t.Fatalf("no agent: %v", err)
+	}
+}
+
+// Who may call what: on loopback reads are open and writes need the token; anywhere
+// else every route but /healthz needs it; with no token, writes are refused unless
+// insecure writes were asked for. A wrong token is as good as none.
+func TestAuth(t *testing.T) {
+	ctx := context.Background()
+	code := func(err error) string {
+		var ae *Error
+		if err == nil {
+			return "ok"
+		}
+		if errors.As(err, &ae) {
+			return ae.Code
+		}
+		return err.Error()
+	}
+	for _, tc := range []struct {
+		name                      string
+		auth                      Auth
+		token                     string
+		status, drain, healthWant string
+	}{
+		{"loopback, no token set", Auth{}, "", "ok", CodeForbidden, "ok"},
+		{"loopback, insecure writes", Auth{InsecureWrites: true}, "", "ok", "ok", "ok"},
+		{"loopback, token set, none sent", Auth{Token: "s3cret"}, "", "ok", CodeUnauthorized, "ok"},
+		{"loopback, token sent", Auth{Token: "s3cret"}, "s3cret", "ok", "ok", "ok"},
+		{"loopback, wrong token", Auth{Token: "s3cret"}, "s3cre", "ok", CodeUnauthorized, "ok"},
+		{"network, none sent", Auth{Token: "s3cret", Reads: true}, "", CodeUnauthorized, CodeUnauthorized, "ok"},
+		{"network, token sent", Auth{Token: "s3cret", Reads: true}, "s3cret", "ok", "ok", "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &stub{healthy: true}
+			c := serveWith(t, b, tc.auth)
+			c.Token = tc.token
+			_, err := c.Status(ctx)
+			if got := code(err); got != tc.status {
+				t.Errorf("status: %s, want %s", got, tc.status)
+			}
+			_, err = c.Drain(ctx, "n")
+			if got := code(err); got != tc.drain {
+				t.Errorf("drain: %s, want %s", got, tc.drain)
+			}
+			if tc.drain != "ok" && len(b.drained) != 0 {
+				t.Errorf("a refused drain reached the backend")
+			}
+			_, err = c.Health(ctx)
+			if got := code(err); got != tc.healthWant {
+				t.Errorf("healthz: %s, want %s", got, tc.healthWant)
+			}
+		})
+	}
+}
+
+// A body over MaxBody is refused before a route reads it, and an unknown route is a
+// 404 with a code.
+func TestLimits(t *testing.T) {
+	c := serve(t, &stub{healthy: true})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.Addr+"/v1/drain/n", strings.NewReader(strings.Repeat("x", MaxBody+1)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a %d-byte body: HTTP %d", MaxBody+1, resp.StatusCode)
+	}
+	_, err = c.Do(context.Background(), http.MethodGet, "/v1/nosuch")
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Code != CodeNotFound {
+		t.Errorf("unknown route: %v", err)
 	}
 }

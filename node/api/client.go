@@ -16,6 +16,8 @@ type Client struct {
 	Addr string
 	// HTTP is the client to use; http.DefaultClient when nil.
 	HTTP *http.Client
+	// Token is the agent's API token, sent as a bearer token when set.
+	Token string
 }
 
 // NewClient calls the agent at addr (host:port).
@@ -47,6 +49,9 @@ func (c *Client) Do(ctx context.Context, method, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	hc := c.HTTP
 	if hc == nil {

@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -29,20 +32,48 @@ var (
 
 // Error codes of ErrorBody.Code.
 const (
-	CodeUnknownNode = "unknown_node"
-	CodeRefused     = "refused"
-	CodeUnavailable = "unavailable"
+	CodeUnknownNode  = "unknown_node"
+	CodeRefused      = "refused"
+	CodeUnavailable  = "unavailable"
+	CodeUnauthorized = "unauthorized" // no token, or a wrong one
+	CodeForbidden    = "forbidden"    // a write, and the agent has no token to check it against
+	CodeNotFound     = "not_found"
+	CodeTooLarge     = "body_too_large"
 )
+
+// Auth is who may call the routes. The agent's rule: on loopback, reads are open and
+// writes need the token; anywhere else every route needs it; and with no token set,
+// writes are refused unless InsecureWrites says loopback callers may write.
+type Auth struct {
+	// Token is the bearer token callers must send ("Authorization: Bearer ..."); ""
+	// when none is set.
+	Token string
+	// Reads needs the token for the routes that only read.
+	Reads bool
+	// InsecureWrites lets writes through without a token when none is set
+	// (--http-insecure-loopback).
+	InsecureWrites bool
+}
+
+// MaxBody bounds a request's body: no route takes more than a few bytes.
+const MaxBody = 64 << 10
 
 // writeTimeout bounds a write through the leader from one request.
 const writeTimeout = 10 * time.Second
 
-// Handler serves the API's routes over b.
-func Handler(b Backend) http.Handler {
+// Handler serves the API's routes over b, to the callers auth lets through.
+func Handler(b Backend, auth Auth) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, b.Status(r.Context(), r.URL.Query().Get("all") == "true"))
+	read := func(h http.HandlerFunc) http.HandlerFunc { return auth.guard(false, h) }
+	write := func(h http.HandlerFunc) http.HandlerFunc { return auth.guard(true, h) }
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: "no such route: " + r.Method + " " + r.URL.Path, Code: CodeNotFound})
 	})
+	mux.HandleFunc("GET /v1/status", read(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Status(r.Context(), r.URL.Query().Get("all") == "true"))
+	}))
+	// /healthz stays open to every caller that reaches the port: a load balancer or
+	// systemd's watchdog has no token, and it tells nothing but the node's health.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := b.Health()
 		code := http.StatusOK
@@ -51,7 +82,7 @@ func Handler(b Backend) http.Handler {
 		}
 		writeJSON(w, code, h)
 	})
-	mux.HandleFunc("POST /v1/drain/{node}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/drain/{node}", write(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("node")
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
@@ -61,10 +92,10 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, d)
-	})
+	}))
 	// Cancelling a drain makes the node take shards again; the balancer moves some
 	// back to it one handoff at a time.
-	mux.HandleFunc("DELETE /v1/drain/{node}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE /v1/drain/{node}", write(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("node")
 		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 		defer cancel()
@@ -73,8 +104,41 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, Undrained{Undrained: id})
+	}))
+	return limitBody(mux)
+}
+
+// guard lets a request through to h when auth allows it.
+func (a Auth) guard(isWrite bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case a.Token != "":
+			if isWrite || a.Reads {
+				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="discluster"`)
+					writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "this route needs the agent's API token: send Authorization: Bearer <token> (discluster reads it from --http-token-file or DISCLUSTER_HTTP_TOKEN)", Code: CodeUnauthorized})
+					return
+				}
+			}
+		case isWrite && !a.InsecureWrites:
+			writeJSON(w, http.StatusForbidden, ErrorBody{Error: "the agent has no API token, so nothing may change the cluster through it: start it with --http-token-file (or DISCLUSTER_HTTP_TOKEN), or with --http-insecure-loopback to allow writes from loopback without one", Code: CodeForbidden})
+			return
+		}
+		h(w, r)
+	}
+}
+
+// limitBody bounds every request's body to MaxBody.
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxBody {
+			writeJSON(w, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("a body of at most %d bytes", MaxBody), Code: CodeTooLarge})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		h.ServeHTTP(w, r)
 	})
-	return mux
 }
 
 // writeError answers err: 404 for an unknown node, refusedCode for a refusal, 503
