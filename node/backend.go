@@ -68,6 +68,16 @@ func (b backend) Undrain(ctx context.Context, id string) error {
 	return nil
 }
 
+// Keyring lists or changes the gossip keyring of every member.
+func (b backend) Keyring(_ context.Context, op, key string) (api.Keyring, error) {
+	res, err := b.n.gossip.Keyring(membership.KeyringOp(op), key)
+	out := api.Keyring{Nodes: res.Nodes, Responded: res.Responded, Failed: res.Failed, Keys: res.Keys, Primary: res.Primary}
+	if errors.Is(err, membership.ErrBadKey) {
+		err = fmt.Errorf("%w: %v", api.ErrRefused, err)
+	}
+	return out, err
+}
+
 // refusal marks a command the state machine refused as the API's refusal.
 func refusal(err error) error {
 	if errors.Is(err, fsm.ErrInvalid) {

@@ -50,6 +50,10 @@ type Config struct {
 	Advertise string
 
 	Join []string // gossip addresses of any members; retried until one answers
+	// EncryptKey encrypts and authenticates gossip (16, 24 or 32 bytes; see
+	// membership.ParseKey). The data dir keeps the keyring from then on, and a
+	// keyring there wins over this key.
+	EncryptKey []byte
 	// JoinTimeout gives up joining after this long, with an error on Fatal; 0 retries
 	// forever (a node may well start before the others).
 	JoinTimeout     time.Duration
@@ -256,6 +260,9 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if n := len(c.EncryptKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return bad("--encrypt: %v", membership.ErrBadKey)
+	}
 	if !IsLoopback(c.HTTPAddr) && c.HTTPToken == "" {
 		return bad("--http-addr %s is not loopback: the API then needs a token (--http-token-file, or DISCLUSTER_HTTP_TOKEN), or anyone who reaches the port could drain the cluster", c.HTTPAddr)
 	}
@@ -277,3 +284,9 @@ func IsLoopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// ParseGossipKey decodes a gossip key (base64 of 16, 24 or 32 bytes) for EncryptKey.
+func ParseGossipKey(s string) ([]byte, error) { return membership.ParseKey(s) }
+
+// NewGossipKey makes a gossip key: 32 random bytes, base64, as discluster keygen prints.
+func NewGossipKey() string { return membership.NewKey() }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -354,3 +355,5 @@ func (c *testCluster) checkpointed(via *testNode) {
 		return nil
 	})
 }
+
+func encodeKey(k []byte) string { return base64.StdEncoding.EncodeToString(k) }

@@ -130,7 +130,7 @@ func (n *Node) start(id membership.Identity) error {
 	n.toLeader = &rpc.ToLeader{Node: cfg.Name, Where: leadership{n.raft}, Local: service{n}, Pool: n.pool}
 	n.gossip, err = membership.Start(membership.Config{
 		Name: cfg.Name, DataDir: cfg.DataDir, BindAddr: cfg.GossipAddr, Advertise: advertise,
-		ClusterAddr: n.advertiseCluster, HTTPAddr: n.advertiseHTTP, Weight: cfg.Weight,
+		ClusterAddr: n.advertiseCluster, HTTPAddr: n.advertiseHTTP, Weight: cfg.Weight, EncryptKey: cfg.EncryptKey,
 		BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join, JoinTimeout: cfg.JoinTimeout, DefaultPort: DefaultGossipPort,
 		Timing: membership.Timing{
 			ProbeInterval: cfg.Timing.ProbeInterval, ProbeTimeout: cfg.Timing.ProbeTimeout, SuspicionMult: cfg.Timing.SuspicionMult,

@@ -52,6 +52,8 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "timing", Value: "lan", Usage: "protocol timers: lan, or fast (one machine: tests and the demo)", EnvVars: env("TIMING")},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the bot token (instead of DISCORD_TOKEN)", EnvVars: []string{"DISCORD_TOKEN_FILE"}},
 			httpTokenFileFlag,
+			&cli.StringFlag{Name: "encrypt", Usage: "gossip key (base64 of 32 bytes, from discluster keygen): encrypts and authenticates gossip; the data dir keeps the keyring from then on", EnvVars: env("ENCRYPT")},
+			&cli.StringFlag{Name: "encrypt-file", Usage: "file holding the gossip key (instead of --encrypt)", EnvVars: env("ENCRYPT_FILE")},
 			&cli.BoolFlag{Name: "http-insecure-loopback", Usage: "with no API token, let loopback callers drain and cancel drains without one (the demo's choice; never on a shared machine)"},
 			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
 			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
@@ -173,6 +175,9 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.HTTPToken, cfg.HTTPInsecureLoopback = shard.Token(httpTok), c.Bool("http-insecure-loopback")
+	if cfg.EncryptKey, err = readGossipKey(c); err != nil {
+		return cfg, noop, err
+	}
 	open := openSink
 	if c.Bool("check") {
 		open = checkSink
@@ -242,4 +247,27 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// readGossipKey is the gossip key from --encrypt or --encrypt-file, nil for none.
+func readGossipKey(c *cli.Context) ([]byte, error) {
+	text, from := c.String("encrypt"), "--encrypt"
+	if f := c.String("encrypt-file"); f != "" {
+		if text != "" {
+			return nil, errors.New("--encrypt and --encrypt-file: give one")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--encrypt-file: %w", err)
+		}
+		text, from = strings.TrimSpace(string(b)), "--encrypt-file "+f
+	}
+	if text == "" {
+		return nil, nil
+	}
+	k, err := node.ParseGossipKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return k, nil
 }

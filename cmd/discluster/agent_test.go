@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/discluster/discluster/internal/testlock"
+	"github.com/discluster/discluster/node"
 	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/shard/gatewaytest"
@@ -55,6 +56,8 @@ func TestAgentRefusesBadInvocations(t *testing.T) {
 		{"identify window negative", "t", []string{"--data-dir", dir, "--identify-window", "-5s"}, "--identify-window -5s must be positive"},
 		{"identify window zero", "t", []string{"--data-dir", dir, "--identify-window", "0"}, "--identify-window 0s must be positive"},
 		{"checkpoint interval zero", "t", []string{"--data-dir", dir, "--checkpoint-interval", "0"}, "--checkpoint-interval 0s must be positive"},
+		{"bad gossip key", "t", []string{"--data-dir", dir, "--encrypt", "c2hvcnQ="}, "--encrypt: a gossip key is base64 of 16, 24 or 32"},
+		{"api off loopback without a token", "t", []string{"--data-dir", dir, "--http-addr", "0.0.0.0:7948"}, "is not loopback"},
 		{"stray argument", "t", []string{"--data-dir", dir, "extra"}, "no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,5 +363,24 @@ func TestFlagsAfterArguments(t *testing.T) {
 	_, _, err := run(t, "drain", "ghost", "--addr", "127.0.0.1:1")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach an agent at 127.0.0.1:1") {
 		t.Fatalf("drain NODE --addr: %v, want it to try the given address", err)
+	}
+}
+
+// keygen prints a key the agent takes; keyring refuses two changes at once and a
+// malformed key before it calls anything.
+func TestKeygenAndKeyringFlags(t *testing.T) {
+	out, _, err := run(t, "keygen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.ParseGossipKey(strings.TrimSpace(out)); err != nil {
+		t.Fatalf("keygen printed %q: %v", out, err)
+	}
+	key := strings.TrimSpace(out)
+	if _, _, err := run(t, "keyring", "--install", key, "--use", key); err == nil || !strings.Contains(err.Error(), "one of") {
+		t.Errorf("two changes at once: %v", err)
+	}
+	if _, _, err := run(t, "keyring", "--install", "bad"); err == nil || !strings.Contains(err.Error(), "--install") {
+		t.Errorf("a bad key: %v", err)
 	}
 }

@@ -35,6 +35,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			statusCommand(),
 			drainCommand(),
+			keygenCommand(),
+			keyringCommand(),
 			benchCommand(),
 			fakeDiscordCommand(),
 		},

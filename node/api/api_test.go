@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,10 @@ func (s *stub) Drain(_ context.Context, n string) (Drained, error) {
 	return Drained{Draining: n, Shards: 3, State: "draining"}, s.drainErr
 }
 func (s *stub) Undrain(context.Context, string) error { return s.undrain }
+func (s *stub) Keyring(_ context.Context, op, key string) (Keyring, error) {
+	s.drained = append(s.drained, op+":"+key)
+	return Keyring{Nodes: 1, Responded: 1, Keys: map[string]int{"k": 1}}, nil
+}
 
 func serve(t *testing.T, b Backend) *Client {
 	t.Helper()
@@ -175,4 +180,57 @@ func TestLimits(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Code != CodeNotFound {
 		t.Errorf("unknown route: %v", err)
 	}
+}
+
+// The keyring routes are writes (listing shows the gossip's secret), and a malformed
+// body is a 400 with a code that reaches no backend.
+func TestKeyringRoutes(t *testing.T) {
+	ctx := context.Background()
+	b := &stub{}
+	c := serveWith(t, b, Auth{Token: "s3cret"})
+	var ae *Error
+	if _, err := c.Keyring(ctx, "list", ""); !errors.As(err, &ae) || ae.Code != CodeUnauthorized {
+		t.Fatalf("listing without the token: %v", err)
+	}
+	c.Token = "s3cret"
+	if k, err := c.Keyring(ctx, "install", "a2V5"); err != nil || k.Keys["k"] != 1 || b.drained[0] != "install:a2V5" {
+		t.Fatalf("install: %+v %v (backend saw %q)", k, err, b.drained)
+	}
+	for _, body := range []string{`{"op":"explode","key":"x"}`, `{"op":"use"`, `{"op":"use","key":"x","extra":1}`, `[]`} {
+		_, err := c.DoBody(ctx, http.MethodPost, "/v1/keyring", []byte(body))
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != CodeBadRequest {
+			t.Errorf("body %s: %v, want a 400 bad_request", body, err)
+		}
+	}
+	if len(b.drained) != 1 {
+		t.Errorf("malformed bodies reached the backend: %q", b.drained)
+	}
+}
+
+// FuzzKeyringBody: whatever body POST /v1/keyring gets, the answer is a 400 or the
+// backend's, never a 500 or a panic, and only a well-formed request reaches the
+// backend.
+func FuzzKeyringBody(f *testing.F) {
+	for _, s := range []string{`{"op":"install","key":"a2V5"}`, `{"op":"use"}`, `{`, `null`, `{"op":1}`, `{"op":"remove","key":"x","y":2}`} {
+		f.Add([]byte(s))
+	}
+	b := &stub{}
+	h := Handler(b, Auth{InsecureWrites: true})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		before := len(b.drained)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/keyring", bytes.NewReader(body)))
+		switch rec.Code {
+		case http.StatusOK:
+			if len(b.drained) != before+1 {
+				t.Fatalf("a 200 without a backend call")
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			if len(b.drained) != before {
+				t.Fatalf("a refused body %q reached the backend", body)
+			}
+		default:
+			t.Fatalf("body %q: HTTP %d", body, rec.Code)
+		}
+	})
 }

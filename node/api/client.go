@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,14 +45,26 @@ const maxBody = 64 << 20
 // Do calls path with method and returns the body of a 2xx answer; any other answer
 // is an *Error.
 func (c *Client) Do(ctx context.Context, method, path string) ([]byte, error) {
+	return c.DoBody(ctx, method, path, nil)
+}
+
+// DoBody is Do with a JSON request body.
+func (c *Client) DoBody(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -62,19 +75,19 @@ func (c *Client) Do(ctx context.Context, method, path string) ([]byte, error) {
 		return nil, fmt.Errorf("cannot reach an agent at %s (is it running? --addr names its --http-addr): %w", c.Addr, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Addr, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		e := &Error{Addr: c.Addr, Status: resp.StatusCode}
 		var eb ErrorBody
-		if json.Unmarshal(body, &eb) == nil {
+		if json.Unmarshal(answer, &eb) == nil {
 			e.Code, e.Msg = eb.Code, eb.Error
 		}
-		return body, e
+		return answer, e
 	}
-	return body, nil
+	return answer, nil
 }
 
 func (c *Client) get(ctx context.Context, method, path string, v any) error {
@@ -115,6 +128,20 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 func (c *Client) Drain(ctx context.Context, node string) (Drained, error) {
 	var d Drained
 	return d, c.get(ctx, http.MethodPost, "/v1/drain/"+url.PathEscape(node), &d)
+}
+
+// Keyring is GET /v1/keyring (op "list") or POST /v1/keyring (install, use, remove).
+func (c *Client) Keyring(ctx context.Context, op, key string) (Keyring, error) {
+	var k Keyring
+	if op == "list" {
+		return k, c.get(ctx, http.MethodGet, "/v1/keyring", &k)
+	}
+	body, _ := json.Marshal(KeyringRequest{Op: op, Key: key})
+	b, err := c.DoBody(ctx, http.MethodPost, "/v1/keyring", body)
+	if err != nil {
+		return k, err
+	}
+	return k, json.Unmarshal(b, &k)
 }
 
 // Undrain is DELETE /v1/drain/{node}.

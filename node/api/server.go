@@ -20,6 +20,9 @@ type Backend interface {
 	// Drain marks node drained until Undrain, and says how many shards it holds.
 	Drain(ctx context.Context, node string) (Drained, error)
 	Undrain(ctx context.Context, node string) error
+	// Keyring lists the gossip keys (op "list") or installs, uses or removes one on
+	// every member.
+	Keyring(ctx context.Context, op, key string) (Keyring, error)
 }
 
 // Errors a Backend returns for the routes to answer with the right code.
@@ -39,6 +42,7 @@ const (
 	CodeForbidden    = "forbidden"    // a write, and the agent has no token to check it against
 	CodeNotFound     = "not_found"
 	CodeTooLarge     = "body_too_large"
+	CodeBadRequest   = "bad_request"
 )
 
 // Auth is who may call the routes. The agent's rule: on loopback, reads are open and
@@ -104,6 +108,36 @@ func Handler(b Backend, auth Auth) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, Undrained{Undrained: id})
+	}))
+	mux.HandleFunc("GET /v1/keyring", write(func(w http.ResponseWriter, r *http.Request) {
+		// Listing is a write's privilege: the keys are the gossip's secret.
+		k, err := b.Keyring(r.Context(), "list", "")
+		if err != nil {
+			writeError(w, err, http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, http.StatusOK, k)
+	}))
+	mux.HandleFunc("POST /v1/keyring", write(func(w http.ResponseWriter, r *http.Request) {
+		var req KeyringRequest
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, ErrorBody{Error: "the body must be {\"op\": \"install\"|\"use\"|\"remove\", \"key\": \"<base64>\"}: " + err.Error(), Code: CodeBadRequest})
+			return
+		}
+		if req.Op != "install" && req.Op != "use" && req.Op != "remove" {
+			writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("op %q: install, use or remove", req.Op), Code: CodeBadRequest})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
+		defer cancel()
+		k, err := b.Keyring(ctx, req.Op, req.Key)
+		if err != nil {
+			writeError(w, err, http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, http.StatusOK, k)
 	}))
 	return limitBody(mux)
 }

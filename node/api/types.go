@@ -135,6 +135,22 @@ type Undrained struct {
 	Undrained string `json:"undrained"`
 }
 
+// KeyringRequest is the body of POST /v1/keyring: install, use or remove a gossip key
+// on every member.
+type KeyringRequest struct {
+	Op  string `json:"op"`
+	Key string `json:"key"`
+}
+
+// Keyring is the answer of GET and POST /v1/keyring.
+type Keyring struct {
+	Nodes     int               `json:"nodes"`
+	Responded int               `json:"responded"`
+	Failed    map[string]string `json:"failed,omitempty"`
+	Keys      map[string]int    `json:"keys"`              // key → members holding it
+	Primary   map[string]int    `json:"primary,omitempty"` // key → members using it as their primary
+}
+
 // ErrorBody is every error answer: a message for people and a code for programs.
 type ErrorBody struct {
 	Error string `json:"error"`

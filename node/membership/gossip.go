@@ -81,8 +81,11 @@ type Config struct {
 	HTTPAddr        string
 	Weight          int
 	BootstrapExpect int
-	Join            []string
-	JoinTimeout     time.Duration
+	// EncryptKey, when set, encrypts gossip with it unless the data dir already holds
+	// a keyring (which then wins: it has the cluster's current keys).
+	EncryptKey  []byte
+	Join        []string
+	JoinTimeout time.Duration
 	// DefaultPort names the gossip port in the hint of a failed join.
 	DefaultPort int
 	Timing      Timing
@@ -183,6 +186,19 @@ func (g *Gossip) start() error {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "serf"), 0o700); err != nil {
 		nt.Shutdown()
 		return fmt.Errorf("data dir: %w", err)
+	}
+	ring, ringPath, ignored, err := loadKeyring(filepath.Join(cfg.DataDir, "serf"), cfg.EncryptKey)
+	if err != nil {
+		nt.Shutdown()
+		return err
+	}
+	if ring != nil {
+		mc.Keyring = ring
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+		sc.KeyringFile = ringPath
+	}
+	if ignored {
+		g.log.Warn("--encrypt is not in this data dir's gossip keyring; using the keyring (rotate keys with discluster keyring)", "keyring", ringPath)
 	}
 	// The snapshot lets a restarted node find its peers again without --join.
 	sc.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "local.snapshot")
