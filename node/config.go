@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/discluster/discluster/internal/certs"
 	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/node/membership"
 	"github.com/discluster/discluster/node/sink"
@@ -42,6 +43,10 @@ type Config struct {
 	// need it; on any other address every route but /healthz needs it, and the node
 	// refuses to start without one.
 	HTTPToken shard.Token
+	// TLS, when set, is the cluster port's mutual TLS: the CA, and this node's
+	// certificate and key (see internal/certs). A peer without a certificate the CA
+	// issued for the cluster role is refused before any Raft or RPC byte.
+	TLS *certs.Files
 	// HTTPInsecureLoopback lets writes through without a token when none is set and
 	// the API is on loopback (the demo's choice).
 	HTTPInsecureLoopback bool
@@ -262,6 +267,9 @@ func (c Config) Validate() error {
 	}
 	if n := len(c.EncryptKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		return bad("--encrypt: %v", membership.ErrBadKey)
+	}
+	if c.TLS != nil && (c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "") {
+		return bad("--tls-ca, --tls-cert and --tls-key go together")
 	}
 	if !IsLoopback(c.HTTPAddr) && c.HTTPToken == "" {
 		return bad("--http-addr %s is not loopback: the API then needs a token (--http-token-file, or DISCLUSTER_HTTP_TOKEN), or anyone who reaches the port could drain the cluster", c.HTTPAddr)

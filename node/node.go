@@ -19,6 +19,7 @@ import (
 
 	"github.com/discluster/discluster/fsm"
 	"github.com/discluster/discluster/internal/backoff"
+	"github.com/discluster/discluster/internal/certs"
 	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/node/leader"
@@ -48,6 +49,7 @@ type Node struct {
 	http     *http.Server
 
 	identity         membership.Identity // as the data dir held it at start
+	certs            *certs.Config       // the cluster port's TLS; nil without
 	advertiseCluster string
 	advertiseHTTP    string
 	leaseWarned      atomic.Bool
@@ -92,7 +94,15 @@ func (n *Node) start(id membership.Identity) error {
 	if err != nil {
 		return err
 	}
-	n.mux, err = transport.Listen(cfg.ClusterAddr, cfg.Filter, n.log)
+	var mtls transport.TLS
+	if cfg.TLS != nil {
+		if n.certs, err = certs.Load(*cfg.TLS); err != nil {
+			return err
+		}
+		mtls = transport.TLS{Server: n.certs.Server(), Client: n.certs.Client()}
+		n.log.Info("cluster port: mutual TLS", "cert", cfg.TLS.Cert, "expires", n.certs.Expires().Format(time.DateOnly))
+	}
+	n.mux, err = transport.ListenTLS(cfg.ClusterAddr, cfg.Filter, n.log, mtls)
 	if err != nil {
 		return fmt.Errorf("%w (--cluster-addr %s)", err, cfg.ClusterAddr)
 	}
@@ -125,7 +135,7 @@ func (n *Node) start(id membership.Identity) error {
 		ReconcileInterval: cfg.Timing.ReconcileInterval, ProbeEvery: cfg.Timing.RaftHeartbeat / 10, Logger: n.log,
 	}, leader.Deps{
 		Raft: n.raft, FSM: n.fsm, Members: membersView{n}, Notify: n.events, Lease: n.leaseDuration,
-		ProcessGone: n.processGone, GatewayBot: n.gatewayBot, Done: n.ctx.Done(),
+		ProcessGone: n.processGone, GatewayBot: n.gatewayBot, Done: n.ctx.Done(), CanReach: n.canReach,
 	})
 	n.toLeader = &rpc.ToLeader{Node: cfg.Name, Where: leadership{n.raft}, Local: service{n}, Pool: n.pool}
 	n.gossip, err = membership.Start(membership.Config{
@@ -305,9 +315,31 @@ func (n *Node) processGone(addr string) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// canReach dials addr's cluster port, handshake included.
+func (n *Node) canReach(addr string) error {
+	c, err := n.mux.Dial(addr, transport.ProtoRPC, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
 func (n *Node) leaderAddr() string {
 	addr, _ := n.raft.LeaderWithID()
 	return string(addr)
+}
+
+// ReloadTLS reads the node's certificate and key again (a renewal), for the
+// connections made from then on; the CA stays. A node without TLS has nothing to do.
+func (n *Node) ReloadTLS() error {
+	if n.certs == nil {
+		return nil
+	}
+	if err := n.certs.Reload(); err != nil {
+		return err
+	}
+	n.log.Info("cluster port: certificate reloaded", "expires", n.certs.Expires().Format(time.DateOnly))
+	return nil
 }
 
 // Fatal delivers an error that should end the agent: this node cannot become part

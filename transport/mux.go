@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type Mux struct {
 	ln     net.Listener
 	filter *Filter
 	log    *slog.Logger
+	tls    TLS
 	raft   *listener
 	rpc    *listener
 
@@ -43,8 +45,24 @@ type Mux struct {
 	wg        sync.WaitGroup
 }
 
+// TLS is the cluster port's mutual TLS: the handshake comes before the protocol byte,
+// so a peer without an accepted certificate never reaches Raft or RPC. Zero means
+// plain TCP.
+type TLS struct {
+	Server *tls.Config // accepting
+	Client *tls.Config // dialing
+}
+
 // Listen opens addr ("host:port"; port 0 picks one). A nil filter blocks nothing.
 func Listen(addr string, filter *Filter, log *slog.Logger) (*Mux, error) {
+	return ListenTLS(addr, filter, log, TLS{})
+}
+
+// ListenTLS is Listen with mutual TLS on every connection, both ways.
+func ListenTLS(addr string, filter *Filter, log *slog.Logger, t TLS) (*Mux, error) {
+	if (t.Server == nil) != (t.Client == nil) {
+		return nil, errors.New("cluster port TLS: both the server and the client config, or neither")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster port: %w", err)
@@ -52,7 +70,7 @@ func Listen(addr string, filter *Filter, log *slog.Logger) (*Mux, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Mux{ln: ln, filter: filter, log: log, done: make(chan struct{})}
+	m := &Mux{ln: ln, filter: filter, log: log, tls: t, done: make(chan struct{})}
 	m.raft = &listener{mux: m, proto: ProtoRaft, conns: make(chan net.Conn)}
 	m.rpc = &listener{mux: m, proto: ProtoRPC, conns: make(chan net.Conn)}
 	m.wg.Add(1)
@@ -107,6 +125,16 @@ func (m *Mux) Dial(addr string, proto byte, timeout time.Duration) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
+	if m.tls.Client != nil {
+		tc := tls.Client(conn, m.tls.Client)
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("dial %s: TLS: %w", addr, err)
+		}
+		tc.SetDeadline(time.Time{})
+		conn = tc
+	}
 	if err := conn.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
 		_, err = conn.Write([]byte{proto})
 		if err == nil {
@@ -158,6 +186,18 @@ func (m *Mux) acceptLoop() {
 }
 
 func (m *Mux) route(conn net.Conn) {
+	if m.tls.Server != nil {
+		tc := tls.Server(conn, m.tls.Server)
+		tc.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			// Refused before a single byte of Raft or RPC is read.
+			m.log.Warn("cluster port: TLS handshake refused", "from", conn.RemoteAddr().String(), "err", err)
+			conn.Close()
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		conn = tc
+	}
 	var first [1]byte
 	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.ReadFull(conn, first[:]); err != nil {

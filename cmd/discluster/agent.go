@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/discluster/discluster/internal/certs"
 	"github.com/discluster/discluster/node"
 	"github.com/discluster/discluster/node/sink"
 	"github.com/discluster/discluster/shard"
@@ -53,6 +56,9 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the bot token (instead of DISCORD_TOKEN)", EnvVars: []string{"DISCORD_TOKEN_FILE"}},
 			httpTokenFileFlag,
 			&cli.StringFlag{Name: "encrypt", Usage: "gossip key (base64 of 32 bytes, from discluster keygen): encrypts and authenticates gossip; the data dir keeps the keyring from then on", EnvVars: env("ENCRYPT")},
+			&cli.StringFlag{Name: "tls-ca", Usage: "the cluster CA (discluster tls ca): with --tls-cert and --tls-key, mutual TLS on the cluster port", EnvVars: env("TLS_CA")},
+			&cli.StringFlag{Name: "tls-cert", Usage: "this node's certificate (discluster tls cert NAME); reloaded on SIGHUP", EnvVars: env("TLS_CERT")},
+			&cli.StringFlag{Name: "tls-key", Usage: "this node's key", EnvVars: env("TLS_KEY")},
 			&cli.StringFlag{Name: "encrypt-file", Usage: "file holding the gossip key (instead of --encrypt)", EnvVars: env("ENCRYPT_FILE")},
 			&cli.BoolFlag{Name: "http-insecure-loopback", Usage: "with no API token, let loopback callers drain and cancel drains without one (the demo's choice; never on a shared machine)"},
 			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
@@ -88,6 +94,17 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, stop := signalContext(c.Context)
 	defer stop()
+	// SIGHUP reloads the cluster port's certificate (a renewal), as Consul does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := n.ReloadTLS(); err != nil {
+				cfg.Logger.Error("SIGHUP: certificate not reloaded; the old one stays", "err", err)
+			}
+		}
+	}()
 	if c.Bool("exit-with-parent") {
 		// The demo holds our stdin open; when it dies, however it dies, stdin closes and
 		// this agent goes with it instead of running on as an orphan.
@@ -177,6 +194,9 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	cfg.HTTPToken, cfg.HTTPInsecureLoopback = shard.Token(httpTok), c.Bool("http-insecure-loopback")
 	if cfg.EncryptKey, err = readGossipKey(c); err != nil {
 		return cfg, noop, err
+	}
+	if ca, cert, key := c.String("tls-ca"), c.String("tls-cert"), c.String("tls-key"); ca != "" || cert != "" || key != "" {
+		cfg.TLS = &certs.Files{CA: ca, Cert: cert, Key: key}
 	}
 	open := openSink
 	if c.Bool("check") {

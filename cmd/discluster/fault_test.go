@@ -540,3 +540,82 @@ func TestE2EAPIAuth(t *testing.T) {
 		t.Fatalf("a drain of an agent without a token: %v\n%s", err, out)
 	}
 }
+
+// Mutual TLS on the cluster port, with certificates made by `discluster tls`: the
+// cluster forms and fails over over TLS; a certificate renewed on disk is picked up
+// on SIGHUP; an agent with a certificate of another CA gets no lease and no shard,
+// and the others refuse it at the handshake.
+func TestE2EMutualTLS(t *testing.T) {
+	e := newE2E(t, 6)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(e.bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("discluster %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	pki, other := filepath.Join(e.dir, "pki"), filepath.Join(e.dir, "other-pki")
+	for _, d := range []string{pki, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		run("tls", "ca", "--dir", d)
+	}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		run("tls", "cert", n, "--dir", pki, "--ip", "127.0.0.1")
+	}
+	run("tls", "cert", "n4", "--dir", other)
+	tlsArgs := func(dir, name string) []string {
+		return []string{"--tls-ca", filepath.Join(dir, "discluster-ca.pem"), "--tls-cert", filepath.Join(dir, name+".pem"),
+			"--tls-key", filepath.Join(dir, name+"-key.pem")}
+	}
+	e.startAgentsWith(3, func(i int) []string { return tlsArgs(pki, fmt.Sprintf("n%d", i+1)) })
+	e.allReady(60*time.Second, e.nodes...)
+
+	// Renew n2's certificate on disk and SIGHUP it.
+	for _, f := range []string{"n2.pem", "n2-key.pem"} {
+		os.Remove(filepath.Join(pki, f))
+	}
+	run("tls", "cert", "n2", "--dir", pki, "--ip", "127.0.0.1")
+	sendSignal(t, e.nodes[1].Child, syscall.SIGHUP)
+	e.waitFor(10*time.Second, "n2 reloading its certificate", func() error {
+		if !strings.Contains(e.nodes[1].Output(), "certificate reloaded") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+
+	// A stranger: a certificate of another CA.
+	rogue := e.addAgent(3, tlsArgs(other, "n4")...)
+	e.waitFor(30*time.Second, "the leader keeping the stranger out of Raft", func() error {
+		if !strings.Contains(e.nodes[0].Output()+e.nodes[1].Output()+e.nodes[2].Output(), "not adding node to raft") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	leader := e.leader(e.nodes[:3]...)
+	lst, err := e.status(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range lst.Members {
+		if m.ID == "n4" && m.Raft != "" {
+			t.Fatalf("the stranger is a Raft %s", m.Raft)
+		}
+	}
+	st, err := e.status(rogue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lease.Held {
+		t.Fatalf("the stranger holds a lease: %+v", st.Lease)
+	}
+	sendSignal(t, rogue.Child, syscall.SIGKILL)
+	exited(t, rogue.Child, 30*time.Second)
+
+	// A failover, over TLS, after the reload.
+	sendSignal(t, e.nodes[2].Child, syscall.SIGKILL)
+	exited(t, e.nodes[2].Child, 30*time.Second)
+	e.allReady(60*time.Second, e.nodes[0], e.nodes[1])
+	e.maxLive("a TLS cluster with a stranger and a failover")
+	e.checkEvents(false)
+}

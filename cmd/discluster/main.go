@@ -37,6 +37,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			drainCommand(),
 			keygenCommand(),
 			keyringCommand(),
+			tlsCommand(),
 			benchCommand(),
 			fakeDiscordCommand(),
 		},
@@ -55,6 +56,14 @@ func flagsFirst(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
+	at := 2 // where the command's own arguments start, below its subcommands
+	for at < len(args) && len(cmd.Subcommands) > 0 {
+		sub := cmd.Command(args[at])
+		if sub == nil {
+			break
+		}
+		cmd, at = sub, at+1
+	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {
 		_, isBool := f.(*cli.BoolFlag)
@@ -63,7 +72,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 		}
 	}
 	var flags, rest []string
-	for i := 2; i < len(args); i++ {
+	for i := at; i < len(args); i++ {
 		a := args[i]
 		switch {
 		case a == "--":
@@ -80,7 +89,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 			rest = append(rest, a)
 		}
 	}
-	return append(append(append([]string(nil), args[:2]...), flags...), rest...)
+	return append(append(append([]string(nil), args[:at]...), flags...), rest...)
 }
 
 // signalContext ends when the process is asked to stop (Ctrl-C or SIGTERM).

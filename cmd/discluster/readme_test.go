@@ -34,7 +34,8 @@ import (
 //   - gotest: go test commands, looked up the same way (they take minutes to run).
 //
 // Commands are run with this package's binary as ./discluster, in a fresh directory
-// that stands for /tmp/dc, with every loopback port moved to one the OS says is free.
+// that stands for /tmp/dc and /etc/discluster, with every loopback port moved to one
+// the OS says is free.
 type readmeBlock struct {
 	line   int
 	kind   string
@@ -363,11 +364,11 @@ func runScript(t *testing.T, bin string, b readmeBlock) {
 	t.Helper()
 	dir := t.TempDir()
 	remap := newPortRemap(t, b.text)
-	script := remap.apply(strings.ReplaceAll(toBinary(b.text), "/tmp/dc", filepath.Join(dir, "dc")))
+	script := remap.apply(strings.NewReplacer("/tmp/dc", filepath.Join(dir, "dc"), "/etc/discluster", filepath.Join(dir, "etc")).Replace(toBinary(b.text)))
 	// The fake listens where the block's --api-base says, on the address the fake
 	// takes from the environment.
 	env := []string{"DISCLUSTER_TEST_BINARY=" + bin, "DISCLUSTER_FAKE_ADDR=" + remap.apply("127.0.0.1:7080")}
-	cmd := readmeShell(t, dir, "set -e\n"+script, env...)
+	cmd := readmeShell(t, dir, "set -e\ncp \"$DISCLUSTER_TEST_BINARY\" ./discluster\n"+script, env...)
 	// A file, not a pipe: what the block starts in the background keeps its stdout,
 	// and Wait would wait for it.
 	outPath := filepath.Join(dir, "output")

@@ -30,7 +30,9 @@ var allowed = map[string][]string{
 	"internal/backoff":   nil,
 	"internal/logbridge": {"github.com/hashicorp/go-hclog"},
 	// Looks at Raft's bbolt file before the node opens it.
-	"internal/storecheck":  {"go.etcd.io/bbolt"},
+	"internal/storecheck": {"go.etcd.io/bbolt"},
+	// The cluster port's certificates: a CA, node certificates, reload.
+	"internal/certs":       nil,
 	"internal/proccluster": {"node/api"},
 	// For tests only: no production package may import it.
 	"internal/testlock":  nil,
@@ -46,10 +48,10 @@ var allowed = map[string][]string{
 		"github.com/hashicorp/raft"},
 	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/event", "node/rpc", "node/sink"},
 	// The agent wires the rooms to each other, to Raft and its store.
-	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/logbridge", "internal/storecheck", "node/api", "node/event",
+	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/certs", "internal/logbridge", "internal/storecheck", "node/api", "node/event",
 		"node/leader", "node/membership", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
-	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff",
+	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff", "internal/certs",
 		"internal/proccluster", "github.com/urfave/cli/v2"},
 	"internal/layering": nil,
 }

@@ -64,6 +64,10 @@ type Deps struct {
 	GatewayBot func(ctx context.Context) (shard.GatewayBot, error)
 	// Done is closed when the node stops: a write waits no longer.
 	Done <-chan struct{}
+	// CanReach checks that a gossip member's cluster port takes this node's
+	// connections (with mutual TLS: that it holds a certificate of the cluster's CA)
+	// before it is added to Raft; nil when any member may be added.
+	CanReach func(addr string) error
 }
 
 // Leader does the leader's work whenever this node leads.
@@ -88,6 +92,9 @@ type term struct {
 	budget    api.Budget
 	lowLogged time.Time
 	configErr string
+	// unreachable holds members not added to Raft because their cluster port refused
+	// this node, with why: logged once each.
+	unreachable map[string]string
 }
 
 // New makes a leader that waits for Run.
@@ -167,7 +174,7 @@ func (l *Leader) lead(ctx context.Context) {
 			return
 		}
 	}
-	t := &term{ctx: ctx, established: l.now(), grants: newGrants()}
+	t := &term{ctx: ctx, established: l.now(), grants: newGrants(), unreachable: map[string]string{}}
 	l.cur.Store(t)
 	defer l.cur.Store(nil)
 	l.log.Info("became leader", "term", r.CurrentTerm(), "applied", r.AppliedIndex(), "grace", l.deps.Lease())

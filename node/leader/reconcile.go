@@ -17,7 +17,7 @@ func (l *Leader) reconcile(ctx context.Context, t *term) {
 		return
 	}
 	members := l.deps.Members.Members()
-	l.reconcileRaft(members)
+	l.reconcileRaft(t, members)
 	if err := l.ensureConfig(ctx, t); err != nil {
 		t.mu.Lock()
 		if t.configErr != err.Error() {

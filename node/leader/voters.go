@@ -13,7 +13,7 @@ import (
 // then non-voters), removes members that left or were reaped, and promotes a
 // non-voter when a voter is gone. Failed members stay: removing them would shrink
 // the quorum on a guess.
-func (l *Leader) reconcileRaft(members []membership.Member) {
+func (l *Leader) reconcileRaft(t *term, members []membership.Member) {
 	r := l.deps.Raft
 	fut := r.GetConfiguration()
 	if err := fut.Error(); err != nil {
@@ -38,6 +38,19 @@ func (l *Leader) reconcileRaft(members []membership.Member) {
 		s, ok := inRaft[id]
 		switch {
 		case m.Status == membership.StatusAlive && !ok:
+			// A voter this leader cannot reach would count in the quorum and never
+			// vote: a stranger in the gossip pool (without the cluster's certificate)
+			// must not get there.
+			if l.deps.CanReach != nil {
+				if err := l.deps.CanReach(m.RPCAddr); err != nil {
+					if t.unreachable[m.Name] != err.Error() {
+						l.log.Warn("not adding node to raft: its cluster port refuses this node", "member", m.Name, "addr", m.RPCAddr, "err", err)
+						t.unreachable[m.Name] = err.Error()
+					}
+					continue
+				}
+				delete(t.unreachable, m.Name)
+			}
 			var f raft.IndexFuture
 			if voters < l.cfg.Voters {
 				f = r.AddVoter(id, addr, 0, 10*time.Second)
