@@ -1,0 +1,118 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/membership"
+)
+
+// endOwnLeaveDrain ends the drain that this node's last run wrote when it left (a
+// SIGTERM hands shards off through a drain of its own): that drain was for leaving,
+// and this run takes shards. When the whole cluster stopped at once, every node left
+// draining, and none would take a shard again. An operator's drain (fsm.MarkDrained)
+// stays until it is cancelled.
+func (n *Node) endOwnLeaveDrain() {
+	var after uint64
+	for {
+		if n.runner.Lease().Held { // held only once this node's state caught up with the leader's
+			m, ok := n.fsm.Member(n.cfg.Name)
+			_, operator := n.fsm.Drained()[n.cfg.Name]
+			switch {
+			case ok && m.State == fsm.Draining && !operator:
+				ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+				_, err := n.write(ctx, fsm.Undrain{ID: n.cfg.Name, At: time.Now().UnixNano()})
+				cancel()
+				if err == nil {
+					n.log.Info("ended the drain this node wrote when it last left: it takes shards again")
+					return
+				}
+				n.log.Warn("cannot end the drain of this node's last leave yet; retrying", "err", err)
+			case ok:
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 250*time.Millisecond)
+		idx, err := n.fsm.WaitChange(ctx, after)
+		cancel()
+		if n.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			after = idx
+		}
+	}
+}
+
+func (n *Node) leave(ctx context.Context) error {
+	start := time.Now()
+	var errs []error
+	if len(n.fsm.ShardsOf(n.cfg.Name)) > 0 && n.othersCanTakeShards() {
+		n.log.Info("leaving: handing shards off")
+		if _, err := n.write(ctx, fsm.Drain{ID: n.cfg.Name, At: time.Now().UnixNano()}); err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		} else if err := n.waitNoShards(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		}
+	}
+	if k := len(n.fsm.ShardsOf(n.cfg.Name)); k > 0 {
+		n.log.Info("leaving: no node left to take shards; stopping them resumably and writing their final positions", "shards", k)
+	}
+	if err := n.runner.StopAll(ctx, true); err != nil {
+		// Not the operator's error: a whole cluster stopping at once loses its quorum
+		// under the last ones; the next owner resumes from the last checkpoint.
+		n.log.Warn("final positions not written; the next start resumes from the last checkpoint", "err", err)
+	}
+	if n.raft.State() == raft.Leader && n.raftPeers() > 1 {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer failed", "err", err)
+		}
+	}
+	if err := n.gossip.Leave(); err != nil {
+		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+	}
+	n.log.Info("left", "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+// othersCanTakeShards reports whether another node could take this one's shards: a
+// member alive in the state and in gossip, with weight.
+func (n *Node) othersCanTakeShards() bool {
+	gossip := map[string]membership.Status{}
+	for _, m := range n.gossip.Members() {
+		gossip[m.Name] = m.Status
+	}
+	for _, m := range n.fsm.Members() {
+		if m.ID != n.cfg.Name && m.State == fsm.Alive && m.Weight > 0 && gossip[m.ID] == membership.StatusAlive {
+			return true
+		}
+	}
+	return false
+}
+
+// waitNoShards waits until this node holds no shard, or until no other node is left
+// to take one (the whole cluster is stopping): then the shards stop here, with their
+// final positions, and the next start resumes them.
+func (n *Node) waitNoShards(ctx context.Context) error {
+	after := uint64(0)
+	for {
+		if len(n.fsm.ShardsOf(n.cfg.Name)) == 0 || !n.othersCanTakeShards() {
+			return nil
+		}
+		// Gossip sees another node leave before the state does: look again soon.
+		wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		idx, err := n.fsm.WaitChange(wctx, after)
+		cancel()
+		if ctx.Err() != nil {
+			return fmt.Errorf("%d shards still here: %w", len(n.fsm.ShardsOf(n.cfg.Name)), ctx.Err())
+		}
+		if err == nil {
+			after = idx
+		}
+	}
+}
