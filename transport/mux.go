@@ -27,6 +27,16 @@ var ErrClosed = errors.New("transport closed")
 // byte; a port scanner or a stuck peer must not hold a goroutine forever.
 const handshakeTimeout = 10 * time.Second
 
+// Connection limits of the cluster port: a flood of connections is closed at accept
+// rather than held. A node keeps a few connections to each peer (Raft's pool of 3,
+// one RPC client, short-lived probes), and every peer of a test cluster on one
+// machine shares one IP, hence the generous per-address bound.
+const (
+	MaxConns       = 4096
+	MaxConnsPerIP  = 256
+	limitLogPeriod = 10 * time.Second
+)
+
 // Mux is the node's one TCP listener, split by first byte into a Raft stream and an
 // RPC stream.
 type Mux struct {
@@ -39,6 +49,14 @@ type Mux struct {
 
 	advMu     sync.Mutex
 	advertise net.Addr
+
+	// Open accepted connections, in total and by remote IP; see MaxConns.
+	limMu       sync.Mutex
+	open        int
+	openByIP    map[string]int
+	maxConns    int
+	maxPerIP    int
+	lastLimited time.Time
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -70,7 +88,8 @@ func ListenTLS(addr string, filter *Filter, log *slog.Logger, t TLS) (*Mux, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Mux{ln: ln, filter: filter, log: log, tls: t, done: make(chan struct{})}
+	m := &Mux{ln: ln, filter: filter, log: log, tls: t, done: make(chan struct{}),
+		openByIP: map[string]int{}, maxConns: MaxConns, maxPerIP: MaxConnsPerIP}
 	m.raft = &listener{mux: m, proto: ProtoRaft, conns: make(chan net.Conn)}
 	m.rpc = &listener{mux: m, proto: ProtoRPC, conns: make(chan net.Conn)}
 	m.wg.Add(1)
@@ -177,12 +196,63 @@ func (m *Mux) acceptLoop() {
 			m.log.Error("cluster port stopped accepting", "err", err)
 			return
 		}
+		conn, ok := m.admit(conn)
+		if !ok {
+			continue
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.route(conn)
 		}()
 	}
+}
+
+// admit counts an accepted connection against the limits, or closes it at once.
+func (m *Mux) admit(conn net.Conn) (net.Conn, bool) {
+	ip := conn.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	m.limMu.Lock()
+	if m.open >= m.maxConns || m.openByIP[ip] >= m.maxPerIP {
+		log := time.Since(m.lastLimited) > limitLogPeriod
+		if log {
+			m.lastLimited = time.Now()
+		}
+		open, fromIP := m.open, m.openByIP[ip]
+		m.limMu.Unlock()
+		if log {
+			m.log.Warn("cluster port: connection limit reached; closing new connections (logged once per 10s)",
+				"from", ip, "open", open, "open_from_ip", fromIP, "max", m.maxConns, "max_per_ip", m.maxPerIP)
+		}
+		conn.Close()
+		return nil, false
+	}
+	m.open++
+	m.openByIP[ip]++
+	m.limMu.Unlock()
+	return &countedConn{Conn: conn, release: func() {
+		m.limMu.Lock()
+		m.open--
+		if m.openByIP[ip]--; m.openByIP[ip] <= 0 {
+			delete(m.openByIP, ip)
+		}
+		m.limMu.Unlock()
+	}}, true
+}
+
+// countedConn gives its place back under the limits when it is closed, once.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 func (m *Mux) route(conn net.Conn) {

@@ -123,3 +123,64 @@ func TestFilterCutsDialedConnections(t *testing.T) {
 	}
 	c2.Close()
 }
+
+// A flood of connections from one address is closed at accept once it holds the
+// per-address limit; a place freed by a close is taken again.
+func TestConnectionLimitPerAddress(t *testing.T) {
+	m, err := Listen("127.0.0.1:0", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.limMu.Lock()
+	m.maxPerIP = 3
+	m.limMu.Unlock()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", m.ListenAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	closedAtOnce := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	open := func() int {
+		m.limMu.Lock()
+		defer m.limMu.Unlock()
+		return m.open
+	}
+	var held []net.Conn
+	for range 3 {
+		held = append(held, dial())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for open() < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := open(); n != 3 {
+		t.Fatalf("%d connections counted, want 3", n)
+	}
+	extra := dial()
+	if !closedAtOnce(extra) {
+		t.Fatal("a connection over the limit was held")
+	}
+	extra.Close()
+	held[0].Close()
+	// The mux closes its side when the client goes (the first-byte read fails).
+	deadline = time.Now().Add(15 * time.Second)
+	for open() > 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	again := dial()
+	defer again.Close()
+	if closedAtOnce(again) {
+		t.Fatal("a freed place was not taken again")
+	}
+	for _, c := range held[1:] {
+		c.Close()
+	}
+}
