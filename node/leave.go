@@ -20,22 +20,8 @@ import (
 func (n *Node) endOwnLeaveDrain() {
 	var after uint64
 	for {
-		if n.runner.Lease().Held { // held only once this node's state caught up with the leader's
-			m, ok := n.fsm.Member(n.cfg.Name)
-			_, operator := n.fsm.Drained()[n.cfg.Name]
-			switch {
-			case ok && m.State == fsm.Draining && !operator:
-				ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-				_, err := n.write(ctx, fsm.Undrain{ID: n.cfg.Name, At: time.Now().UnixNano()})
-				cancel()
-				if err == nil {
-					n.log.Info("ended the drain this node wrote when it last left: it takes shards again")
-					return
-				}
-				n.log.Warn("cannot end the drain of this node's last leave yet; retrying", "err", err)
-			case ok:
-				return
-			}
+		if done := n.tryEndOwnLeaveDrain(); done {
+			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 250*time.Millisecond)
 		idx, err := n.fsm.WaitChange(ctx, after)
@@ -49,7 +35,40 @@ func (n *Node) endOwnLeaveDrain() {
 	}
 }
 
+// tryEndOwnLeaveDrain makes one attempt; done means nothing is left to do. It holds
+// leaveMu, so that a Leave starting meanwhile writes its drain after this undrain.
+func (n *Node) tryEndOwnLeaveDrain() (done bool) {
+	n.leaveMu.Lock()
+	defer n.leaveMu.Unlock()
+	if n.leaving {
+		return true // this run's own leave drains it now
+	}
+	if !n.runner.Lease().Held { // held only once this node's state caught up with the leader's
+		return false
+	}
+	m, ok := n.fsm.Member(n.cfg.Name)
+	_, operator := n.fsm.Drained()[n.cfg.Name]
+	switch {
+	case !ok:
+		return false
+	case m.State != fsm.Draining || operator:
+		return true
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := n.write(ctx, fsm.Undrain{ID: n.cfg.Name, At: time.Now().UnixNano()}); err != nil {
+		n.log.Warn("cannot end the drain of this node's last leave yet; retrying", "err", err)
+		return false
+	}
+	n.log.Info("ended the drain this node wrote when it last left: it takes shards again")
+	return true
+}
+
 func (n *Node) leave(ctx context.Context) error {
+	// After an undrain in flight, never before: the drain below must be the last word.
+	n.leaveMu.Lock()
+	n.leaving = true
+	n.leaveMu.Unlock()
 	start := time.Now()
 	var errs []error
 	if len(n.fsm.ShardsOf(n.cfg.Name)) > 0 && n.othersCanTakeShards() {

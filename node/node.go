@@ -53,6 +53,8 @@ type Node struct {
 	advertiseCluster string
 	advertiseHTTP    string
 	leaseWarned      atomic.Bool
+	leaveMu          sync.Mutex
+	leaving          bool // Leave began: the drain it writes is this run's own; under leaveMu
 	started          time.Time
 
 	ctx    context.Context
