@@ -27,16 +27,7 @@ func gossipNames(n *testNode) []string {
 func TestGossipEncryptionKeepsOthersOutAndRotates(t *testing.T) {
 	c := newTestCluster(t, 4, gatewaytest.Options{})
 	keyA, _ := ParseGossipKey(NewGossipKey())
-	var nodes []*testNode
-	for i := range 2 {
-		cfg := c.config(fmt.Sprintf("node%d", i+1), 2)
-		cfg.EncryptKey = keyA
-		if i == 0 {
-			nodes = append(nodes, c.start(cfg))
-		} else {
-			nodes = append(nodes, c.start(cfg, nodes[0]))
-		}
-	}
+	nodes := c.startNWith(2, func(cfg *Config) { cfg.EncryptKey = keyA })
 	c.waitLeader(20*time.Second, nodes...)
 	c.allReady(30*time.Second, nodes[0])
 

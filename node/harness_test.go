@@ -214,10 +214,16 @@ func (c *testCluster) start(cfg Config, join ...*testNode) *testNode {
 }
 
 // startN starts n nodes with bootstrap-expect n, each joining the first.
-func (c *testCluster) startN(n int) []*testNode {
+func (c *testCluster) startN(n int) []*testNode { return c.startNWith(n, nil) }
+
+// startNWith is startN with each node's configuration changed by edit first.
+func (c *testCluster) startNWith(n int, edit func(cfg *Config)) []*testNode {
 	var out []*testNode
 	for i := range n {
 		cfg := c.config(fmt.Sprintf("node%d", i+1), n)
+		if edit != nil {
+			edit(&cfg)
+		}
 		if i == 0 {
 			out = append(out, c.start(cfg))
 		} else {

@@ -49,18 +49,11 @@ func TestFailingSinkNeverLosesAnEvent(t *testing.T) {
 		t.Run(then, func(t *testing.T) {
 			c := newTestCluster(t, 8, gatewaytest.Options{})
 			sinks := map[string]*flakySink{}
-			var nodes []*testNode
-			for i := range 3 {
-				cfg := c.config(fmt.Sprintf("node%d", i+1), 3)
+			nodes := c.startNWith(3, func(cfg *Config) {
 				fs := &flakySink{inner: c.events}
 				cfg.Sink = fs
 				sinks[cfg.Name] = fs
-				if i == 0 {
-					nodes = append(nodes, c.start(cfg))
-				} else {
-					nodes = append(nodes, c.start(cfg, nodes[0]))
-				}
-			}
+			})
 			c.waitLeader(20*time.Second, nodes...)
 			c.allReady(30*time.Second, nodes[0])
 			c.checkpointed(nodes[0])

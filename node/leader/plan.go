@@ -97,12 +97,13 @@ type Write struct {
 // failures into revocations, then placement by the balancer, each step seeing the
 // steps before it. It does no I/O; the loop around it writes and notes.
 func Plan(in Input) (Decision, error) {
-	p := planner{in: in, members: map[string]fsm.Member{}, asg: map[int]fsm.Assignment{}}
+	p := planner{in: in, members: map[string]fsm.Member{}, asg: map[int]fsm.Assignment{}, held: map[string]int{}}
 	for _, m := range in.Members {
 		p.members[m.ID] = m
 	}
 	for _, a := range in.Assignments {
 		p.asg[a.Shard] = a
+		p.held[a.Node]++
 	}
 	p.reconcileMembers()
 	if err := p.place(); err != nil {
@@ -115,18 +116,13 @@ type planner struct {
 	in      Input
 	members map[string]fsm.Member // the state as the writes so far leave it
 	asg     map[int]fsm.Assignment
-	out     Decision
+	// held counts each node's assignments, of any phase; the member steps of a plan
+	// revoke but never move a shard, so it holds for the whole plan.
+	held map[string]int
+	out  Decision
 }
 
-func (p *planner) holds(id string) int {
-	n := 0
-	for _, a := range p.asg {
-		if a.Node == id {
-			n++
-		}
-	}
-	return n
-}
+func (p *planner) holds(id string) int { return p.held[id] }
 
 // takeCrashed reports, once, that id's process was found gone since it last changed
 // state (joined, came back). A process restarted after the probe is not gone.
