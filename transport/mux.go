@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -57,6 +58,11 @@ type Mux struct {
 	maxConns    int
 	maxPerIP    int
 	lastLimited time.Time
+
+	// The last time a refused handshake or an unknown protocol byte was logged;
+	// see limitLogPeriod.
+	lastRefused atomic.Int64
+	refused     atomic.Int64
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -261,7 +267,7 @@ func (m *Mux) route(conn net.Conn) {
 		tc.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := tc.Handshake(); err != nil {
 			// Refused before a single byte of Raft or RPC is read.
-			m.log.Warn("cluster port: TLS handshake refused", "from", conn.RemoteAddr().String(), "err", err)
+			m.logRefused("cluster port: TLS handshake refused", conn, "err", err)
 			conn.Close()
 			return
 		}
@@ -282,8 +288,7 @@ func (m *Mux) route(conn net.Conn) {
 	case ProtoRPC:
 		l = m.rpc
 	default:
-		m.log.Warn("cluster port: unknown protocol byte; closing (is something else talking to this port?)",
-			"from", conn.RemoteAddr().String(), "byte", first[0])
+		m.logRefused("cluster port: unknown protocol byte; closing (is something else talking to this port?)", conn, "byte", first[0])
 		conn.Close()
 		return
 	}
@@ -292,6 +297,21 @@ func (m *Mux) route(conn net.Conn) {
 	case <-m.done:
 		conn.Close()
 	}
+}
+
+// logRefused logs a refused connection, at most once per limitLogPeriod: a flood of
+// strangers must not become a flood of log lines. The line counts the refusals it
+// stands for.
+func (m *Mux) logRefused(msg string, conn net.Conn, args ...any) {
+	n := m.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := m.lastRefused.Load()
+	if last != 0 && now-last < int64(limitLogPeriod) || !m.lastRefused.CompareAndSwap(last, now) {
+		return
+	}
+	m.refused.Add(-n)
+	args = append([]any{"from", conn.RemoteAddr().String()}, args...)
+	m.log.Warn(msg+" (logged once per 10s)", append(args, "refused", n)...)
 }
 
 // listener is one protocol's share of the mux.

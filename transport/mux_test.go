@@ -1,9 +1,13 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -182,5 +186,85 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 	}
 	for _, c := range held[1:] {
 		c.Close()
+	}
+}
+
+// countHandler counts the records logged at warning or above.
+type countHandler struct {
+	mu   sync.Mutex
+	msgs []string
+	last []slog.Attr
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, r.Message)
+	h.last = nil
+	r.Attrs(func(a slog.Attr) bool { h.last = append(h.last, a); return true })
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// A stranger's connections with a wrong protocol byte are each refused, and logged
+// once per limitLogPeriod, not once each; the next line counts those kept quiet.
+func TestRefusedConnectionsAreLoggedOncePerPeriod(t *testing.T) {
+	h := &countHandler{}
+	m, err := Listen("127.0.0.1:0", nil, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for range 30 {
+		c, err := net.Dial("tcp", m.ListenAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{99})
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a connection with a wrong protocol byte got an answer")
+		}
+		c.Close()
+	}
+	h.mu.Lock()
+	if len(h.msgs) != 1 || !strings.Contains(h.msgs[0], "unknown protocol byte") {
+		t.Fatalf("logged %q, want one line about the protocol byte", h.msgs)
+	}
+	h.mu.Unlock()
+	m.lastRefused.Add(-int64(limitLogPeriod)) // the period has passed
+	c, err := net.Dial("tcp", m.ListenAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte{99})
+	c.Read(make([]byte, 1))
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		n, last := len(h.msgs), h.last
+		h.mu.Unlock()
+		if n == 2 {
+			var refused int64
+			for _, a := range last {
+				if a.Key == "refused" {
+					refused = a.Value.Int64()
+				}
+			}
+			if refused != 30 {
+				t.Fatalf("the second line says refused=%d, want 30 (29 kept quiet, and this one)", refused)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lines after the period, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

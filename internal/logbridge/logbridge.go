@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -83,7 +84,7 @@ func (r *repeats) admit(key string, now time.Time) (ok bool, quiet int) {
 // repeatKey is what makes two records the same: the level, the logger, the message and the peer
 // it is about (hclog libraries name it "peer", "server-id", "id" or "addr").
 func repeatKey(level hclog.Level, name, msg string, args []any) string {
-	key := level.String() + "\x00" + name + "\x00" + msg
+	key := level.String() + "\x00" + name + "\x00" + fromPort.ReplaceAllString(msg, "$1")
 	for i := 0; i+1 < len(args); i += 2 {
 		switch k, _ := args[i].(string); k {
 		case "peer", "server-id", "id", "addr", "node":
@@ -92,6 +93,11 @@ func repeatKey(level hclog.Level, name, msg string, args []any) string {
 	}
 	return key
 }
+
+// fromPort matches the source port in memberlist's "from=1.2.3.4:5678": a peer that
+// opens connection after connection (a flood) comes from a new port each time, and
+// is still one peer.
+var fromPort = regexp.MustCompile(`(from=(?:\[[^\]\s]*\]|[^\s:\[]+)):[0-9]+`)
 
 // Std returns a *log.Logger for libraries that log through the standard library
 // (serf, memberlist). Each line's level is inferred by hclog's own standard-logger

@@ -477,3 +477,26 @@ func TestRepeatedWarningsAreRateLimited(t *testing.T) {
 		t.Fatalf("the next one after the window says repeated=%q, want 49", got)
 	}
 }
+
+// memberlist names its peer in the message ("from=1.2.3.4:5678"); a stranger that
+// opens connection after connection comes from a new port each time and is still
+// one peer, logged once per RepeatWindow, while another host is its own.
+func TestRepeatedStdLinesFromOneHostAreRateLimited(t *testing.T) {
+	h := newRecorder(slog.LevelDebug)
+	l := Std(slog.New(h), "memberlist", hclog.Info)
+	for port := range 100 {
+		l.Printf("[ERR] memberlist: failed to receive: garbage from=10.0.0.9:%d", 40000+port)
+	}
+	l.Printf("[ERR] memberlist: failed to receive: garbage from=10.0.0.8:40000")
+	l.Printf("[ERR] memberlist: failed to receive: garbage from=[fe80::1%%eth0]:40000")
+	l.Printf("[ERR] memberlist: failed to receive: garbage from=[fe80::1%%eth0]:40001")
+	if recs := h.all(); len(recs) != 3 {
+		t.Fatalf("%d records, want one per host: %v", len(recs), recs)
+	}
+	for in, want := range map[string]string{"x from=10.0.0.9:1": "x from=10.0.0.9", "from=10.0.0.9": "from=10.0.0.9",
+		"from=[::1]:7946 y": "from=[::1] y", "from=host.example:80": "from=host.example"} {
+		if got := fromPort.ReplaceAllString(in, "$1"); got != want {
+			t.Errorf("%q: key %q, want %q", in, got, want)
+		}
+	}
+}

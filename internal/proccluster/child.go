@@ -406,10 +406,10 @@ func checkArgs(args []string) error {
 			continue
 		}
 		name, val, ok := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !slices.Contains(requiredLoopback[sub], name) && !slices.Contains(optionalLoopback[sub], name) {
+			continue // not an address: --name=n1, --http-insecure-loopback=false
+		}
 		if !ok {
-			if !slices.Contains(requiredLoopback[sub], name) && !slices.Contains(optionalLoopback[sub], name) {
-				continue
-			}
 			if i+1 >= len(args) {
 				return fmt.Errorf("--%s without a value", name)
 			}

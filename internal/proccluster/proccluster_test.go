@@ -192,6 +192,8 @@ func TestStartRefusesAnythingButLoopback(t *testing.T) {
 		{[]string{"fake-discord", "--shards", "2"}, false},
 		{[]string{"fake-discord", "--addr", ":7080"}, false},
 		{agent("--join"), false},
+		{agent("--name=n1", "--http-insecure-loopback=false"), true},
+		{agent("--join=10.0.0.2:7946"), false},
 	} {
 		err := checkArgs(tc.args)
 		if (err == nil) != tc.ok {

@@ -202,9 +202,11 @@ func (g *Gossip) start() error {
 	}
 	// The snapshot lets a restarted node find its peers again without --join.
 	sc.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "local.snapshot")
+	guard := newGuardedGossip(mc.Transport, gossipLabel, ring, g.log)
+	mc.Transport = guard
 	g.serf, err = serf.Create(sc)
 	if err != nil {
-		nt.Shutdown()
+		guard.Shutdown()
 		return fmt.Errorf("gossip: %w", err)
 	}
 	g.goRun(func() { g.loop(events) })
