@@ -112,7 +112,7 @@ func (n *Node) start(id membership.Identity) error {
 	if err := n.mux.SetAdvertise(n.advertiseCluster); err != nil {
 		return err
 	}
-	n.pool = rpc.NewPool(func(addr string, timeout time.Duration) (net.Conn, error) {
+	n.pool = rpc.NewPool(cfg.Name, func(addr string, timeout time.Duration) (net.Conn, error) {
 		return n.mux.Dial(addr, transport.ProtoRPC, timeout)
 	})
 
@@ -173,7 +173,7 @@ func (n *Node) start(id membership.Identity) error {
 	n.http = &http.Server{Handler: api.Handler(backend{n}, auth), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	n.goRun(func() { n.http.Serve(n.httpLn) })
-	n.goRun(func() { rpc.Serve(n.ctx, n.mux.RPC(), service{n}) })
+	n.goRun(func() { rpc.Serve(n.ctx, n.mux.RPC(), service{n}, certs.PeerNode) })
 	n.goRun(func() { n.leader.Run(n.ctx, notify) })
 	n.goRun(func() { n.leader.WatchHeartbeats(n.ctx) })
 	n.goRun(n.watchState)

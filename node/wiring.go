@@ -41,6 +41,20 @@ func (s service) Shards() rpc.ShardsReply {
 
 func (s service) Promise(from string, release bool) error { return s.n.gossip.Promise(from, release) }
 
+func (s service) Standing(node string) rpc.Standing {
+	var st rpc.Standing
+	if m, ok := s.n.fsm.Member(node); ok && m.State != fsm.Left {
+		st.Replicated = true
+	}
+	for _, m := range s.n.gossip.Members() {
+		if m.Name == node {
+			st.Gossip = m.Status == membership.StatusAlive
+			break
+		}
+	}
+	return st
+}
+
 // leadership is where Raft says the leader is.
 type leadership struct{ r *raft.Raft }
 
@@ -80,8 +94,8 @@ func (b raftBootstrap) LeaderID() string {
 // promiser asks peers for bootstrap promises over the cluster port.
 type promiser struct{ pool *rpc.Pool }
 
-func (p promiser) AskPromise(ctx context.Context, addr, from string, release bool) error {
-	return p.pool.Call(ctx, addr, "BootstrapPromise", &rpc.PromiseArgs{From: from, Release: release}, &rpc.PromiseReply{})
+func (p promiser) AskPromise(ctx context.Context, addr string, release bool) error {
+	return p.pool.Call(ctx, addr, "BootstrapPromise", &rpc.PromiseArgs{Release: release}, &rpc.PromiseReply{})
 }
 
 // proposer writes through the leader until ctx ends.

@@ -2,8 +2,6 @@ package transport
 
 import (
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,16 +17,9 @@ func tlsFor(t *testing.T, caCert, caKey []byte, node string) (TLS, []byte, []byt
 			t.Fatal(err)
 		}
 	}
-	cert, key, err := certs.NewNodeCert(caCert, caKey, node, []net.IP{net.ParseIP("127.0.0.1")}, 1)
+	f, err := certs.IssueFiles(t.TempDir(), caCert, caKey, node, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	f := certs.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
-	for path, b := range map[string][]byte{f.CA: caCert, f.Cert: cert, f.Key: key} {
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 	c, err := certs.Load(f)
 	if err != nil {

@@ -28,7 +28,12 @@ type Input struct {
 	Drained     map[string]int64
 	Assignments []fsm.Assignment
 	Gossip      []membership.Member
-	Grants      Grants
+	// InRaft holds the nodes in the Raft configuration. A gossip member is recorded
+	// only once it is there: the leader adds it to Raft only after reaching its
+	// cluster port, so a stranger that got into the gossip pool (no key set) but has
+	// no certificate for the cluster port is never given shards.
+	InRaft map[string]bool
+	Grants Grants
 }
 
 // Grants is what the leader keeps in memory about the other nodes: rebuilt, with a
@@ -159,9 +164,11 @@ func (p *planner) reconcileMembers() {
 		switch m.Status {
 		case membership.StatusAlive:
 			switch {
-			case !ok:
+			case !ok && (in.InRaft[m.Name] || m.Name == in.Self):
 				want.State, want.Since = p.aliveState(m.Name), now.UnixNano()
 				p.upsert(want, event.NodeJoined, "node joined", "")
+			case !ok:
+				// Not in Raft yet: recorded on the pass after the leader adds it.
 			case (cur.State == fsm.Left || cur.State == fsm.Failed && in.Grants.AskedWhileFailed[m.Name]) && p.holds(m.Name) == 0:
 				want.State, want.Since = p.aliveState(m.Name), now.UnixNano()
 				p.upsert(want, event.NodeBack, "node is back", m.Name)

@@ -24,11 +24,12 @@ type world struct{ in Input }
 
 func newWorld() *world {
 	w := &world{in: Input{Now: t0, Self: "a", Lease: lease, Established: t0.Add(-time.Hour), MaxMoves: 16,
-		TotalShards: 6, Grants: newGrants()}}
+		TotalShards: 6, Grants: newGrants(), InRaft: map[string]bool{}}}
 	for i, id := range []string{"a", "b", "c"} {
 		w.in.Members = append(w.in.Members, fsm.Member{ID: id, State: fsm.Alive, Weight: 1, RaftAddr: id + ":1", GossipAddr: id + ":2", HTTPAddr: id + ":3"})
 		w.in.Gossip = append(w.in.Gossip, membership.Member{Name: id, Status: membership.StatusAlive, Weight: 1, RPCAddr: id + ":1", GossipAddr: id + ":2", HTTPAddr: id + ":3"})
 		w.in.Grants.LastRenew[id] = t0
+		w.in.InRaft[id] = true
 		for k := range 2 {
 			w.in.Assignments = append(w.in.Assignments, fsm.Assignment{Shard: 2*i + k, Node: id, Epoch: 10, Phase: fsm.Assigned})
 		}
@@ -245,11 +246,16 @@ func TestLeftNodeRemovedOrFailed(t *testing.T) {
 	}
 }
 
-// A new member is recorded and, in the same plan, given its share: the plan sees
-// its own writes.
+// A new member is recorded once it is in Raft and, in the same plan, given its
+// share: the plan sees its own writes. Before it is in Raft (a stranger in the gossip
+// pool whose cluster port the leader cannot reach), it is not recorded at all.
 func TestJoinedNodeIsRecordedThenGivenShards(t *testing.T) {
 	w := newWorld()
 	w.in.Gossip = append(w.in.Gossip, membership.Member{Name: "d", Status: membership.StatusAlive, Weight: 1, RPCAddr: "d:1"})
+	if d := w.plan(t, t0.Add(time.Millisecond)); len(d.Writes) != 0 {
+		t.Fatalf("a gossip member not in Raft was written: %+v", d.Writes)
+	}
+	w.in.InRaft["d"] = true
 	d := w.plan(t, t0.Add(time.Millisecond))
 	if len(d.Writes) == 0 || d.Writes[0].Events[0].Kind != event.NodeJoined {
 		t.Fatalf("writes %+v, want d recorded first", d.Writes)

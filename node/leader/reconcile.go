@@ -28,11 +28,12 @@ func (l *Leader) reconcile(ctx context.Context, t *term) {
 		return
 	}
 	f := l.deps.FSM
+	inRaft := l.inRaft()
 	t.mu.Lock()
 	in := Input{
 		Now: l.now(), Self: l.cfg.Name, Lease: l.deps.Lease(), Established: t.established, MaxMoves: l.cfg.MaxMoves,
 		TotalShards: f.Config().TotalShards, Members: f.Members(), Drained: f.Drained(), Assignments: f.Assignments(), Gossip: members,
-		Grants: t.grants.clone(),
+		InRaft: inRaft, Grants: t.grants.clone(),
 	}
 	t.mu.Unlock()
 	d, err := Plan(in)

@@ -108,6 +108,20 @@ func (l *Leader) reconcileRaft(t *term, members []membership.Member) {
 	}
 }
 
+// inRaft is the set of nodes in the Raft configuration, voters or not; nil when Raft
+// cannot say, which records no new member.
+func (l *Leader) inRaft() map[string]bool {
+	fut := l.deps.Raft.GetConfiguration()
+	if fut.Error() != nil {
+		return nil
+	}
+	in := map[string]bool{}
+	for _, s := range fut.Configuration().Servers {
+		in[string(s.ID)] = true
+	}
+	return in
+}
+
 // removeFailedVoters removes from the Raft configuration the voters that gossip has
 // seen failed for longer than after (with after 0, that the leader marked failed),
 // when they are a minority of the voters (the rule of Consul's autopilot): a dead

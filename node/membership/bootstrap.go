@@ -151,7 +151,7 @@ func (g *Gossip) gatherPromises(cands []serf.Member) bool {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
-		err := g.promiser.AskPromise(ctx, m.Tags[tagRPC], g.cfg.Name, false)
+		err := g.promiser.AskPromise(ctx, m.Tags[tagRPC], false)
 		cancel()
 		if err != nil {
 			refusal = fmt.Errorf("%s: %w", m.Name, err)
@@ -165,7 +165,7 @@ func (g *Gossip) gatherPromises(cands []serf.Member) bool {
 	g.log.Info("bootstrap: not every candidate promised its vote yet; retrying", "why", refusal)
 	for _, m := range got {
 		ctx, cancel := context.WithTimeout(g.ctx, time.Second)
-		_ = g.promiser.AskPromise(ctx, m.Tags[tagRPC], g.cfg.Name, true)
+		_ = g.promiser.AskPromise(ctx, m.Tags[tagRPC], true)
 		cancel()
 	}
 	p.release(g.cfg.Name)

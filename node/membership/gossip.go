@@ -64,9 +64,10 @@ type Raft interface {
 // Voter is one member of a bootstrapped Raft cluster.
 type Voter struct{ Name, Addr string }
 
-// Promiser asks a peer, over the cluster port, to promise its bootstrap vote.
+// Promiser asks a peer, over the cluster port, to promise its bootstrap vote to this
+// node (the connection names the asker).
 type Promiser interface {
-	AskPromise(ctx context.Context, addr, from string, release bool) error
+	AskPromise(ctx context.Context, addr string, release bool) error
 }
 
 // Config configures the node's gossip.

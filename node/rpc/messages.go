@@ -20,6 +20,10 @@ type ApplyReply struct {
 	Stale   []fsm.Stale
 }
 
+// Every request below is the node's that its connection named (see hello): a Node
+// field in one is overwritten with that name where it arrives, so no node asks for
+// another.
+
 // RenewArgs asks the leader to renew a node's lease. Unfit, when set, says why the
 // node should hold no shards for now (Discord rejects its token): the leader gives it
 // a lease but no shards.
@@ -92,9 +96,8 @@ type LocalShard struct {
 	Epoch   uint64
 }
 
-// PromiseArgs asks a node to wait for From's bootstrap, or (Release) frees it.
+// PromiseArgs asks a node to wait for the asker's bootstrap, or (Release) frees it.
 type PromiseArgs struct {
-	From    string
 	Release bool
 }
 

@@ -12,36 +12,55 @@ import (
 // Dialer opens a connection to a peer's RPC service.
 type Dialer func(addr string, timeout time.Duration) (net.Conn, error)
 
-// Pool keeps one RPC client per node address.
+// Pool keeps one RPC client per node address, each connection opened with this
+// node's name.
 type Pool struct {
+	self string
 	dial Dialer
 	mu   sync.Mutex
-	m    map[string]*rpc.Client
+	m    map[string]*pooled
 }
 
-// NewPool dials peers with dial.
-func NewPool(dial Dialer) *Pool {
-	return &Pool{dial: dial, m: make(map[string]*rpc.Client)}
+type pooled struct {
+	c        *rpc.Client
+	lastUsed time.Time
+}
+
+// NewPool dials peers with dial, as the node self.
+func NewPool(self string, dial Dialer) *Pool {
+	return &Pool{self: self, dial: dial, m: make(map[string]*pooled)}
 }
 
 func (p *Pool) client(addr string) (*rpc.Client, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.m[addr]; ok {
-		return c, nil
+	if pc, ok := p.m[addr]; ok {
+		// The peer closes a connection idle for IdleTimeout; one idle for half of it
+		// is dialed afresh rather than risked.
+		if time.Since(pc.lastUsed) < idleTimeout/2 {
+			pc.lastUsed = time.Now()
+			return pc.c, nil
+		}
+		pc.c.Close()
+		delete(p.m, addr)
 	}
 	conn, err := p.dial(addr, 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.NewClient(conn)
-	p.m[addr] = c
-	return c, nil
+	c := newCodec(conn, MaxReply, 0)
+	if err := c.write(hello{From: p.self}, nil); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	cl := rpc.NewClientWithCodec(c)
+	p.m[addr] = &pooled{c: cl, lastUsed: time.Now()}
+	return cl, nil
 }
 
 func (p *Pool) drop(addr string, c *rpc.Client) {
 	p.mu.Lock()
-	if p.m[addr] == c {
+	if pc, ok := p.m[addr]; ok && pc.c == c {
 		delete(p.m, addr)
 	}
 	p.mu.Unlock()
@@ -51,6 +70,16 @@ func (p *Pool) drop(addr string, c *rpc.Client) {
 // Call runs one RPC on the node at addr, until ctx ends. An error the peer's service
 // returned keeps its code: errors.Is matches this package's sentinels.
 func (p *Pool) Call(ctx context.Context, addr, method string, args, reply any) error {
+	err := p.call(ctx, addr, method, args, reply)
+	if errors.Is(err, rpc.ErrShutdown) {
+		// The connection was closed (the peer restarted, or closed it idle) before
+		// the call went out: nothing was sent, so one fresh try is safe.
+		err = p.call(ctx, addr, method, args, reply)
+	}
+	return err
+}
+
+func (p *Pool) call(ctx context.Context, addr, method string, args, reply any) error {
 	c, err := p.client(addr)
 	if err != nil {
 		return err
@@ -78,8 +107,8 @@ func (p *Pool) Call(ctx context.Context, addr, method string, args, reply any) e
 func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, c := range p.m {
-		c.Close()
+	for addr, pc := range p.m {
+		pc.c.Close()
 		delete(p.m, addr)
 	}
 }

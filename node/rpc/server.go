@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/rpc"
@@ -26,15 +27,74 @@ type Service interface {
 	IdentifySent(shard int)
 	Shards() ShardsReply
 	Promise(from string, release bool) error
+	// Standing is what this node knows of a caller, checked at every call: a node
+	// removed while its connection stays open is refused from then on.
+	Standing(node string) Standing
 }
 
-// receiver is what net/rpc exposes as "Node".
+// Standing is what a node knows of another.
+type Standing struct {
+	// Replicated: in the replicated member table, and not left. Only such a node
+	// may write, be granted identifies, or report them.
+	Replicated bool
+	// Gossip: an alive member of the gossip pool. Enough to ask for a bootstrap
+	// promise (there is no table before Raft), a lease (a joining node asks before
+	// the leader records it; a lease without shards is harmless) and a node's shards.
+	Gossip bool
+}
+
+// need is the standing a method asks of its caller.
+type need int
+
+const (
+	needGossip     need = iota // an alive gossip member
+	needMember                 // in the replicated table or an alive gossip member
+	needReplicated             // in the replicated table
+)
+
+// receiver is what net/rpc exposes as "Node", for the calls of one connection, whose
+// hello named the caller.
 type receiver struct {
-	svc Service
-	ctx context.Context
+	svc  Service
+	ctx  context.Context
+	from string
+	// refused answers every call when the caller cannot be who it says: its
+	// certificate names another node.
+	refused error
+}
+
+// admit checks the caller may make a call that needs n.
+func (r *receiver) admit(n need) error {
+	if r.refused != nil {
+		return r.refused
+	}
+	s := r.svc.Standing(r.from)
+	ok := false
+	switch n {
+	case needGossip:
+		ok = s.Gossip
+	case needMember:
+		ok = s.Gossip || s.Replicated
+	case needReplicated:
+		ok = s.Replicated
+	}
+	if ok {
+		return nil
+	}
+	switch {
+	case s.Gossip:
+		return fmt.Errorf("%w: %s is in the gossip pool but not in the replicated member table yet (or no more)", ErrNotMember, r.from)
+	case n == needGossip:
+		return fmt.Errorf("%w: %s is not an alive member of the gossip pool", ErrNotMember, r.from)
+	}
+	return fmt.Errorf("%w: %s is not a current member of the cluster (removed, left, or never joined)", ErrNotMember, r.from)
 }
 
 func (r *receiver) Apply(args *ApplyArgs, reply *ApplyReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
 	cmd, err := fsm.Decode(args.Command)
 	if err != nil {
 		reply.Set(fmt.Errorf("apply: %w", err))
@@ -50,6 +110,11 @@ func (r *receiver) Apply(args *ApplyArgs, reply *ApplyReply) error {
 }
 
 func (r *receiver) Renew(args *RenewArgs, reply *RenewReply) error {
+	if err := r.admit(needMember); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	args.Node = r.from // a caller speaks for itself only
 	ctx, cancel := context.WithTimeout(r.ctx, Timeout)
 	defer cancel()
 	g, err := r.svc.GrantLease(ctx, *args)
@@ -59,6 +124,11 @@ func (r *receiver) Renew(args *RenewArgs, reply *RenewReply) error {
 }
 
 func (r *receiver) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	args.Node = r.from
 	ctx, cancel := context.WithTimeout(r.ctx, IdentifyTimeout)
 	defer cancel()
 	start := time.Now()
@@ -71,27 +141,42 @@ func (r *receiver) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 }
 
 func (r *receiver) IdentifySent(args *IdentifySentArgs, reply *IdentifySentReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
 	r.svc.IdentifySent(args.Shard)
 	return nil
 }
 
 func (r *receiver) Shards(args *ShardsArgs, reply *ShardsReply) error {
+	if err := r.admit(needMember); err != nil {
+		reply.Set(err)
+		return nil
+	}
 	*reply = r.svc.Shards()
 	return nil
 }
 
 func (r *receiver) BootstrapPromise(args *PromiseArgs, reply *PromiseReply) error {
-	reply.Set(r.svc.Promise(args.From, args.Release))
+	if err := r.admit(needGossip); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	reply.Set(r.svc.Promise(r.from, args.Release))
 	return nil
 }
 
+// PeerName is the node a connection's TLS certificate names, "" when it names none
+// (plain TCP, or a certificate for the cluster role alone, which may speak for any
+// member).
+type PeerName func(tls.ConnectionState) string
+
 // Serve answers RPCs on ln with svc until ln closes; it closes the connections it
-// serves when ctx ends, and returns once they are all closed.
-func Serve(ctx context.Context, ln net.Listener, svc Service) {
-	srv := rpc.NewServer()
-	if err := srv.RegisterName("Node", &receiver{svc: svc, ctx: ctx}); err != nil {
-		panic(err) // the method set is fixed at compile time
-	}
+// serves when ctx ends, and returns once they are all closed. Each connection starts
+// with the caller's name; with peerName set, a name its certificate contradicts is
+// refused every call.
+func Serve(ctx context.Context, ln net.Listener, svc Service, peerName PeerName) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -105,7 +190,27 @@ func Serve(ctx context.Context, ln net.Listener, svc Service) {
 			// Peers keep their connections open; shutdown must not wait for them.
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			defer stop()
-			srv.ServeConn(conn)
+			serveConn(ctx, conn, svc, peerName)
 		}()
 	}
+}
+
+func serveConn(ctx context.Context, conn net.Conn, svc Service, peerName PeerName) {
+	c := newCodec(conn, MaxRequest, idleTimeout)
+	var h hello
+	if err := c.dec.Decode(&h); err != nil || h.From == "" {
+		conn.Close()
+		return
+	}
+	r := &receiver{svc: svc, ctx: ctx, from: h.From}
+	if tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); ok && peerName != nil {
+		if named := peerName(tc.ConnectionState()); named != "" && named != h.From {
+			r.refused = fmt.Errorf("%w: the connection says it is %s, its certificate names %s", ErrNotMember, h.From, named)
+		}
+	}
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Node", r); err != nil {
+		panic(err) // the method set is fixed at compile time
+	}
+	srv.ServeCodec(c)
 }

@@ -16,6 +16,9 @@ var (
 	// ErrNotOwner refuses an identify to a node that is not the shard's current owner
 	// with a lease.
 	ErrNotOwner = errors.New("not the shard's owner")
+	// ErrNotMember refuses a caller that is not (or no longer) a member, or that
+	// speaks for a node its certificate does not name.
+	ErrNotMember = errors.New("not a member")
 )
 
 // Status is how a service's error crosses the wire: net/rpc carries an error's text
@@ -29,7 +32,7 @@ type Status struct {
 // wireCodes are the errors a caller branches on, by their code on the wire.
 var wireCodes = map[string]error{
 	"not_leader": ErrNotLeader, "no_leader": ErrNoLeader, "lease_refused": ErrLeaseRefused,
-	"budget_low": ErrBudgetLow, "not_owner": ErrNotOwner, "invalid_command": fsm.ErrInvalid,
+	"budget_low": ErrBudgetLow, "not_owner": ErrNotOwner, "not_member": ErrNotMember, "invalid_command": fsm.ErrInvalid,
 }
 
 func (s *Status) status() *Status { return s }
