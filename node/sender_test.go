@@ -36,6 +36,36 @@ func TestARemovedNodesCertificateNoLongerWrites(t *testing.T) {
 	c.allReady(30*time.Second, leader)
 	leaver := c.nonLeader(nodes)
 
+	// A stranger in the gossip pool (no gossip key is set) with a certificate of
+	// another CA: the leader cannot reach its cluster port, so it never enters Raft,
+	// and is never recorded as a member nor given a shard. Before this rule the
+	// leader recorded it on its next pass.
+	otherCA, otherKey, err := certs.NewCA(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerCfg := c.config("stranger", 0)
+	f, err := certs.IssueFiles(t.TempDir(), otherCA, otherKey, "stranger", []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerCfg.TLS = &f
+	stranger := c.start(strangerCfg, leader)
+	waitFor(t, 20*time.Second, "the leader to see the stranger in the gossip pool", func() error {
+		for _, m := range leader.gossip.Members() {
+			if m.Name == "stranger" {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if m, ok := leader.fsm.Member("stranger"); ok {
+			t.Fatalf("the stranger was recorded as a member: %+v", m)
+		}
+	}
+	stranger.Kill()
+
 	// A client holding the leaver's certificate, as a removed machine still would.
 	conf, err := certs.Load(*leaver.cfg.TLS)
 	if err != nil {
