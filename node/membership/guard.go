@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -35,6 +37,12 @@ type guardedGossip struct {
 	aeadMu sync.Mutex
 	aeads  map[string]cipher.AEAD
 
+	// Streams open (waiting for their header, or passed on and not closed yet), in
+	// total and by remote IP: see maxGossipStreams.
+	openMu   sync.Mutex
+	open     int
+	openByIP map[string]int
+
 	dropped   atomic.Int64 // since the last warning
 	refused   atomic.Int64 // streams, since the last warning
 	lastFrom  atomic.Value // string
@@ -48,6 +56,19 @@ const guardLogPeriod = 10 * time.Second
 // guardHeaderTimeout bounds how long a stream may take to send its label header.
 const guardHeaderTimeout = 5 * time.Second
 
+// Bounds on gossip streams. A member opens one at a time to a peer (a push/pull of
+// the state, a ping's TCP fallback), and the members of a test cluster share one IP,
+// hence the generous per-address bound. Memberlist buffers a stream's encrypted state
+// up to 20 MiB as it arrives; a stream that announces more than maxGossipState is
+// refused from its header, and so many streams at once hold at most
+// maxGossipStreams x maxGossipState.
+const (
+	maxGossipStreams      = 256
+	maxGossipStreamsPerIP = 32
+	maxGossipState        = 2 << 20 // a push/pull of 1,000 members is ~200 KiB
+	encryptMsg            = 10      // memberlist's message type of an encrypted stream
+)
+
 // labelHeader is memberlist's label header: the type byte 244, the length, the label.
 func labelHeader(label string) []byte {
 	return append([]byte{244, byte(len(label))}, label...)
@@ -56,7 +77,7 @@ func labelHeader(label string) []byte {
 func newGuardedGossip(t memberlist.Transport, label string, ring *memberlist.Keyring, log *slog.Logger) *guardedGossip {
 	g := &guardedGossip{Transport: t, label: labelHeader(label), ring: ring, log: log,
 		packet: make(chan *memberlist.Packet), stream: make(chan net.Conn), done: make(chan struct{}),
-		aeads: map[string]cipher.AEAD{}, logPeriod: guardLogPeriod}
+		aeads: map[string]cipher.AEAD{}, logPeriod: guardLogPeriod, openByIP: map[string]int{}}
 	go g.packets()
 	go g.streams()
 	return g
@@ -144,28 +165,74 @@ func (g *guardedGossip) streams() {
 	for {
 		select {
 		case c := <-in:
-			go g.checkStream(c)
+			release, ok := g.admitStream(c.RemoteAddr())
+			if !ok {
+				c.Close()
+				g.drop(&g.refused, c.RemoteAddr())
+				continue
+			}
+			go g.checkStream(c, release)
 		case <-g.done:
 			return
 		}
 	}
 }
 
-// checkStream passes c on once it has sent the label header, or closes it.
-func (g *guardedGossip) checkStream(c net.Conn) {
-	head := make([]byte, len(g.label))
+// checkStream passes c, admitted under the bounds, on once it has sent the label header (and, with a keyring,
+// announced an encrypted state no larger than maxGossipState), or closes it.
+func (g *guardedGossip) checkStream(c net.Conn, release func()) {
+	head := make([]byte, len(g.label), len(g.label)+5)
 	c.SetReadDeadline(time.Now().Add(guardHeaderTimeout))
-	if _, err := io.ReadFull(c, head); err != nil || !bytes.Equal(head, g.label) {
+	_, err := io.ReadFull(c, head)
+	if err == nil && bytes.Equal(head, g.label) && g.ring != nil {
+		head = head[:len(g.label)+5] // the message type and the state's length
+		if _, err = io.ReadFull(c, head[len(g.label):]); err == nil {
+			msg := head[len(g.label):]
+			if msg[0] != encryptMsg || binary.BigEndian.Uint32(msg[1:]) > maxGossipState {
+				err = errors.New("not an encrypted state of an admissible size")
+			}
+		}
+	}
+	if err != nil || !bytes.Equal(head[:len(g.label)], g.label) {
 		c.Close()
+		release()
 		g.drop(&g.refused, c.RemoteAddr())
 		return
 	}
 	c.SetReadDeadline(time.Time{})
 	select {
-	case g.stream <- &prefixConn{Conn: c, head: head}:
+	case g.stream <- &prefixConn{Conn: c, head: head, release: release}:
 	case <-g.done:
 		c.Close()
+		release()
 	}
+}
+
+// admitStream counts a stream from addr against the bounds, or refuses it; release
+// gives its place back, once.
+func (g *guardedGossip) admitStream(addr net.Addr) (release func(), ok bool) {
+	ip := addr.String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	g.openMu.Lock()
+	defer g.openMu.Unlock()
+	if g.open >= maxGossipStreams || g.openByIP[ip] >= maxGossipStreamsPerIP {
+		return nil, false
+	}
+	g.open++
+	g.openByIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.openMu.Lock()
+			defer g.openMu.Unlock()
+			g.open--
+			if g.openByIP[ip]--; g.openByIP[ip] <= 0 {
+				delete(g.openByIP, ip)
+			}
+		})
+	}, true
 }
 
 // drop counts one refusal from from and, at most once per logPeriod, says how
@@ -185,10 +252,18 @@ func (g *guardedGossip) drop(n *atomic.Int64, from net.Addr) {
 		"datagrams", g.dropped.Swap(0), "streams", g.refused.Swap(0), "last_from", from2)
 }
 
-// prefixConn is a conn whose first bytes, already read, are read again.
+// prefixConn is a conn whose first bytes, already read, are read again; closing it
+// gives its place under the stream bounds back.
 type prefixConn struct {
 	net.Conn
-	head []byte
+	head    []byte
+	release func()
+}
+
+func (c *prefixConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) {

@@ -104,9 +104,19 @@ func TestGuardDropsWhatIsNotTheClusters(t *testing.T) {
 	if _, err := stranger.Read(make([]byte, 1)); err != io.EOF && (err == nil || strings.Contains(err.Error(), "timeout")) {
 		t.Fatalf("a stranger's stream was not closed: %v", err)
 	}
+	for _, bad := range [][]byte{
+		append(labelHeader(gossipLabel), "plain state"...),             // not encrypted, with a key set
+		append(labelHeader(gossipLabel), encryptMsg, 0x7f, 0, 0, 0, 1), // announces 2 GiB
+	} {
+		stranger, s := net.Pipe()
+		ft.streams <- s
+		go stranger.Write(bad)
+		waitPipeClosed(t, stranger)
+	}
 	member, s2 := net.Pipe()
 	ft.streams <- s2
-	msg := append(labelHeader(gossipLabel), "state"...)
+	msg := append(labelHeader(gossipLabel), encryptMsg, 0, 0, 0, 5)
+	msg = append(msg, "state"...)
 	go member.Write(msg)
 	select {
 	case c := <-g.StreamCh():
@@ -122,6 +132,56 @@ func TestGuardDropsWhatIsNotTheClusters(t *testing.T) {
 	defer w.mu.Unlock()
 	if len(w.msgs) != 1 || !strings.Contains(w.msgs[0], "dropped") {
 		t.Fatalf("warnings %q, want one", w.msgs)
+	}
+}
+
+// waitPipeClosed fails unless the guard closes the far end of c within 5 s.
+func waitPipeClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF && (err == nil || strings.Contains(err.Error(), "timeout")) {
+		t.Fatalf("a refused stream was not closed: %v", err)
+	}
+}
+
+// Streams from one address are bounded: past maxGossipStreamsPerIP open at once, a
+// new one is closed at once; a closed one gives its place back.
+func TestGuardBoundsStreamsPerAddress(t *testing.T) {
+	ft := &fakeTransport{packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}
+	g := newGuardedGossip(ft, gossipLabel, nil, slog.New(&warnings{}))
+	defer g.Shutdown()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range maxGossipStreamsPerIP {
+		c, s := net.Pipe() // every pipe's address is "pipe": one address
+		held = append(held, c)
+		ft.streams <- s
+	}
+	over, s := net.Pipe()
+	ft.streams <- s
+	waitPipeClosed(t, over)
+
+	held[0].Close() // its header never came: the guard gives its place back
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, s := net.Pipe()
+		ft.streams <- s
+		go c.Write(append(labelHeader(gossipLabel), "x"...))
+		select {
+		case got := <-g.StreamCh():
+			got.Close()
+			c.Close()
+			return
+		case <-time.After(200 * time.Millisecond):
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed stream's place was not given back")
+		}
 	}
 }
 
