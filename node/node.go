@@ -30,6 +30,9 @@ import (
 	"github.com/discluster/discluster/transport"
 )
 
+// httpLimits bound the API's open connections (see transport.Limiter).
+var httpLimits = transport.Limits{Total: 1024, PerIP: 256}
+
 // Node is one discluster agent.
 type Node struct {
 	cfg    Config
@@ -116,10 +119,13 @@ func (n *Node) start(id membership.Identity) error {
 		return n.mux.Dial(addr, transport.ProtoRPC, timeout)
 	})
 
-	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http port: %w (--http-addr %s)", err, cfg.HTTPAddr)
 	}
+	// A flood of connections is closed as it is accepted, beyond what any number of
+	// operators, scrapers and bot workers hold open.
+	n.httpLn = transport.LimitListener(httpLn, transport.NewLimiter("http port", httpLimits, n.log))
 	httpHost, _, _ := net.SplitHostPort(cfg.HTTPAddr)
 	if ip := net.ParseIP(httpHost); ip == nil || ip.IsUnspecified() {
 		httpHost = advertise

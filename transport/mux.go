@@ -51,13 +51,7 @@ type Mux struct {
 	advMu     sync.Mutex
 	advertise net.Addr
 
-	// Open accepted connections, in total and by remote IP; see MaxConns.
-	limMu       sync.Mutex
-	open        int
-	openByIP    map[string]int
-	maxConns    int
-	maxPerIP    int
-	lastLimited time.Time
+	limits *Limiter // open accepted connections; see MaxConns
 
 	// The last time a refused handshake or an unknown protocol byte was logged;
 	// see limitLogPeriod.
@@ -95,7 +89,7 @@ func ListenTLS(addr string, filter *Filter, log *slog.Logger, t TLS) (*Mux, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Mux{ln: ln, filter: filter, log: log, tls: t, done: make(chan struct{}),
-		openByIP: map[string]int{}, maxConns: MaxConns, maxPerIP: MaxConnsPerIP}
+		limits: NewLimiter("cluster port", Limits{Total: MaxConns, PerIP: MaxConnsPerIP}, log)}
 	m.raft = &listener{mux: m, proto: ProtoRaft, conns: make(chan net.Conn)}
 	m.rpc = &listener{mux: m, proto: ProtoRPC, conns: make(chan net.Conn)}
 	m.wg.Add(1)
@@ -202,7 +196,7 @@ func (m *Mux) acceptLoop() {
 			m.log.Error("cluster port stopped accepting", "err", err)
 			return
 		}
-		conn, ok := m.admit(conn)
+		conn, ok := m.limits.wrap(conn)
 		if !ok {
 			continue
 		}
@@ -212,53 +206,6 @@ func (m *Mux) acceptLoop() {
 			m.route(conn)
 		}()
 	}
-}
-
-// admit counts an accepted connection against the limits, or closes it at once.
-func (m *Mux) admit(conn net.Conn) (net.Conn, bool) {
-	ip := conn.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
-	m.limMu.Lock()
-	if m.open >= m.maxConns || m.openByIP[ip] >= m.maxPerIP {
-		log := time.Since(m.lastLimited) > limitLogPeriod
-		if log {
-			m.lastLimited = time.Now()
-		}
-		open, fromIP := m.open, m.openByIP[ip]
-		m.limMu.Unlock()
-		if log {
-			m.log.Warn("cluster port: connection limit reached; closing new connections (logged once per 10s)",
-				"from", ip, "open", open, "open_from_ip", fromIP, "max", m.maxConns, "max_per_ip", m.maxPerIP)
-		}
-		conn.Close()
-		return nil, false
-	}
-	m.open++
-	m.openByIP[ip]++
-	m.limMu.Unlock()
-	return &countedConn{Conn: conn, release: func() {
-		m.limMu.Lock()
-		m.open--
-		if m.openByIP[ip]--; m.openByIP[ip] <= 0 {
-			delete(m.openByIP, ip)
-		}
-		m.limMu.Unlock()
-	}}, true
-}
-
-// countedConn gives its place back under the limits when it is closed, once.
-type countedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *countedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 func (m *Mux) route(conn net.Conn) {

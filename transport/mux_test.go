@@ -136,9 +136,7 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	m.limMu.Lock()
-	m.maxPerIP = 3
-	m.limMu.Unlock()
+	m.limits.SetLimits(Limits{Total: MaxConns, PerIP: 3})
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", m.ListenAddr().String())
 		if err != nil {
@@ -152,11 +150,7 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 		var ne net.Error
 		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 	}
-	open := func() int {
-		m.limMu.Lock()
-		defer m.limMu.Unlock()
-		return m.open
-	}
+	open := m.limits.Open
 	var held []net.Conn
 	for range 3 {
 		held = append(held, dial())

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/discluster/discluster/transport"
 )
 
 // guardedGossip is memberlist's transport with a cheap door in front: a datagram
@@ -37,11 +39,9 @@ type guardedGossip struct {
 	aeadMu sync.Mutex
 	aeads  map[string]cipher.AEAD
 
-	// Streams open (waiting for their header, or passed on and not closed yet), in
-	// total and by remote IP: see maxGossipStreams.
-	openMu   sync.Mutex
-	open     int
-	openByIP map[string]int
+	// Streams open (waiting for their header, or passed on and not closed yet): see
+	// maxGossipStreams.
+	streamLimits *transport.Limiter
 
 	dropped   atomic.Int64 // since the last warning
 	refused   atomic.Int64 // streams, since the last warning
@@ -77,7 +77,8 @@ func labelHeader(label string) []byte {
 func newGuardedGossip(t memberlist.Transport, label string, ring *memberlist.Keyring, log *slog.Logger) *guardedGossip {
 	g := &guardedGossip{Transport: t, label: labelHeader(label), ring: ring, log: log,
 		packet: make(chan *memberlist.Packet), stream: make(chan net.Conn), done: make(chan struct{}),
-		aeads: map[string]cipher.AEAD{}, logPeriod: guardLogPeriod, openByIP: map[string]int{}}
+		aeads: map[string]cipher.AEAD{}, logPeriod: guardLogPeriod,
+		streamLimits: transport.NewLimiter("gossip port", transport.Limits{Total: maxGossipStreams, PerIP: maxGossipStreamsPerIP}, log)}
 	go g.packets()
 	go g.streams()
 	return g
@@ -165,7 +166,7 @@ func (g *guardedGossip) streams() {
 	for {
 		select {
 		case c := <-in:
-			release, ok := g.admitStream(c.RemoteAddr())
+			release, ok := g.streamLimits.Admit(c.RemoteAddr())
 			if !ok {
 				c.Close()
 				g.drop(&g.refused, c.RemoteAddr())
@@ -206,33 +207,6 @@ func (g *guardedGossip) checkStream(c net.Conn, release func()) {
 		c.Close()
 		release()
 	}
-}
-
-// admitStream counts a stream from addr against the bounds, or refuses it; release
-// gives its place back, once.
-func (g *guardedGossip) admitStream(addr net.Addr) (release func(), ok bool) {
-	ip := addr.String()
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
-	g.openMu.Lock()
-	defer g.openMu.Unlock()
-	if g.open >= maxGossipStreams || g.openByIP[ip] >= maxGossipStreamsPerIP {
-		return nil, false
-	}
-	g.open++
-	g.openByIP[ip]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			g.openMu.Lock()
-			defer g.openMu.Unlock()
-			g.open--
-			if g.openByIP[ip]--; g.openByIP[ip] <= 0 {
-				delete(g.openByIP, ip)
-			}
-		})
-	}, true
 }
 
 // drop counts one refusal from from and, at most once per logPeriod, says how
