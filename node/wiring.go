@@ -41,6 +41,10 @@ func (s service) Shards() rpc.ShardsReply {
 
 func (s service) Promise(from string, release bool) error { return s.n.gossip.Promise(from, release) }
 
+func (s service) Send(ctx context.Context, args rpc.SendArgs) (string, error) {
+	return s.n.send(ctx, args)
+}
+
 func (s service) Standing(node string) rpc.Standing {
 	var st rpc.Standing
 	if m, ok := s.n.fsm.Member(node); ok && m.State != fsm.Left {

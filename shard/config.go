@@ -96,7 +96,20 @@ var (
 	ErrManagedOpcode   = errors.New("opcode is managed by the shard itself")
 	ErrStopped         = errors.New("shard stopped")
 	ErrNotPermitted    = errors.New("login not permitted")
+	// ErrRateLimited refuses a command the connection's send limit would hold past
+	// the caller's deadline; a *RateLimitedError says when to try again.
+	ErrRateLimited = errors.New("send limit reached")
 )
+
+// RateLimitedError is ErrRateLimited with the wait: the send limit frees a slot for
+// a command after RetryAfter.
+type RateLimitedError struct{ RetryAfter time.Duration }
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("%v: retry after %v", ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
+}
+
+func (e *RateLimitedError) Is(target error) bool { return target == ErrRateLimited }
 
 // MaxPayloadSize is the largest payload a client may send; Discord closes with 4002
 // on anything larger.

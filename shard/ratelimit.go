@@ -80,7 +80,9 @@ func (l *sendLimiter) record() {
 	l.pushLocked(now)
 }
 
-// wait blocks until a command may be sent and records it.
+// wait blocks until a command may be sent and records it. A wait that would end
+// past ctx's deadline is refused at once with a *RateLimitedError, so that a caller
+// with a deadline learns when to come back instead of waiting it out.
 func (l *sendLimiter) wait(ctx context.Context) error {
 	for {
 		l.mu.Lock()
@@ -94,6 +96,9 @@ func (l *sendLimiter) wait(ctx context.Context) error {
 		over := len(l.times) - l.commandLimit()
 		free := l.times[over].Add(l.window)
 		l.mu.Unlock()
+		if deadline, ok := ctx.Deadline(); ok && free.After(deadline) {
+			return &RateLimitedError{RetryAfter: free.Sub(now)}
+		}
 		if err := sleepUntil(ctx, free); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -48,5 +49,30 @@ func TestSendLimiterWaitHonoursContext(t *testing.T) {
 	cancel()
 	if err := l.wait(ctx); err == nil {
 		t.Fatal("second command in the window did not wait")
+	}
+}
+
+// A command the limit would hold past the caller's deadline is refused at once, with
+// when a slot frees; without a deadline it waits.
+func TestSendLimiterRefusesPastTheDeadline(t *testing.T) {
+	l := newSendLimiter(10, time.Hour, time.Hour) // 6 commands an hour
+	for range 6 {
+		if err := l.wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	err := l.wait(ctx)
+	var rl *RateLimitedError
+	if !errors.As(err, &rl) || !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("the 7th command: %v, want a RateLimitedError", err)
+	}
+	if waited := time.Since(start); waited > 500*time.Millisecond {
+		t.Fatalf("refused after %v, want at once", waited)
+	}
+	if rl.RetryAfter < 59*time.Minute || rl.RetryAfter > 62*time.Minute {
+		t.Fatalf("retry after %v, want about the window (an hour)", rl.RetryAfter)
 	}
 }

@@ -17,6 +17,16 @@ type stub struct {
 	drainErr error
 	undrain  error
 	drained  []string
+	sendErr  error
+	sent     []Target
+}
+
+func (s *stub) Send(_ context.Context, t Target, c Command) (Sent, error) {
+	s.sent = append(s.sent, t)
+	if s.sendErr != nil {
+		return Sent{}, s.sendErr
+	}
+	return Sent{Sent: true, Shard: t.Shard, Node: "b"}, nil
 }
 
 func (s *stub) Status(_ context.Context, all bool) Status {

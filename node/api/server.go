@@ -23,6 +23,9 @@ type Backend interface {
 	// Keyring lists the gossip keys (op "list") or installs, uses or removes one on
 	// every member.
 	Keyring(ctx context.Context, op, key string) (Keyring, error)
+	// Send writes a gateway command on the target shard's connection, through its
+	// owner; refusals wrap the Err... of send.go.
+	Send(ctx context.Context, t Target, c Command) (Sent, error)
 }
 
 // Errors a Backend returns for the routes to answer with the right code.
@@ -139,6 +142,9 @@ func Handler(b Backend, auth Auth) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, k)
 	}))
+	// Commands change what the bot does on Discord: a write's privilege.
+	mux.HandleFunc("POST /v1/shards/{id}/send", write(sendRoute(b, false)))
+	mux.HandleFunc("POST /v1/guilds/{guild_id}/send", write(sendRoute(b, true)))
 	return limitBody(mux)
 }
 

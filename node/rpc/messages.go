@@ -103,3 +103,21 @@ type PromiseArgs struct {
 
 // PromiseReply is empty: an error is a refusal.
 type PromiseReply struct{ Status }
+
+// SendArgs carries a gateway command toward shard Shard's owner, as the sender saw it
+// at Epoch; Hops counts the forwards so far (see MaxSendHops).
+type SendArgs struct {
+	Shard int
+	Epoch uint64
+	Op    int
+	D     []byte
+	Hops  int
+}
+
+// SendReply says which node wrote the command; a refusal worth retrying carries
+// RetryAfter.
+type SendReply struct {
+	Status
+	Node       string
+	RetryAfter time.Duration
+}

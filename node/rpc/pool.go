@@ -7,6 +7,8 @@ import (
 	"net/rpc"
 	"sync"
 	"time"
+
+	"github.com/discluster/discluster/node/api"
 )
 
 // Dialer opens a connection to a peer's RPC service.
@@ -111,4 +113,15 @@ func (p *Pool) Close() {
 		pc.c.Close()
 		delete(p.m, addr)
 	}
+}
+
+// Send forwards a command to the node at addr; a refusal worth retrying comes back
+// as an *api.RetryError.
+func (p *Pool) Send(ctx context.Context, addr string, args SendArgs) (string, error) {
+	var reply SendReply
+	err := p.Call(ctx, addr, "Send", &args, &reply)
+	if err != nil && reply.RetryAfter > 0 {
+		err = &api.RetryError{Err: err, After: reply.RetryAfter}
+	}
+	return reply.Node, err
 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/rpc"
@@ -10,10 +11,16 @@ import (
 	"time"
 
 	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/api"
 )
 
 // Timeout bounds every RPC but the identify wait.
 const Timeout = 5 * time.Second
+
+// MaxSendHops bounds how often a command is forwarded toward its shard's owner: from
+// the node that took it to the owner it knows, and once more should that owner have
+// seen the shard move on. Past it the answer is api.ErrOwnerMoving.
+const MaxSendHops = 2
 
 // IdentifyTimeout bounds one identify wait at the leader; the asker asks again.
 const IdentifyTimeout = 30 * time.Second
@@ -27,6 +34,9 @@ type Service interface {
 	IdentifySent(shard int)
 	Shards() ShardsReply
 	Promise(from string, release bool) error
+	// Send writes a command on a shard's connection here, or forwards it toward the
+	// shard's owner (see MaxSendHops).
+	Send(ctx context.Context, args SendArgs) (node string, err error)
 	// Standing is what this node knows of a caller, checked at every call: a node
 	// removed while its connection stays open is refused from then on.
 	Standing(node string) Standing
@@ -146,6 +156,23 @@ func (r *receiver) IdentifySent(args *IdentifySentArgs, reply *IdentifySentReply
 		return nil
 	}
 	r.svc.IdentifySent(args.Shard)
+	return nil
+}
+
+func (r *receiver) Send(args *SendArgs, reply *SendReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, Timeout)
+	defer cancel()
+	node, err := r.svc.Send(ctx, *args)
+	reply.Node = node
+	reply.Set(err)
+	var retry *api.RetryError
+	if errors.As(err, &retry) {
+		reply.RetryAfter = retry.After
+	}
 	return nil
 }
 

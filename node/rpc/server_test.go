@@ -17,6 +17,7 @@ import (
 
 	"github.com/discluster/discluster/fsm"
 	"github.com/discluster/discluster/internal/certs"
+	"github.com/discluster/discluster/node/api"
 )
 
 // stubService answers like a leader that refuses some things. standing is what it
@@ -69,6 +70,15 @@ func (s *stubService) GrantIdentify(_ context.Context, node string, shard int, e
 }
 
 func (s *stubService) IdentifySent(shard int) { s.sent <- shard }
+func (s *stubService) Send(_ context.Context, args SendArgs) (string, error) {
+	switch args.Shard {
+	case 1:
+		return "", &api.RetryError{Err: fmt.Errorf("%w: shard 1", api.ErrRateLimited), After: 3 * time.Second}
+	case 2:
+		return "", fmt.Errorf("%w: shard 2", api.ErrUnknownShard)
+	}
+	return "owner", nil
+}
 func (s *stubService) Shards() ShardsReply {
 	return ShardsReply{Shards: []LocalShard{{Cluster: 2, Epoch: 5}}}
 }
@@ -162,6 +172,16 @@ func TestToLeaderOverTheWire(t *testing.T) {
 	}
 	if err := dialPool(t, "b1").Call(cctx, addr, "BootstrapPromise", &PromiseArgs{}, &PromiseReply{}); err != nil {
 		t.Fatalf("b1's promise: %v", err)
+	}
+	if node, err := pool.Send(cctx, addr, SendArgs{Shard: 0, Op: 3}); err != nil || node != "owner" {
+		t.Fatalf("send: %q, %v", node, err)
+	}
+	var retry *api.RetryError
+	if _, err := pool.Send(cctx, addr, SendArgs{Shard: 1, Op: 3}); !errors.Is(err, api.ErrRateLimited) || !errors.As(err, &retry) || retry.After != 3*time.Second {
+		t.Fatalf("a rate-limited send: %v, want api.ErrRateLimited with its wait", err)
+	}
+	if _, err := pool.Send(cctx, addr, SendArgs{Shard: 2, Op: 3}); !errors.Is(err, api.ErrUnknownShard) {
+		t.Fatalf("a send to an unknown shard: %v, want api.ErrUnknownShard", err)
 	}
 	none := &ToLeader{Node: "n1", Where: leaderAt(""), Pool: pool}
 	if _, err := none.Renew(cctx, ""); !errors.Is(err, ErrNoLeader) {

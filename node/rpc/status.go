@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/api"
 )
 
 // Errors a caller branches on. Each has a code on the wire, so errors.Is holds for
@@ -33,6 +34,9 @@ type Status struct {
 var wireCodes = map[string]error{
 	"not_leader": ErrNotLeader, "no_leader": ErrNoLeader, "lease_refused": ErrLeaseRefused,
 	"budget_low": ErrBudgetLow, "not_owner": ErrNotOwner, "not_member": ErrNotMember, "invalid_command": fsm.ErrInvalid,
+	// A command's refusals keep the API's codes end to end.
+	api.CodeUnknownShard: api.ErrUnknownShard, api.CodeNotReady: api.ErrNotReady, api.CodeOwnerMoving: api.ErrOwnerMoving,
+	api.CodeRateLimited: api.ErrRateLimited, api.CodePayloadTooLarge: api.ErrPayloadTooLarge, api.CodeBadCommand: api.ErrBadCommand,
 }
 
 func (s *Status) status() *Status { return s }

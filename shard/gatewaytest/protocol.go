@@ -2,6 +2,7 @@ package gatewaytest
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -174,10 +175,19 @@ func (s *Server) handlePayload(c *conn, b []byte) {
 		// sounds. Member requests are answered with chunks (members.go);
 		// their d is decoded from b there, as parseClientFrame only checks
 		// that it is an object.
-		switch {
-		case c.sess == nil:
+		if c.sess == nil {
 			s.closeConnLocked(c, closeNotAuthenticated, closeReasons[closeNotAuthenticated])
-		case f.Op == opRequestGuildMembers:
+			return
+		}
+		if c.shard >= 0 {
+			st := s.cnt.shard(c.shard)
+			if st.Commands == nil {
+				st.Commands = map[int]int{}
+			}
+			st.Commands[f.Op]++
+			st.LastCommand = slices.Clone(b)
+		}
+		if f.Op == opRequestGuildMembers {
 			s.requestGuildMembersLocked(c, b)
 		}
 	}

@@ -1,7 +1,9 @@
 package gatewaytest
 
 import (
+	"encoding/json"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +97,11 @@ type ShardStats struct {
 	// LastHeartbeat is the d of the last heartbeat (the client's last seq);
 	// nil if it was null or none arrived.
 	LastHeartbeat *int64 `json:"last_heartbeat"`
+	// Commands counts the commands a session of this shard sent (presence, voice
+	// state, member, soundboard and channel-info requests), by opcode; LastCommand
+	// is the last one, as it arrived.
+	Commands    map[int]int     `json:"commands,omitempty"`
+	LastCommand json.RawMessage `json:"last_command,omitempty"`
 }
 
 // SessionStats describe one gateway session.
@@ -194,6 +201,7 @@ func (s *Server) Stats() Stats {
 			v := *sh.LastHeartbeat
 			cp.LastHeartbeat = &v
 		}
+		cp.Commands, cp.LastCommand = maps.Clone(sh.Commands), slices.Clone(sh.LastCommand)
 		st.Shards[id] = cp
 	}
 	for id, sess := range s.sessions {

@@ -1,0 +1,59 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/discluster/discluster/fsm"
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/node/rpc"
+)
+
+// send writes a command on its shard's connection: here when this node owns the
+// shard, else through the owner this node's replica names, one hop further each
+// time (rpc.MaxSendHops). It returns the node that wrote it.
+func (n *Node) send(ctx context.Context, args rpc.SendArgs) (string, error) {
+	total := n.fsm.Config().TotalShards
+	if args.Shard < 0 || args.Shard >= total {
+		return "", fmt.Errorf("%w: shard %d (the cluster runs %d)", api.ErrUnknownShard, args.Shard, total)
+	}
+	a, ok := n.fsm.Assignment(args.Shard)
+	switch {
+	case !ok || a.Node == "":
+		return "", &api.RetryError{Err: fmt.Errorf("%w: no node holds shard %d yet", api.ErrOwnerMoving, args.Shard), After: time.Second}
+	case a.Epoch < args.Epoch:
+		return "", &api.RetryError{Err: fmt.Errorf("%w: %s has not caught up with shard %d's assignment at epoch %d yet", api.ErrOwnerMoving, n.cfg.Name, args.Shard, args.Epoch), After: time.Second}
+	case a.Phase != fsm.Assigned:
+		return "", &api.RetryError{Err: fmt.Errorf("%w: shard %d is being handed off from %s", api.ErrOwnerMoving, args.Shard, a.Node), After: time.Second}
+	case a.Node == n.cfg.Name:
+		return n.cfg.Name, n.runner.Send(ctx, args.Shard, a.Epoch, args.Op, json.RawMessage(args.D))
+	case args.Hops >= rpc.MaxSendHops:
+		return "", &api.RetryError{Err: fmt.Errorf("%w: shard %d was forwarded %d times without reaching its owner", api.ErrOwnerMoving, args.Shard, args.Hops), After: time.Second}
+	}
+	m, ok := n.fsm.Member(a.Node)
+	if !ok {
+		return "", &api.RetryError{Err: fmt.Errorf("%w: shard %d's owner %s is not a member", api.ErrOwnerMoving, args.Shard, a.Node), After: time.Second}
+	}
+	args.Epoch, args.Hops = a.Epoch, args.Hops+1
+	return n.pool.Send(ctx, m.RaftAddr, args)
+}
+
+// Send implements api.Backend.
+func (b backend) Send(ctx context.Context, t api.Target, c api.Command) (api.Sent, error) {
+	n := b.n
+	id := t.Shard
+	if t.ByGuild {
+		total := n.fsm.Config().TotalShards
+		if total <= 0 {
+			return api.Sent{}, &api.RetryError{Err: fmt.Errorf("%w: the cluster has no shard count yet", api.ErrOwnerMoving), After: time.Second}
+		}
+		id = int((t.Guild >> 22) % uint64(total))
+	}
+	node, err := n.send(ctx, rpc.SendArgs{Shard: id, Op: c.Op, D: c.D})
+	if err != nil {
+		return api.Sent{}, err
+	}
+	return api.Sent{Sent: true, Shard: id, Node: node}, nil
+}

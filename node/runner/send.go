@@ -1,0 +1,59 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/discluster/discluster/node/api"
+	"github.com/discluster/discluster/shard"
+)
+
+// Send writes a gateway command on shard's connection here, if this node runs it
+// under epoch (or a later one) and holds its lease. Its refusals are the API's:
+// a shard that does not run here, or not safely, is api.ErrOwnerMoving; one still
+// connecting api.ErrNotReady; a full send limit an *api.RetryError.
+func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d json.RawMessage) error {
+	r.mu.Lock()
+	cid, ok := r.clusterOf[shardID]
+	runEpoch := r.epochOf[shardID]
+	c := r.clusters[cid]
+	r.mu.Unlock()
+	if !ok || c == nil || runEpoch < epoch {
+		return fmt.Errorf("%w: shard %d does not run on %s at epoch %d", api.ErrOwnerMoving, shardID, r.cfg.Name, epoch)
+	}
+	// The lease and the assignment, as before a login: a node that may not log in
+	// may not speak for the shard either.
+	if err := r.MayLogin(shardID, runEpoch); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrOwnerMoving, err)
+	}
+	err := c.Send(ctx, shardID, op, d)
+	var limited *shard.RateLimitedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &limited):
+		return &api.RetryError{Err: fmt.Errorf("%w: shard %d", api.ErrRateLimited, shardID), After: limited.RetryAfter}
+	case errors.Is(err, shard.ErrNotConnected):
+		return &api.RetryError{Err: fmt.Errorf("%w: shard %d is %s", api.ErrNotReady, shardID, r.stateOf(c, shardID)), After: time.Second}
+	case errors.Is(err, shard.ErrPayloadTooLarge):
+		return fmt.Errorf("%w: %v", api.ErrPayloadTooLarge, err)
+	case errors.Is(err, shard.ErrManagedOpcode):
+		return fmt.Errorf("%w: %v", api.ErrBadCommand, err)
+	case errors.Is(err, shard.ErrUnknownShard):
+		return fmt.Errorf("%w: %v", api.ErrOwnerMoving, err)
+	}
+	return err
+}
+
+// stateOf is a shard's state in c, for a refusal's text.
+func (r *Runner) stateOf(c *shard.Cluster, shardID int) string {
+	for _, in := range c.Info() {
+		if in.ShardID == shardID {
+			return string(in.State)
+		}
+	}
+	return "stopped"
+}
