@@ -49,7 +49,13 @@ func (b backend) Send(ctx context.Context, t api.Target, c api.Command) (api.Sen
 		if total <= 0 {
 			return api.Sent{}, &api.RetryError{Err: fmt.Errorf("%w: the cluster has no shard count yet", api.ErrOwnerMoving), After: time.Second}
 		}
-		id = int((t.Guild >> 22) % uint64(total))
+		id = api.ShardOf(t.Guild, total)
+	}
+	if g, ok := c.Guild(); ok {
+		// Discord acts on a guild's commands only on the guild's own shard.
+		if total := n.fsm.Config().TotalShards; total > 0 && api.ShardOf(g, total) != id {
+			return api.Sent{}, fmt.Errorf("%w: guild %d is on shard %d, not %d (send it with --guild, or to /v1/guilds/%d/send)", api.ErrBadCommand, g, api.ShardOf(g, total), id, g)
+		}
 	}
 	node, err := n.send(ctx, rpc.SendArgs{Shard: id, Op: c.Op, D: c.D})
 	if err != nil {

@@ -61,16 +61,30 @@ func TestCommandsReachTheirShardThroughAnyNode(t *testing.T) {
 
 	// By guild: (guild_id >> 22) % shards.
 	guild := uint64(4)<<22 | 12345
-	sent, err := api.NewClient(nodes[0].HTTPAddr()).Send(ctx, api.Target{Guild: guild, ByGuild: true}, api.Command{Op: 4, D: json.RawMessage(`{"guild_id":"1","channel_id":null,"self_mute":false,"self_deaf":false}`)})
+	voice := api.Command{Op: 4, D: json.RawMessage(fmt.Sprintf(`{"guild_id":"%d","channel_id":null,"self_mute":false,"self_deaf":false}`, guild))}
+	sent, err := api.NewClient(nodes[0].HTTPAddr()).Send(ctx, api.Target{Guild: guild, ByGuild: true}, voice)
 	if err != nil || sent.Shard != 4 {
 		t.Fatalf("by guild: %+v, %v; want shard 4", sent, err)
 	}
 	if got := c.fake.Stats().Shards[4].Commands[4]; got != 1 {
 		t.Fatalf("shard 4 got %d voice state updates, want 1", got)
 	}
+	// A guild's command sent to another shard is refused: Discord would ignore it.
+	var ae *api.Error
+	if _, err := api.NewClient(nodes[0].HTTPAddr()).Send(ctx, api.Target{Shard: 3}, voice); !errors.As(err, &ae) || ae.Code != api.CodeBadCommand {
+		t.Fatalf("guild %d's voice state to shard 3: %v, want %s", guild, err, api.CodeBadCommand)
+	}
+	// All of a guild's members, twice within 30 s, through different nodes: the
+	// owner sends the first and refuses the second with the wait.
+	all := api.Command{Op: 8, D: json.RawMessage(fmt.Sprintf(`{"guild_id":"%d","query":"","limit":0,"nonce":"n1"}`, guild))}
+	if _, err := api.NewClient(nodes[1].HTTPAddr()).Send(ctx, api.Target{Guild: guild, ByGuild: true}, all); err != nil {
+		t.Fatalf("a request for all members: %v", err)
+	}
+	if _, err := api.NewClient(nodes[2].HTTPAddr()).Send(ctx, api.Target{Guild: guild, ByGuild: true}, all); !errors.As(err, &ae) || ae.Code != api.CodeRateLimited {
+		t.Fatalf("a second request for all members within 30 s: %v, want %s", err, api.CodeRateLimited)
+	}
 
 	_, err = api.NewClient(nodes[1].HTTPAddr()).Send(ctx, api.Target{Shard: shards}, api.Command{Op: 3, D: json.RawMessage(`{}`)})
-	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeUnknownShard {
 		t.Fatalf("a shard past the count: %v, want %s", err, api.CodeUnknownShard)
 	}
@@ -80,7 +94,7 @@ func TestCommandsReachTheirShardThroughAnyNode(t *testing.T) {
 			total += n
 		}
 	}
-	if total != shards+1 {
-		t.Fatalf("the fake got %d commands, want %d", total, shards+1)
+	if total != shards+2 {
+		t.Fatalf("the fake got %d commands, want %d", total, shards+2)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,41 @@ func (c Command) Check() error {
 	}
 	return nil
 }
+
+// Guild is the guild a command is about, for the ops that name one in d.guild_id
+// (voice state 4, request guild members 8, request channel info 43): it must go to
+// that guild's shard.
+func (c Command) Guild() (uint64, bool) {
+	if c.Op != 4 && c.Op != 8 && c.Op != 43 {
+		return 0, false
+	}
+	var d struct {
+		GuildID json.RawMessage `json:"guild_id"`
+	}
+	if json.Unmarshal(c.D, &d) != nil {
+		return 0, false
+	}
+	return ParseSnowflake(d.GuildID)
+}
+
+// ParseSnowflake reads a snowflake as Discord writes it: a decimal string, or a
+// number.
+func ParseSnowflake(raw json.RawMessage) (uint64, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, false
+		}
+		raw = []byte(s)
+	}
+	id, err := strconv.ParseUint(string(raw), 10, 64)
+	return id, err == nil
+}
+
+// ShardOf is the shard that receives guild's events, of total: (guild_id >> 22) %
+// total, Discord's rule.
+func ShardOf(guild uint64, total int) int { return int((guild >> 22) % uint64(total)) }
 
 // Target is the shard a command goes to: Shard, or (ByGuild) the shard of Guild,
 // (guild_id >> 22) % total shards.

@@ -103,6 +103,7 @@ type Runner struct {
 	resumed      []resumedShard    // resumes not yet noted; see noteResumed
 
 	sinkHealth sinkHealth
+	memberReqs memberRequests // all-members requests, by guild: see allMembersWindow
 }
 
 type suspendedShard struct {

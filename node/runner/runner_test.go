@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"testing"
@@ -71,5 +72,39 @@ func TestNoLoginWithoutALease(t *testing.T) {
 	r.lease.mu.Unlock()
 	if err := r.MayLogin(0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Fatalf("login of a shard being handed off: %v, want ErrNotOwner", err)
+	}
+}
+
+// All of a guild's members may be requested once per 30 s; a request never sent
+// gives its place back; other guilds and partial requests are not limited.
+func TestAllMembersRequestsPerGuild(t *testing.T) {
+	var m memberRequests
+	t0 := time.Unix(1000, 0)
+	if w := m.reserve(1, t0); w != 0 {
+		t.Fatalf("the first request waits %v", w)
+	}
+	if w := m.reserve(1, t0.Add(10*time.Second)); w != 20*time.Second {
+		t.Fatalf("a second request 10 s later waits %v, want 20s", w)
+	}
+	if w := m.reserve(2, t0.Add(10*time.Second)); w != 0 {
+		t.Fatalf("another guild waits %v", w)
+	}
+	if w := m.reserve(1, t0.Add(allMembersWindow)); w != 0 {
+		t.Fatalf("a request 30 s later waits %v", w)
+	}
+	m.release(1, t0.Add(allMembersWindow))
+	if w := m.reserve(1, t0.Add(allMembersWindow+time.Second)); w != 0 {
+		t.Fatalf("after a released request: waits %v", w)
+	}
+	for d, all := range map[string]bool{
+		`{"guild_id":"81384788765712384","query":"","limit":0}`:                 true,
+		`{"guild_id":81384788765712384,"query":""}`:                             true,
+		`{"guild_id":"81384788765712384","query":"ab","limit":10}`:              false,
+		`{"guild_id":"81384788765712384","user_ids":["1"]}`:                     false,
+		`{"guild_id":"81384788765712384","query":"","limit":0,"user_ids":null}`: true,
+	} {
+		if g, ok := allMembersGuild(json.RawMessage(d)); ok != all || ok && g != 81384788765712384 {
+			t.Errorf("%s: %d, %v; want all=%v", d, g, ok, all)
+		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 // under epoch (or a later one) and holds its lease. Its refusals are the API's:
 // a shard that does not run here, or not safely, is api.ErrOwnerMoving; one still
 // connecting api.ErrNotReady; a full send limit an *api.RetryError.
-func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d json.RawMessage) error {
+func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d json.RawMessage) (err error) {
 	r.mu.Lock()
 	cid, ok := r.clusterOf[shardID]
 	runEpoch := r.epochOf[shardID]
@@ -26,10 +26,23 @@ func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d 
 	}
 	// The lease and the assignment, as before a login: a node that may not log in
 	// may not speak for the shard either.
-	if err := r.MayLogin(shardID, runEpoch); err != nil {
+	if err = r.MayLogin(shardID, runEpoch); err != nil {
 		return fmt.Errorf("%w: %v", api.ErrOwnerMoving, err)
 	}
-	err := c.Send(ctx, shardID, op, d)
+	if op == opRequestGuildMembers {
+		if guild, all := allMembersGuild(d); all {
+			now := r.now()
+			if wait := r.memberReqs.reserve(guild, now); wait > 0 {
+				return &api.RetryError{Err: fmt.Errorf("%w: all members of guild %d were requested less than %v ago (Discord's limit)", api.ErrRateLimited, guild, allMembersWindow), After: wait}
+			}
+			defer func() {
+				if err != nil {
+					r.memberReqs.release(guild, now)
+				}
+			}()
+		}
+	}
+	err = c.Send(ctx, shardID, op, d)
 	var limited *shard.RateLimitedError
 	switch {
 	case err == nil:
@@ -47,6 +60,9 @@ func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d 
 	}
 	return err
 }
+
+// opRequestGuildMembers is op 8, whose requests for all members Discord limits.
+const opRequestGuildMembers = 8
 
 // stateOf is a shard's state in c, for a refusal's text.
 func (r *Runner) stateOf(c *shard.Cluster, shardID int) string {
