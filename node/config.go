@@ -47,6 +47,10 @@ type Config struct {
 	// certificate and key (see internal/certs). A peer without a certificate the CA
 	// issued for the cluster role is refused before any Raft or RPC byte.
 	TLS *certs.Files
+	// HTTPTLS serves the API over HTTPS with TLS's certificate (reloaded with it);
+	// it needs TLS. Clients verify the agent against the CA and authenticate with
+	// HTTPToken as over plain HTTP.
+	HTTPTLS bool
 	// HTTPInsecureLoopback lets writes through without a token when none is set and
 	// the API is on loopback (the demo's choice).
 	HTTPInsecureLoopback bool
@@ -270,6 +274,9 @@ func (c Config) Validate() error {
 	}
 	if c.TLS != nil && (c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "") {
 		return bad("--tls-ca, --tls-cert and --tls-key go together")
+	}
+	if c.HTTPTLS && c.TLS == nil {
+		return bad("--http-tls serves the API with this node's certificate: it needs --tls-ca, --tls-cert and --tls-key")
 	}
 	if !IsLoopback(c.HTTPAddr) && c.HTTPToken == "" {
 		return bad("--http-addr %s is not loopback: the API then needs a token (--http-token-file, or DISCLUSTER_HTTP_TOKEN), or anyone who reaches the port could drain the cluster", c.HTTPAddr)

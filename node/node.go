@@ -178,7 +178,15 @@ func (n *Node) start(id membership.Identity) error {
 	// Every request is bounded in time and size: a slow or idle client holds nothing.
 	n.http = &http.Server{Handler: api.Handler(backend{n}, auth), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
-	n.goRun(func() { n.http.Serve(n.httpLn) })
+	serve := n.http.Serve
+	if cfg.HTTPTLS {
+		// The node's certificate, through the pointer ReloadTLS swaps: a SIGHUP renews
+		// the API's with the cluster port's. A failed handshake goes to the log.
+		n.http.TLSConfig = n.certs.APIServer()
+		n.http.ErrorLog = slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelWarn)
+		serve = func(l net.Listener) error { return n.http.ServeTLS(l, "", "") }
+	}
+	n.goRun(func() { serve(n.httpLn) })
 	n.goRun(func() { rpc.Serve(n.ctx, n.mux.RPC(), service{n}, certs.PeerNode) })
 	n.goRun(func() { n.leader.Run(n.ctx, notify) })
 	n.goRun(func() { n.leader.WatchHeartbeats(n.ctx) })

@@ -59,6 +59,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-ca", Usage: "the cluster CA (discluster tls ca): with --tls-cert and --tls-key, mutual TLS on the cluster port", EnvVars: env("TLS_CA")},
 			&cli.StringFlag{Name: "tls-cert", Usage: "this node's certificate (discluster tls cert NAME); reloaded on SIGHUP", EnvVars: env("TLS_CERT")},
 			&cli.StringFlag{Name: "tls-key", Usage: "this node's key", EnvVars: env("TLS_KEY")},
+			&cli.BoolFlag{Name: "http-tls", Usage: "serve the API over HTTPS with --tls-cert and --tls-key (reloaded with them); clients call https://HOST:PORT with --tls-ca", EnvVars: env("HTTP_TLS")},
 			&cli.StringFlag{Name: "encrypt-file", Usage: "file holding the gossip key (instead of --encrypt)", EnvVars: env("ENCRYPT_FILE")},
 			&cli.BoolFlag{Name: "http-insecure-loopback", Usage: "with no API token, let loopback callers drain and cancel drains without one (the demo's choice; never on a shared machine)"},
 			&cli.StringFlag{Name: "api-base", Value: shard.DefaultAPIBase, Usage: "Discord's REST API (a fake one for tests)", EnvVars: env("API_BASE")},
@@ -84,8 +85,12 @@ func runAgent(c *cli.Context) error {
 	}
 	defer closeSink()
 	if c.Bool("check") {
-		fmt.Fprintf(c.App.Writer, "configuration OK: node %s, data dir %s, gossip %s, cluster %s, http %s, join %v, bootstrap-expect %d, shards %s, sink %s\n",
-			cfg.Name, cfg.DataDir, cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr, cfg.Join, cfg.BootstrapExpect, c.String("shards"), c.String("sink"))
+		scheme := "http"
+		if cfg.HTTPTLS {
+			scheme = "https"
+		}
+		fmt.Fprintf(c.App.Writer, "configuration OK: node %s, data dir %s, gossip %s, cluster %s, %s %s, join %v, bootstrap-expect %d, shards %s, sink %s\n",
+			cfg.Name, cfg.DataDir, cfg.GossipAddr, cfg.ClusterAddr, scheme, cfg.HTTPAddr, cfg.Join, cfg.BootstrapExpect, c.String("shards"), c.String("sink"))
 		return nil
 	}
 	n, err := node.Start(cfg)
@@ -94,7 +99,8 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, stop := signalContext(c.Context)
 	defer stop()
-	// SIGHUP reloads the cluster port's certificate (a renewal), as Consul does.
+	// SIGHUP reloads the node's certificate (a renewal) for the cluster port and,
+	// with --http-tls, the API, as Consul does.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -198,6 +204,7 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	if ca, cert, key := c.String("tls-ca"), c.String("tls-cert"), c.String("tls-key"); ca != "" || cert != "" || key != "" {
 		cfg.TLS = &certs.Files{CA: ca, Cert: cert, Key: key}
 	}
+	cfg.HTTPTLS = c.Bool("http-tls")
 	open := openSink
 	if c.Bool("check") {
 		open = checkSink

@@ -58,6 +58,7 @@ func TestAgentRefusesBadInvocations(t *testing.T) {
 		{"checkpoint interval zero", "t", []string{"--data-dir", dir, "--checkpoint-interval", "0"}, "--checkpoint-interval 0s must be positive"},
 		{"bad gossip key", "t", []string{"--data-dir", dir, "--encrypt", "c2hvcnQ="}, "--encrypt: a gossip key is base64 of 16, 24 or 32"},
 		{"api off loopback without a token", "t", []string{"--data-dir", dir, "--http-addr", "0.0.0.0:7948"}, "is not loopback"},
+		{"api over TLS without a certificate", "t", []string{"--data-dir", dir, "--http-tls"}, "--http-tls serves the API with this node's certificate: it needs --tls-ca"},
 		{"stray argument", "t", []string{"--data-dir", dir, "extra"}, "no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,6 +85,10 @@ func TestStatusAndDrainNeedAnAgent(t *testing.T) {
 		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "cannot reach an agent") {
 			t.Errorf("%v: err = %v", args, err)
 		}
+	}
+	missing := filepath.Join(t.TempDir(), "no-ca.pem")
+	if _, _, err := run(t, "status", "--addr", "https://"+addr, "--tls-ca", missing); err == nil || !strings.Contains(err.Error(), "--tls-ca") {
+		t.Errorf("status with a missing --tls-ca: %v", err)
 	}
 	if _, _, err := run(t, "drain", "--addr", addr); err == nil || !strings.Contains(err.Error(), "one node name") {
 		t.Errorf("drain without a node: %v", err)

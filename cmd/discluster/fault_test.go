@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discluster/discluster/internal/certs"
 	"github.com/discluster/discluster/internal/proccluster"
 	"github.com/discluster/discluster/node/api"
 )
@@ -544,7 +547,9 @@ func TestE2EAPIAuth(t *testing.T) {
 // Mutual TLS on the cluster port, with certificates made by `discluster tls`: the
 // cluster forms and fails over over TLS; a certificate renewed on disk is picked up
 // on SIGHUP; an agent with a certificate of another CA gets no lease and no shard,
-// and the others refuse it at the handshake.
+// and the others refuse it at the handshake. n2 also serves its API over HTTPS
+// (--http-tls) with that certificate: `status` reaches it with the CA, and without
+// it, or over plain HTTP, is told what to pass.
 func TestE2EMutualTLS(t *testing.T) {
 	e := newE2E(t, 6)
 	run := func(args ...string) {
@@ -568,8 +573,14 @@ func TestE2EMutualTLS(t *testing.T) {
 		return []string{"--tls-ca", filepath.Join(dir, "discluster-ca.pem"), "--tls-cert", filepath.Join(dir, name+".pem"),
 			"--tls-key", filepath.Join(dir, name+"-key.pem")}
 	}
-	e.startAgentsWith(3, func(i int) []string { return tlsArgs(pki, fmt.Sprintf("n%d", i+1)) })
-	e.allReady(60*time.Second, e.nodes...)
+	e.startAgentsWith(3, func(i int) []string {
+		args := tlsArgs(pki, fmt.Sprintf("n%d", i+1))
+		if i == 1 {
+			args = append(args, "--http-tls")
+		}
+		return args
+	})
+	e.allReady(60*time.Second, e.nodes...) // through n1's plain API
 
 	// Renew n2's certificate on disk and SIGHUP it.
 	for _, f := range []string{"n2.pem", "n2-key.pem"} {
@@ -583,6 +594,7 @@ func TestE2EMutualTLS(t *testing.T) {
 		}
 		return nil
 	})
+	checkHTTPTLS(t, e, e.nodes[1], filepath.Join(pki, "discluster-ca.pem"), filepath.Join(pki, "n2.pem"))
 
 	// A stranger: a certificate of another CA.
 	rogue := e.addAgent(3, tlsArgs(other, "n4")...)
@@ -618,4 +630,49 @@ func TestE2EMutualTLS(t *testing.T) {
 	e.allReady(60*time.Second, e.nodes[0], e.nodes[1])
 	e.maxLive("a TLS cluster with a stranger and a failover")
 	e.checkEvents(false)
+}
+
+// checkHTTPTLS checks a's API over HTTPS (--http-tls): it presents the certificate
+// in certFile (the renewed one, after a SIGHUP); `discluster status` verifies it
+// against the CA in caFile, given by flag or by the agent's own environment
+// variables, though the certificate does not name the role's address; without the
+// CA, or over plain HTTP, status fails and says what to pass.
+func checkHTTPTLS(t *testing.T, e *e2e, a *agentProc, caFile, certFile string) {
+	t.Helper()
+	status := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(e.bin, append([]string{"status"}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	addr := "https://" + a.http
+	if out, err := status(nil, "--http-addr", addr, "--tls-ca", caFile); err != nil || !strings.Contains(out, "seen from "+a.name) {
+		t.Fatalf("status over HTTPS with --tls-ca: %v\n%s", err, out)
+	}
+	if out, err := status([]string{"DISCLUSTER_HTTP_TLS=true", "DISCLUSTER_TLS_CA=" + caFile}, "--addr", a.http); err != nil || !strings.Contains(out, "seen from "+a.name) {
+		t.Fatalf("status over HTTPS with DISCLUSTER_HTTP_TLS and DISCLUSTER_TLS_CA: %v\n%s", err, out)
+	}
+	if out, err := status(nil, "--addr", addr); err == nil || !strings.Contains(out, "pass the cluster CA with --tls-ca") {
+		t.Fatalf("status over HTTPS without the CA: %v, want it to say --tls-ca\n%s", err, out)
+	}
+	if out, err := status(nil, "--addr", a.http); err == nil || !strings.Contains(out, "serves HTTPS") {
+		t.Fatalf("status over plain HTTP to an HTTPS API: %v, want it to say https://\n%s", err, out)
+	}
+
+	trust, err := certs.APIClient(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", a.http, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pemCert, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := pem.Decode(pemCert); b == nil || !bytes.Equal(conn.ConnectionState().PeerCertificates[0].Raw, b.Bytes) {
+		t.Fatalf("%s's API does not present %s", a.name, certFile)
+	}
 }

@@ -31,7 +31,7 @@ func keyringCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "keyring",
 		Usage: "list, install, use or remove gossip keys on every member: rotate with --install NEW, --use NEW, --remove OLD",
-		Flags: []cli.Flag{addrFlag, httpTokenFileFlag,
+		Flags: []cli.Flag{addrFlag, httpTokenFileFlag, clientTLSFlag, clientCAFlag,
 			&cli.StringFlag{Name: "install", Usage: "add this key to every member's keyring"},
 			&cli.StringFlag{Name: "use", Usage: "make this installed key every member's primary (what they encrypt with)"},
 			&cli.StringFlag{Name: "remove", Usage: "remove this key from every member (not the primary)"},

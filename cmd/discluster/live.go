@@ -11,12 +11,20 @@ import (
 	"github.com/discluster/discluster/node/api"
 )
 
-// fetchStatus asks the first of addrs that answers.
+// fetchStatus asks the first of addrs that answers, over plain HTTP.
 func fetchStatus(ctx context.Context, addrs []string, token string) (api.Status, string, error) {
+	return fetchStatusAs(ctx, api.Client{Token: token}, addrs)
+}
+
+// fetchStatusAs asks the first of addrs that answers, as base would: with its token
+// and its HTTP client (for https agents, the one that trusts the cluster CA).
+func fetchStatusAs(ctx context.Context, base api.Client, addrs []string) (api.Status, string, error) {
 	var last error
 	for _, a := range addrs {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, err := (&api.Client{Addr: a, Token: token}).Status(ctx)
+		cl := base
+		cl.Addr = a
+		st, err := cl.Status(ctx)
 		cancel()
 		if err != nil {
 			last = err
@@ -83,6 +91,11 @@ func isTerminal(w io.Writer) bool {
 // watch redraws the live view every interval until ctx ends. header, when set, is
 // printed above each frame (the demo's list of processes).
 func watch(ctx context.Context, w io.Writer, addrs []string, token string, interval time.Duration, header func(io.Writer)) error {
+	return watchAs(ctx, w, api.Client{Token: token}, addrs, interval, header)
+}
+
+// watchAs is watch, asking addrs as base would (fetchStatusAs).
+func watchAs(ctx context.Context, w io.Writer, base api.Client, addrs []string, interval time.Duration, header func(io.Writer)) error {
 	term := isTerminal(w)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -91,7 +104,7 @@ func watch(ctx context.Context, w io.Writer, addrs []string, token string, inter
 		if header != nil {
 			header(&b)
 		}
-		st, from, err := fetchStatus(ctx, addrs, token)
+		st, from, err := fetchStatusAs(ctx, base, addrs)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil

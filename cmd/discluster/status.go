@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/discluster/discluster/internal/certs"
 	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/node/event"
 )
@@ -39,23 +40,43 @@ func readHTTPToken(c *cli.Context) (string, error) {
 	return strings.TrimSpace(os.Getenv("DISCLUSTER_HTTP_TOKEN")), nil
 }
 
-// client is the API client of a status or drain command, with the token.
+// client is the API client of a status, drain or keyring command: the token, and
+// for an agent with --http-tls, HTTPS verified against --tls-ca.
 func client(c *cli.Context) (*api.Client, error) {
 	tok, err := readHTTPToken(c)
 	if err != nil {
 		return nil, err
 	}
-	return &api.Client{Addr: c.String("addr"), Token: tok}, nil
+	cl := &api.Client{Addr: c.String("addr"), Token: tok}
+	if c.Bool("http-tls") && !strings.Contains(cl.Addr, "://") {
+		cl.Addr = "https://" + cl.Addr
+	}
+	// Without --tls-ca, an https agent is checked against the system's roots, and
+	// the client's error says to pass --tls-ca.
+	if ca := c.String("tls-ca"); ca != "" && strings.HasPrefix(cl.Addr, "https://") {
+		conf, err := certs.APIClient(ca)
+		if err != nil {
+			return nil, err
+		}
+		cl.HTTP = api.HTTPS(conf)
+	}
+	return cl, nil
 }
 
-var addrFlag = &cli.StringFlag{Name: "addr", Value: "127.0.0.1:" + strconv.Itoa(api.DefaultPort),
-	Usage: "HTTP address of any agent", EnvVars: env("HTTP_ADDR")}
+// The flags of every command that calls an agent's API. The environment variables
+// are the agent's own, so that one environment serves both.
+var (
+	addrFlag = &cli.StringFlag{Name: "addr", Aliases: []string{"http-addr"}, Value: "127.0.0.1:" + strconv.Itoa(api.DefaultPort),
+		Usage: "HTTP address of any agent: HOST:PORT, or https://HOST:PORT for one with --http-tls", EnvVars: env("HTTP_ADDR")}
+	clientTLSFlag = &cli.BoolFlag{Name: "http-tls", Usage: "call the agent over HTTPS, as --addr https://HOST:PORT does", EnvVars: env("HTTP_TLS")}
+	clientCAFlag  = &cli.StringFlag{Name: "tls-ca", Usage: "the cluster CA, which an https agent's certificate must chain to", EnvVars: env("TLS_CA")}
+)
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the members, the leader and every shard",
-		Flags: []cli.Flag{addrFlag, httpTokenFileFlag,
+		Flags: []cli.Flag{addrFlag, httpTokenFileFlag, clientTLSFlag, clientCAFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON of GET /v1/status"},
 			&cli.BoolFlag{Name: "all", Usage: "list members that left too (gossip remembers them for --reap-after)"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw a live view (status, progress, recent moves and failovers) until Ctrl-C"},
@@ -73,19 +94,25 @@ func statusCommand() *cli.Command {
 				ctx, stop := signalContext(c.Context)
 				defer stop()
 				// Other agents answer too, when this one is the one that was killed.
-				addrs := []string{c.String("addr")}
 				cl, err := client(c)
 				if err != nil {
 					return err
 				}
-				if st, _, err := fetchStatus(ctx, addrs, cl.Token); err == nil {
+				addrs := []string{cl.Addr}
+				// Members advertise host:port; they are called as this one is (a
+				// cluster's agents serve HTTPS all or none).
+				scheme := ""
+				if i := strings.Index(cl.Addr, "://"); i >= 0 {
+					scheme = cl.Addr[:i+len("://")]
+				}
+				if st, _, err := fetchStatusAs(ctx, *cl, addrs); err == nil {
 					for _, m := range st.Members {
-						if m.HTTP != "" && m.HTTP != addrs[0] {
-							addrs = append(addrs, m.HTTP)
+						if m.HTTP != "" && scheme+m.HTTP != addrs[0] {
+							addrs = append(addrs, scheme+m.HTTP)
 						}
 					}
 				}
-				return watch(ctx, c.App.Writer, addrs, cl.Token, c.Duration("interval"), nil)
+				return watchAs(ctx, c.App.Writer, *cl, addrs, c.Duration("interval"), nil)
 			}
 			cl, err := client(c)
 			if err != nil {
@@ -116,7 +143,7 @@ func statusCommand() *cli.Command {
 			}
 			var st api.Status
 			if err := json.Unmarshal(body, &st); err != nil {
-				return fmt.Errorf("status from %s: %w", c.String("addr"), err)
+				return fmt.Errorf("status from %s: %w", cl.Addr, err)
 			}
 			renderStatus(c.App.Writer, st, time.Now())
 			return nil
@@ -129,7 +156,7 @@ func drainCommand() *cli.Command {
 		Name:      "drain",
 		Usage:     "move every shard off a node, each handed off at its exact seq (--cancel: take shards again)",
 		ArgsUsage: "NODE",
-		Flags: []cli.Flag{addrFlag, httpTokenFileFlag, &cli.BoolFlag{Name: "cancel",
+		Flags: []cli.Flag{addrFlag, httpTokenFileFlag, clientTLSFlag, clientCAFlag, &cli.BoolFlag{Name: "cancel",
 			Usage: "end the node's drain: it takes shards again, moved back one handoff at a time"}},
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() != 1 {

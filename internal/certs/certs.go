@@ -2,11 +2,12 @@
 // a cluster CA, and node certificates it issues for the cluster's role name. The
 // agent presents its certificate and accepts a peer only with one the CA issued for
 // that role; the certificate and key are reloaded on demand (SIGHUP), without a
-// restart.
+// restart. The HTTP API can serve the same certificate (--http-tls), and its
+// clients verify it against the same CA and role.
 //
 // It must never accept a certificate that the CA did not issue, that has expired,
 // or that does not name the role: those are the only things that let a process
-// speak Raft to the cluster.
+// speak Raft to the cluster, or pass for an agent to the API's clients.
 package certs
 
 import (
@@ -113,19 +114,28 @@ type Config struct {
 
 // Load reads the CA and the node's certificate and key, and checks that they fit.
 func Load(f Files) (*Config, error) {
-	caPEM, err := os.ReadFile(f.CA)
+	pool, err := loadCA(f.CA)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", f.CA)
+		return nil, err
 	}
 	c := &Config{files: f, pool: pool}
 	if err := c.Reload(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// loadCA reads the cluster CA from file.
+func loadCA(file string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // Reload reads the certificate and key again (after a renewal): connections made
@@ -182,4 +192,29 @@ func (c *Config) Client() *tls.Config {
 		ServerName:           Role,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c.cert.Load(), nil },
 	}
+}
+
+// APIServer is the tls.Config the HTTP API serves with (--http-tls): the node's
+// certificate, the very one Reload replaces, so a SIGHUP renews the API's too. No
+// client certificate is asked for: browsers, curl and the CLI authenticate with
+// the API's bearer token. TLS 1.2 at least, for the clients that lack 1.3.
+func (c *Config) APIServer() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cert.Load(), nil },
+	}
+}
+
+// APIClient is the tls.Config a client of the HTTP API verifies an agent with: a
+// chain to the cluster CA in caFile, for a certificate that names the role. Agents
+// are called by IP, and a certificate need not name every address its node has, so
+// the role is the name checked, whatever the address dialed (as Consul checks
+// server.<dc>.consul); every node certificate names it, and Reload refuses one that
+// does not.
+func APIClient(caFile string) (*tls.Config, error) {
+	pool, err := loadCA(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: Role}, nil
 }

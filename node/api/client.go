@@ -3,26 +3,51 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
 // Client calls one agent's API.
 type Client struct {
-	// Addr is the agent's --http-addr, host:port.
+	// Addr is the agent's --http-addr: host:port or http://host:port, or
+	// https://host:port for an agent that serves HTTPS (--http-tls).
 	Addr string
-	// HTTP is the client to use; http.DefaultClient when nil.
+	// HTTP is the client to use; http.DefaultClient when nil. For an https agent it
+	// says whom to trust: HTTPS makes one that verifies the agent against the
+	// cluster CA. The default trusts the system's roots, which never issued an
+	// agent's certificate.
 	HTTP *http.Client
 	// Token is the agent's API token, sent as a bearer token when set.
 	Token string
 }
 
-// NewClient calls the agent at addr (host:port).
+// NewClient calls the agent at addr (host:port, or https://host:port).
 func NewClient(addr string) *Client { return &Client{Addr: addr} }
+
+// HTTPS is an http.Client for Client.HTTP that verifies https agents with conf: for
+// the cluster CA, RootCAs holding it and ServerName "server.discluster", the name
+// every agent's certificate carries (agents are called by IP, which a certificate
+// need not name). Its transport is its own: make one and share it between Clients.
+func HTTPS(conf *tls.Config) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = conf
+	return &http.Client{Transport: t}
+}
+
+// url is the address of path at the agent: plain HTTP unless Addr names a scheme.
+func (c *Client) url(path string) string {
+	if strings.Contains(c.Addr, "://") {
+		return strings.TrimSuffix(c.Addr, "/") + path
+	}
+	return "http://" + c.Addr + path
+}
 
 // Error is an answer other than 2xx.
 type Error struct {
@@ -56,7 +81,7 @@ func (c *Client) DoBody(ctx context.Context, method, path string, body []byte) (
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
 	}
@@ -71,6 +96,10 @@ func (c *Client) DoBody(ctx context.Context, method, path string, body []byte) (
 		hc = http.DefaultClient
 	}
 	resp, err := hc.Do(req)
+	var untrusted *tls.CertificateVerificationError
+	if errors.As(err, &untrusted) {
+		return nil, fmt.Errorf("the agent at %s has a certificate this client does not trust: pass the cluster CA with --tls-ca (or DISCLUSTER_TLS_CA): %w", c.Addr, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach an agent at %s (is it running? --addr names its --http-addr): %w", c.Addr, err)
 	}
@@ -84,6 +113,9 @@ func (c *Client) DoBody(ctx context.Context, method, path string, body []byte) (
 		var eb ErrorBody
 		if json.Unmarshal(answer, &eb) == nil {
 			e.Code, e.Msg = eb.Code, eb.Error
+		} else if resp.StatusCode == http.StatusBadRequest && bytes.Contains(answer, []byte("HTTP request to an HTTPS server")) {
+			// Go's TLS server answers plain HTTP with this, before any route.
+			e.Msg = "the agent serves HTTPS (--http-tls): call it at https://" + strings.TrimPrefix(c.Addr, "http://") + ", with --tls-ca"
 		}
 		return answer, e
 	}
