@@ -21,6 +21,20 @@ type stub struct {
 	sent     []Target
 }
 
+func (s *stub) Watch(ctx context.Context, emit Emit) error {
+	if err := emit(StreamSnapshot, Status{Node: "a", Leader: "a", Shards: []ShardStatus{{Shard: 0, Node: "a", State: "ready"}}}); err != nil {
+		return err
+	}
+	if err := emit("", nil); err != nil { // a tick: no message
+		return err
+	}
+	if err := emit(StreamShard, ShardStatus{Shard: 0, Node: "b", State: "resuming"}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
 func (s *stub) Send(_ context.Context, t Target, c Command) (Sent, error) {
 	s.sent = append(s.sent, t)
 	if s.sendErr != nil {

@@ -26,6 +26,10 @@ type Backend interface {
 	// Send writes a gateway command on the target shard's connection, through its
 	// owner; refusals wrap the Err... of send.go.
 	Send(ctx context.Context, t Target, c Command) (Sent, error)
+	// Watch emits a StreamSnapshot, then what changes, until ctx ends or emit fails;
+	// between changes it calls emit with kind "" now and then (a tick the route uses
+	// for keep-alives).
+	Watch(ctx context.Context, emit Emit) error
 }
 
 // Errors a Backend returns for the routes to answer with the right code.
@@ -142,6 +146,7 @@ func Handler(b Backend, auth Auth) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, k)
 	}))
+	mux.HandleFunc("GET /v1/events", read(streamRoute(b)))
 	// Commands change what the bot does on Discord: a write's privilege.
 	mux.HandleFunc("POST /v1/shards/{id}/send", write(sendRoute(b, false)))
 	mux.HandleFunc("POST /v1/guilds/{guild_id}/send", write(sendRoute(b, true)))

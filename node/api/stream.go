@@ -1,0 +1,202 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The messages of GET /v1/events, a server-sent event stream: a snapshot first, then
+// what changed since, as it changes. A client applies them to the snapshot in order;
+// after a reconnect it starts from the new snapshot.
+const (
+	StreamSnapshot   = "snapshot"    // data: Status, the whole view
+	StreamShard      = "shard"       // data: ShardStatus, a shard whose owner, phase or state changed
+	StreamMember     = "member"      // data: MemberStatus, a member that joined or whose standing changed
+	StreamMemberGone = "member_gone" // data: {"id": ...}, a member no longer listed
+	StreamEvent      = "event"       // data: event.Event, one typed event (a failover, a handoff, ...)
+	StreamLeader     = "leader"      // data: {"leader": ..., "term": ...}
+)
+
+// LeaderChange is the data of a StreamLeader message.
+type LeaderChange struct {
+	Leader string `json:"leader"`
+	Term   uint64 `json:"term"`
+}
+
+// MemberGone is the data of a StreamMemberGone message.
+type MemberGone struct {
+	ID string `json:"id"`
+}
+
+// streamKeepAlive is how often an idle stream carries a comment, so that proxies
+// and the client see it alive.
+const streamKeepAlive = 15 * time.Second
+
+// Emit sends one message of the stream; an error ends the stream.
+type Emit func(kind string, data any) error
+
+// streamRoute serves GET /v1/events over b.Watch.
+func streamRoute(b Backend) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		// The server's write timeout bounds a request; a stream lives on, each write
+		// bounded on its own.
+		write := func(s string) error {
+			rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := fmt.Fprint(w, s); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+		if err := write(": discluster events\n\n"); err != nil {
+			return
+		}
+		last := time.Now()
+		b.Watch(r.Context(), func(kind string, data any) error {
+			if kind == "" { // a tick: a comment now and then
+				if time.Since(last) < streamKeepAlive {
+					return nil
+				}
+				last = time.Now()
+				return write(": keep-alive\n\n")
+			}
+			body, err := json.Marshal(data)
+			if err != nil {
+				return err
+			}
+			last = time.Now()
+			return write("event: " + kind + "\ndata: " + string(body) + "\n\n")
+		})
+	}
+}
+
+// Watch reads the agent's event stream, calling on with each message's kind and its
+// data as JSON, until ctx ends, the stream ends, or on returns an error.
+func (c *Client) Watch(ctx context.Context, on func(kind string, data []byte) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/events"), nil)
+	if err != nil {
+		return fmt.Errorf("--addr %q: %w", c.Addr, err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach an agent at %s: %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Addr: c.Addr, Status: resp.StatusCode}
+		var eb ErrorBody
+		if json.NewDecoder(resp.Body).Decode(&eb) == nil {
+			e.Code, e.Msg = eb.Code, eb.Error
+		}
+		return e
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxBody) // a snapshot of 20,000 shards is a few MB
+	var kind string
+	var data strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if kind != "" || data.Len() > 0 {
+				if kind == "" {
+					kind = "message"
+				}
+				if err := on(kind, []byte(data.String())); err != nil {
+					return err
+				}
+			}
+			kind = ""
+			data.Reset()
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "event:"):
+			kind = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("%s: the event stream broke: %w", c.Addr, err)
+	}
+	return ctx.Err()
+}
+
+// Diff emits, through emit, what changed from old to cur as stream messages: the
+// leader, members (joined, changed, gone), shards (owner, phase, state), and the
+// typed events newer than old's. A server and a test share it.
+func Diff(old, cur Status, emit Emit) error {
+	if old.Leader != cur.Leader || old.Term != cur.Term {
+		if err := emit(StreamLeader, LeaderChange{Leader: cur.Leader, Term: cur.Term}); err != nil {
+			return err
+		}
+	}
+	was := make(map[string]MemberStatus, len(old.Members))
+	for _, m := range old.Members {
+		was[m.ID] = m
+	}
+	for _, m := range cur.Members {
+		if o, ok := was[m.ID]; !ok || !sameMember(o, m) {
+			if err := emit(StreamMember, m); err != nil {
+				return err
+			}
+		}
+		delete(was, m.ID)
+	}
+	for id := range was {
+		if err := emit(StreamMemberGone, MemberGone{ID: id}); err != nil {
+			return err
+		}
+	}
+	shards := make(map[int]ShardStatus, len(old.Shards))
+	for _, s := range old.Shards {
+		shards[s.Shard] = s
+	}
+	for _, s := range cur.Shards {
+		if o, ok := shards[s.Shard]; !ok || o.Node != s.Node || o.Epoch != s.Epoch || o.Phase != s.Phase || o.State != s.State || o.Error != s.Error {
+			if err := emit(StreamShard, s); err != nil {
+				return err
+			}
+		}
+	}
+	var newest time.Time
+	for _, e := range old.Events {
+		if e.At.After(newest) {
+			newest = e.At
+		}
+	}
+	for _, e := range cur.Events {
+		if e.At.After(newest) {
+			if err := emit(StreamEvent, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sameMember compares what a member's standing is, not the counters that move all
+// the time.
+func sameMember(a, b MemberStatus) bool {
+	held := func(l *Lease) bool { return l != nil && l.Held }
+	return a.State == b.State && a.Gossip == b.Gossip && a.Raft == b.Raft && a.Leader == b.Leader && a.Weight == b.Weight &&
+		a.Shards == b.Shards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) && (a.Sink == nil) == (b.Sink == nil)
+}
