@@ -462,15 +462,3 @@ func flood(t *testing.T, p floodPorts, sample func()) *floodCounts {
 	sample()
 	return counts
 }
-
-// sleepCtx waits d, or until ctx ends; it reports whether it waited d.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/discluster/discluster/node/api"
@@ -94,9 +97,19 @@ func watch(ctx context.Context, w io.Writer, addrs []string, token string, inter
 	return watchAs(ctx, w, api.Client{Token: token}, addrs, interval, header)
 }
 
-// watchAs is watch, asking addrs as base would (fetchStatusAs).
+// watchAs is watch, asking addrs as base would (fetchStatusAs). The view follows
+// the agent's event stream (GET /v1/events) and redraws every interval; when that
+// agent goes away it follows the next of addrs, then of the members it last saw; an
+// agent without the stream is polled.
 func watchAs(ctx context.Context, w io.Writer, base api.Client, addrs []string, interval time.Duration, header func(io.Writer)) error {
 	term := isTerminal(w)
+	v := &liveView{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.follow(ctx, base, addrs, interval)
+	}()
+	defer func() { <-done }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -104,15 +117,18 @@ func watchAs(ctx context.Context, w io.Writer, base api.Client, addrs []string, 
 		if header != nil {
 			header(&b)
 		}
-		st, from, err := fetchStatusAs(ctx, base, addrs)
+		st, from, how, err := v.get()
 		switch {
-		case err != nil && ctx.Err() != nil:
-			return nil
-		case err != nil:
+		case from == "" && err == nil:
+			fmt.Fprintln(&b, "asking the agents ...")
+		case from == "":
 			fmt.Fprintf(&b, "no agent answers (%v); retrying\n", err)
 		default:
 			renderLive(&b, st, time.Now())
-			fmt.Fprintf(&b, "\n(from %s, every %v; Ctrl-C to stop)\n", from, interval)
+			fmt.Fprintf(&b, "\n(from %s, %s; Ctrl-C to stop)\n", from, how)
+			if err != nil {
+				fmt.Fprintf(&b, "%v; trying the other agents\n", err)
+			}
 		}
 		if term {
 			io.WriteString(w, "\033[H\033[2J")
@@ -125,5 +141,89 @@ func watchAs(ctx context.Context, w io.Writer, base api.Client, addrs []string, 
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// liveView is the view a watcher keeps: the status as the stream (or a poll) left
+// it, where it came from, and the last error.
+type liveView struct {
+	mu   sync.Mutex
+	st   api.Status
+	from string
+	how  string
+	err  error
+}
+
+func (v *liveView) get() (api.Status, string, string, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := v.st
+	st.Members, st.Shards, st.Events = slices.Clone(st.Members), slices.Clone(st.Shards), slices.Clone(st.Events)
+	return st, v.from, v.how, v.err
+}
+
+// follow keeps v up to date until ctx ends.
+func (v *liveView) follow(ctx context.Context, base api.Client, addrs []string, interval time.Duration) {
+	for ctx.Err() == nil {
+		for _, a := range v.candidates(addrs) {
+			cl := base
+			cl.Addr = a
+			err := cl.Watch(ctx, func(kind string, data []byte) error {
+				v.mu.Lock()
+				defer v.mu.Unlock()
+				v.from, v.how, v.err = a, "live", nil
+				return v.st.Apply(kind, data)
+			})
+			for errors.Is(err, api.ErrNoStream) && ctx.Err() == nil {
+				var st api.Status
+				st, _, err = fetchStatusAs(ctx, base, []string{a})
+				if err == nil {
+					v.mu.Lock()
+					v.st, v.from, v.how, v.err = st, a, fmt.Sprintf("every %v", interval), nil
+					v.mu.Unlock()
+					err = api.ErrNoStream
+					sleepCtx(ctx, interval)
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			v.mu.Lock()
+			v.err = err
+			v.mu.Unlock()
+		}
+		sleepCtx(ctx, interval) // every agent failed: try them all again
+	}
+}
+
+// candidates are addrs, then the members of the last view called as addrs[0] is
+// (a cluster's agents serve HTTPS all or none).
+func (v *liveView) candidates(addrs []string) []string {
+	out := slices.Clone(addrs)
+	scheme := ""
+	if len(addrs) > 0 {
+		if i := strings.Index(addrs[0], "://"); i >= 0 {
+			scheme = addrs[0][:i+len("://")]
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, m := range v.st.Members {
+		if a := scheme + m.HTTP; m.HTTP != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// sleepCtx waits d, or until ctx ends; it reports whether it waited d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

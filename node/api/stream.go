@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/discluster/discluster/node/event"
 )
 
 // The messages of GET /v1/events, a server-sent event stream: a snapshot first, then
@@ -98,6 +102,9 @@ func (c *Client) Watch(ctx context.Context, on func(kind string, data []byte) er
 		return fmt.Errorf("cannot reach an agent at %s: %w", c.Addr, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusOK && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return fmt.Errorf("%s: %w", c.Addr, ErrNoStream)
+	}
 	if resp.StatusCode != http.StatusOK {
 		e := &Error{Addr: c.Addr, Status: resp.StatusCode}
 		var eb ErrorBody
@@ -199,4 +206,72 @@ func sameMember(a, b MemberStatus) bool {
 	held := func(l *Lease) bool { return l != nil && l.Held }
 	return a.State == b.State && a.Gossip == b.Gossip && a.Raft == b.Raft && a.Leader == b.Leader && a.Weight == b.Weight &&
 		a.Shards == b.Shards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) && (a.Sink == nil) == (b.Sink == nil)
+}
+
+// ErrNoStream is the answer of an agent that serves no event stream (an older one):
+// a watcher polls it instead.
+var ErrNoStream = errors.New("the agent serves no event stream")
+
+// maxStreamEvents bounds the typed events Apply keeps, newest last.
+const maxStreamEvents = 20
+
+// Apply updates s with one stream message: a snapshot replaces it, the others change
+// what they name. A watcher keeps its view this way without asking for the status.
+func (s *Status) Apply(kind string, data []byte) error {
+	switch kind {
+	case StreamSnapshot:
+		var st Status
+		if err := json.Unmarshal(data, &st); err != nil {
+			return err
+		}
+		*s = st
+	case StreamLeader:
+		var l LeaderChange
+		if err := json.Unmarshal(data, &l); err != nil {
+			return err
+		}
+		s.Leader, s.Term = l.Leader, l.Term
+		for i := range s.Members {
+			s.Members[i].Leader = s.Members[i].ID == l.Leader
+		}
+	case StreamMember:
+		var m MemberStatus
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(s.Members, func(x MemberStatus) bool { return x.ID == m.ID })
+		if i < 0 {
+			s.Members = append(s.Members, m)
+			slices.SortFunc(s.Members, func(a, b MemberStatus) int { return strings.Compare(a.ID, b.ID) })
+		} else {
+			s.Members[i] = m
+		}
+	case StreamMemberGone:
+		var g MemberGone
+		if err := json.Unmarshal(data, &g); err != nil {
+			return err
+		}
+		s.Members = slices.DeleteFunc(s.Members, func(x MemberStatus) bool { return x.ID == g.ID })
+	case StreamShard:
+		var sh ShardStatus
+		if err := json.Unmarshal(data, &sh); err != nil {
+			return err
+		}
+		i, found := slices.BinarySearchFunc(s.Shards, sh.Shard, func(x ShardStatus, id int) int { return x.Shard - id })
+		if found {
+			s.Shards[i] = sh
+		} else {
+			s.Shards = slices.Insert(s.Shards, i, sh)
+		}
+	case StreamEvent:
+		var e event.Event
+		if err := json.Unmarshal(data, &e); err != nil {
+			return err
+		}
+		s.Events = append(s.Events, e)
+		if len(s.Events) > maxStreamEvents {
+			s.Events = s.Events[len(s.Events)-maxStreamEvents:]
+		}
+	}
+	return nil
 }
