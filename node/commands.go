@@ -13,8 +13,12 @@ import (
 
 // send writes a command on its shard's connection: here when this node owns the
 // shard, else through the owner this node's replica names, one hop further each
-// time (rpc.MaxSendHops). It returns the node that wrote it.
-func (n *Node) send(ctx context.Context, args rpc.SendArgs) (string, error) {
+// time (rpc.MaxSendHops). It returns the node that wrote it. The node a command
+// was first asked of counts it in its metrics, sent or refused.
+func (n *Node) send(ctx context.Context, args rpc.SendArgs) (node string, err error) {
+	if args.Hops == 0 {
+		defer func() { n.metrics.Command(err) }()
+	}
 	total := n.fsm.Config().TotalShards
 	if args.Shard < 0 || args.Shard >= total {
 		return "", fmt.Errorf("%w: shard %d (the cluster runs %d)", api.ErrUnknownShard, args.Shard, total)

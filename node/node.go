@@ -24,6 +24,7 @@ import (
 	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/node/leader"
 	"github.com/discluster/discluster/node/membership"
+	"github.com/discluster/discluster/node/metrics"
 	"github.com/discluster/discluster/node/rpc"
 	"github.com/discluster/discluster/node/runner"
 	"github.com/discluster/discluster/shard"
@@ -50,6 +51,7 @@ type Node struct {
 	runner   *runner.Runner
 	httpLn   net.Listener
 	http     *http.Server
+	metrics  *metrics.Metrics
 
 	identity         membership.Identity // as the data dir held it at start
 	certs            *certs.Config       // the cluster port's TLS; nil without
@@ -136,13 +138,14 @@ func (n *Node) start(id membership.Identity) error {
 	if err := n.startRaft(notify); err != nil {
 		return err
 	}
+	n.metrics = n.newMetrics()
 	n.leader = leader.New(leader.Config{
 		Name: cfg.Name, Voters: cfg.Voters, MaxMoves: cfg.MaxMoves, Shards: cfg.Shards, MaxConcurrency: cfg.MaxConcurrency,
 		ShardsPerCluster: cfg.ShardsPerCluster, IdentifyWindow: cfg.IdentifyWindow, Lease: cfg.Lease,
 		CheckpointInterval: cfg.CheckpointInterval, SessionReserve: cfg.SessionReserve,
 		ReconcileInterval: cfg.Timing.ReconcileInterval, ProbeEvery: cfg.Timing.RaftHeartbeat / 10, Logger: n.log,
 	}, leader.Deps{
-		Raft: n.raft, FSM: n.fsm, Members: membersView{n}, Notify: n.events, Lease: n.leaseDuration,
+		Raft: n.raft, FSM: n.fsm, Members: membersView{n}, Notify: notifier{n}, Lease: n.leaseDuration,
 		ProcessGone: n.processGone, GatewayBot: n.gatewayBot, Done: n.ctx.Done(), CanReach: n.canReach,
 	})
 	n.toLeader = &rpc.ToLeader{Node: cfg.Name, Where: leadership{n.raft}, Local: service{n}, Pool: n.pool}
@@ -167,16 +170,17 @@ func (n *Node) start(id membership.Identity) error {
 		Name: cfg.Name, ShardsPerCluster: cfg.ShardsPerCluster, CheckpointInterval: cfg.CheckpointInterval,
 		Token: cfg.Token, APIBase: cfg.APIBase, GatewayURL: cfg.GatewayURL, Intents: cfg.Intents,
 		Compression: cfg.Compression, NoSessionStealing: cfg.NoSessionStealing, TokenRetryMax: cfg.Timing.TokenRetryMax,
-		Sink: cfg.Sink, Logger: n.log,
+		Sink: cfg.Sink, Observer: n.metrics, Logger: n.log,
 	}, runner.Deps{
-		FSM: n.fsm, Leader: n.toLeader, Proposer: proposer{n}, LeaderAddr: n.leaderAddr, Notify: n.events,
+		FSM: n.fsm, Leader: n.toLeader, Proposer: proposer{n}, LeaderAddr: n.leaderAddr, Notify: notifier{n},
 		Lease: n.leaseDuration, GatewayBot: n.gatewayBot,
 	})
 
 	loopback := IsLoopback(cfg.HTTPAddr)
 	auth := api.Auth{Token: cfg.HTTPToken.Reveal(), Reads: !loopback, InsecureWrites: loopback && cfg.HTTPInsecureLoopback}
 	// Every request is bounded in time and size: a slow or idle client holds nothing.
-	n.http = &http.Server{Handler: api.Handler(backend{n}, auth), ReadHeaderTimeout: 5 * time.Second,
+	handler := api.Handler(backend{n}, auth, api.WithMetrics(n.metrics.Handler()), api.WithPprof(metrics.Pprof()))
+	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	serve := n.http.Serve
 	if cfg.HTTPTLS {

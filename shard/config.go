@@ -47,6 +47,10 @@ type Config struct {
 	Permit   func() error
 	Dispatch Dispatcher // required: receives every dispatch, in order
 	Observe  func(Lifecycle)
+	// ObserveLatency, when set, is called with the round trip of every heartbeat
+	// the gateway acknowledges (every 41 s or so), from the read loop: it must not
+	// block. Metrics keep a histogram of it; Info holds only the last one.
+	ObserveLatency func(rtt time.Duration)
 
 	HTTPClient *http.Client
 	Logger     *slog.Logger

@@ -268,6 +268,9 @@ func (c *connection) readLoop(ctx context.Context, pr payloadReader, onHello fun
 			s.latency = rtt
 			s.counters.HeartbeatACKs++
 			s.mu.Unlock()
+			if f := s.cfg.ObserveLatency; f != nil {
+				f(rtt)
+			}
 		case OpHello:
 			if hello {
 				continue

@@ -47,9 +47,11 @@ var allowed = map[string][]string{
 	"node/leader": {"balancer", "fsm", "shard", "internal/backoff", "node/api", "node/event", "node/membership", "node/rpc",
 		"github.com/hashicorp/raft"},
 	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/event", "node/rpc", "node/sink"},
+	// Prometheus and pprof for the API: reads the rooms through interfaces of its own.
+	"node/metrics": {"shard", "node/api", "node/event", "node/sink", "github.com/prometheus/client_golang/"},
 	// The agent wires the rooms to each other, to Raft and its store.
 	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/certs", "internal/logbridge", "internal/storecheck", "node/api", "node/event",
-		"node/leader", "node/membership", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
+		"node/leader", "node/membership", "node/metrics", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
 	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff", "internal/certs",
 		"internal/proccluster", "github.com/urfave/cli/v2"},
@@ -80,7 +82,7 @@ func TestRulesKeepTheInvariants(t *testing.T) {
 // pull in Raft or gossip, and no leaf may reach the agent.
 var notInDeps = map[string][]string{
 	"node/api": {"github.com/hashicorp/", module + "/node", module + "/node/leader", module + "/node/runner",
-		module + "/node/membership", module + "/node/rpc", module + "/fsm"},
+		module + "/node/membership", module + "/node/rpc", module + "/fsm", module + "/node/metrics", "github.com/prometheus/", "net/http/pprof"},
 	"node/event": {"github.com/"},
 	"fsm":        {module + "/shard", module + "/node", module + "/node/"},
 	"shard":      {module + "/node", module + "/node/", module + "/fsm", module + "/shard/gatewaytest"},

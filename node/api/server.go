@@ -72,11 +72,17 @@ const MaxBody = 64 << 10
 // writeTimeout bounds a write through the leader from one request.
 const writeTimeout = 10 * time.Second
 
-// Handler serves the API's routes over b, to the callers auth lets through.
-func Handler(b Backend, auth Auth) http.Handler {
+// Handler serves the API's routes over b, and those of opts, to the callers auth
+// lets through.
+func Handler(b Backend, auth Auth, opts ...Option) http.Handler {
 	mux := http.NewServeMux()
 	read := func(h http.HandlerFunc) http.HandlerFunc { return auth.guard(false, h) }
 	write := func(h http.HandlerFunc) http.HandlerFunc { return auth.guard(true, h) }
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.routes(mux, read, write)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: "no such route: " + r.Method + " " + r.URL.Path, Code: CodeNotFound})
 	})

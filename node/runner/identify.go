@@ -67,6 +67,7 @@ func (g *identifyClient) IdentifySent(shardID int) {
 func (g *identifyClient) Wait(ctx context.Context, shardID int) error {
 	r := g.r
 	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	began := r.now()
 	for {
 		err := r.MayLogin(shardID, g.epoch)
 		if err == nil { // else asking would be refused; the supervisor stops the shard soon
@@ -91,6 +92,7 @@ func (g *identifyClient) Wait(ctx context.Context, shardID int) error {
 			}
 		}
 		if err == nil {
+			r.identifyWaited(r.now().Sub(began))
 			return nil
 		}
 		if ctx.Err() != nil {

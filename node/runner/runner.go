@@ -33,6 +33,7 @@ type Config struct {
 	// rejects the token (default 1 minute).
 	TokenRetryMax time.Duration
 	Sink          sink.Sink // nil: events are counted, not delivered
+	Observer      Observer  // nil: nothing is observed (see metrics.go)
 	Logger        *slog.Logger
 }
 
@@ -299,7 +300,8 @@ func (r *Runner) startShard(a fsm.Assignment) error {
 		Token: r.cfg.Token, ShardID: a.Shard, ShardCount: cfg.TotalShards, Intents: r.cfg.Intents,
 		GatewayURL: url, APIBase: r.cfg.APIBase, Compression: r.cfg.Compression,
 		Resume: resume, Gate: &identifyClient{r: r, epoch: a.Epoch}, Logger: r.log, // the shard adds its id
-		Permit: func() error { return r.MayLogin(a.Shard, a.Epoch) },
+		Permit:         func() error { return r.MayLogin(a.Shard, a.Epoch) },
+		ObserveLatency: r.latencyObserver(),
 	})
 	if err != nil {
 		return err
