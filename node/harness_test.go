@@ -53,16 +53,18 @@ func newEvents() *events {
 	return &events{seen: make(map[string]map[int64]int), by: make(map[string]int)}
 }
 
-func (e *events) Deliver(d sink.Delivery) error {
+func (e *events) Deliver(_ context.Context, batch []sink.Delivery) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	m := e.seen[d.Event.SessionID]
-	if m == nil {
-		m = make(map[int64]int)
-		e.seen[d.Event.SessionID] = m
+	for _, d := range batch {
+		m := e.seen[d.Event.SessionID]
+		if m == nil {
+			m = make(map[int64]int)
+			e.seen[d.Event.SessionID] = m
+		}
+		m[d.Event.Seq]++
+		e.by[d.Event.SessionID] = d.Event.ShardID
 	}
-	m[d.Event.Seq]++
-	e.by[d.Event.SessionID] = d.Event.ShardID
 	return nil
 }
 

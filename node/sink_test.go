@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,12 +33,12 @@ func (e *events) top(session string) int64 {
 	return top
 }
 
-func (f *flakySink) Deliver(d sink.Delivery) error {
+func (f *flakySink) Deliver(ctx context.Context, batch []sink.Delivery) error {
 	if f.failing.Load() {
 		f.refused.Add(1)
 		return errSinkDown
 	}
-	return f.inner.Deliver(d)
+	return f.inner.Deliver(ctx, batch)
 }
 
 // A sink that fails holds its shards' positions: the checkpoint does not move past

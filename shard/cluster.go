@@ -33,6 +33,15 @@ type ClusterConfig struct {
 	// handler still receives those later events; it may drop them, since they will be
 	// replayed to the next owner anyway.
 	Handler func(Event) error
+	// BatchHandler, when set, is used instead of Handler: it receives, in one call,
+	// the events the queue already holds (up to MaxBatch; it never waits for more,
+	// so a lone event goes out at once), and reports its verdict on each in errs,
+	// which has the batch's length and is all nil on entry: a nil is a handled event,
+	// an error one not handled, by the same rules as Handler's return. It runs on the
+	// same goroutine, in the same order, and must not keep batch or errs.
+	BatchHandler func(batch []Event, errs []error)
+	// MaxBatch bounds a BatchHandler's batch (default 256).
+	MaxBatch int
 	// QueueSize bounds the events accepted but not yet handled (default 1024). When
 	// the queue is full, shards stop reading their sockets until it has room: a slow
 	// handler slows the gateway down (TCP back-pressure up to Discord), it never loses
@@ -164,8 +173,14 @@ func (d runDispatcher) Dispatch(ctx context.Context, ev Event) error {
 
 // NewCluster starts a cluster with no shards.
 func NewCluster(cfg ClusterConfig) (*Cluster, error) {
-	if cfg.Handler == nil {
-		return nil, fmt.Errorf("%w: cluster %d: Handler is nil", ErrInvalidConfig, cfg.ID)
+	if cfg.Handler == nil && cfg.BatchHandler == nil {
+		return nil, fmt.Errorf("%w: cluster %d: Handler and BatchHandler are nil", ErrInvalidConfig, cfg.ID)
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.MaxBatch < 1 {
+		return nil, fmt.Errorf("%w: cluster %d: MaxBatch %d must be positive", ErrInvalidConfig, cfg.ID, cfg.MaxBatch)
 	}
 	if cfg.QueueSize == 0 {
 		cfg.QueueSize = 1024
@@ -197,21 +212,55 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 
 func (c *Cluster) handle() {
 	defer c.drain.Done()
+	var (
+		taken []queued // what the queue held, up to a flush marker
+		evs   []Event  // the events of taken still to be handled
+		from  []*supervised
+		errs  []error
+	)
 	for {
 		select {
 		case q := <-c.queue:
-			if q.flush != nil {
-				close(q.flush)
-				continue
+			taken = append(taken[:0], q)
+			// Take what is queued already, without waiting for more: a batch never
+			// holds an event back. A flush marker ends the batch, so that it is
+			// closed only once the events before it were handled.
+			for c.cfg.BatchHandler != nil && q.flush == nil && len(taken) < c.cfg.MaxBatch {
+				select {
+				case q = <-c.queue:
+					taken = append(taken, q)
+					continue
+				default:
+				}
+				break
 			}
-			if q.from != nil && q.from.removed.Load() {
-				continue
+			evs, from = evs[:0], from[:0]
+			for _, q := range taken {
+				if q.flush != nil || q.from != nil && q.from.removed.Load() {
+					continue
+				}
+				evs, from = append(evs, q.ev), append(from, q.from)
 			}
-			err := c.cfg.Handler(q.ev)
-			if q.from != nil && q.from.handled.record(q.ev, err) {
-				c.log.Warn("event not handled; the shard's position holds for the rest of its run",
-					"shard", q.ev.ShardID, "session", q.ev.SessionID, "seq", q.ev.Seq, "err", err)
+			errs = slices.Grow(errs[:0], len(evs))[:len(evs)]
+			clear(errs)
+			switch {
+			case len(evs) == 0:
+			case c.cfg.BatchHandler != nil:
+				c.cfg.BatchHandler(evs, errs)
+			default:
+				errs[0] = c.cfg.Handler(evs[0])
 			}
+			for i, ev := range evs {
+				if from[i] != nil && from[i].handled.record(ev, errs[i]) {
+					c.log.Warn("event not handled; the shard's position holds for the rest of its run",
+						"shard", ev.ShardID, "session", ev.SessionID, "seq", ev.Seq, "err", errs[i])
+				}
+			}
+			clear(evs) // the handler's Data is not kept alive here
+			if last := taken[len(taken)-1]; last.flush != nil {
+				close(last.flush)
+			}
+			clear(taken)
 		case <-c.ctx.Done():
 			return
 		}

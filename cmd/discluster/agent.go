@@ -66,8 +66,9 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
 			&cli.Uint64Flag{Name: "intents", Value: 513, Usage: "gateway intents (default GUILDS | GUILD_MESSAGES)", EnvVars: env("INTENTS")},
 			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream, payload (compress:true in IDENTIFY, for proxies that cannot stream) or none", EnvVars: env("COMPRESSION")},
-			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout, file:PATH, or none (one JSON line per dispatch)", EnvVars: env("SINK")},
-			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the sink", EnvVars: env("SINK_PAYLOAD")},
+			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout or file:PATH (one JSON line per dispatch), redis://HOST:PORT[/DB] (Redis Streams in @discordjs/brokers' layout), or none", EnvVars: env("SINK")},
+			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the stdout or file sink", EnvVars: env("SINK_PAYLOAD")},
+			&cli.Int64Flag{Name: "sink-maxlen", Value: sink.DefaultRedisMaxLen, Usage: "with a redis:// sink, keep about this many entries per stream (XADD MAXLEN ~); 0: unbounded", EnvVars: env("SINK_MAXLEN")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
 			&cli.BoolFlag{Name: "check", Usage: "check the flags and the token's presence, print the configuration and exit: nothing is opened, bound or contacted"},
 		},
@@ -209,7 +210,7 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	if c.Bool("check") {
 		open = checkSink
 	}
-	sink, closeSink, err := open(c.String("sink"), c.Bool("sink-payload"), c.App.Writer)
+	sink, closeSink, err := open(sinkSpec{spec: c.String("sink"), payload: c.Bool("sink-payload"), maxLen: c.Int64("sink-maxlen")}, c.App.Writer)
 	if err != nil {
 		return cfg, noop, err
 	}
@@ -242,30 +243,6 @@ func readToken(file string) (shard.Token, error) {
 		return shard.Token(tok), nil
 	}
 	return "", errors.New("no bot token: set DISCORD_TOKEN, or --token-file PATH (for a fake Discord, its token, e.g. fake-token)")
-}
-
-// checkSink checks a --sink spec without opening anything.
-func checkSink(spec string, _ bool, _ io.Writer) (sink.Sink, func(), error) {
-	if spec == "none" || spec == "stdout" || strings.HasPrefix(spec, "file:") && len(spec) > len("file:") {
-		return nil, func() {}, nil
-	}
-	return nil, nil, fmt.Errorf("--sink %q: want stdout, file:PATH or none", spec)
-}
-
-func openSink(spec string, payload bool, stdout io.Writer) (sink.Sink, func(), error) {
-	switch {
-	case spec == "none":
-		return nil, func() {}, nil
-	case spec == "stdout":
-		return sink.NewNDJSON(stdout, payload), func() {}, nil
-	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
-		f, err := os.OpenFile(strings.TrimPrefix(spec, "file:"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--sink: %w", err)
-		}
-		return sink.NewNDJSON(f, payload), func() { f.Close() }, nil
-	}
-	return nil, nil, fmt.Errorf("--sink %q: want stdout, file:PATH or none", spec)
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"sync"
@@ -18,49 +19,86 @@ import (
 // runs it next has Discord replay the event.
 var errGivenUp = errors.New("delivery given up: the shard is stopping")
 
-// deliver hands one event to the sink. Its nil tells the cluster the event was
-// handled, so a checkpoint never names an event the sink has not accepted. A failing
-// sink is retried with backoff, holding up this cluster's handler and so, through its
-// queue, its shards' reads (the back-pressure of a slow handler). Only a shard being
-// stopped here gives up on it: its final position is the last delivered event.
-func (r *Runner) deliver(cluster int, ev shard.Event) error {
+// sinkAttempt bounds one Deliver call, so that a sink that hangs (a paused broker)
+// counts as failing, shows in status, and lets a stopping shard give up.
+const sinkAttempt = 5 * time.Second
+
+// deliverBatch hands a batch of one cluster's events to the sink and sets errs[i]
+// for each event it did not deliver. A nil tells the cluster the event was handled,
+// so a checkpoint never names an event the sink has not accepted. A failing sink is
+// retried with backoff from the first event it did not accept, holding up this
+// cluster's handler and so, through its queue, its shards' reads (the back-pressure
+// of a slow handler). Only a shard being stopped here gives up on its events: its
+// final position is the last delivered event; the other shards' events of the batch
+// are still delivered.
+func (r *Runner) deliverBatch(cluster int, evs []shard.Event, errs []error) {
 	s := r.cfg.Sink
 	if s == nil {
-		return nil
+		return
 	}
-	return r.deliverRetrying(s, sink.Delivery{Node: r.cfg.Name, Cluster: cluster, Event: ev})
-}
-
-// deliverRetrying delivers d, retrying until the sink accepts it; an error means it
-// was not delivered and never will be from here (the node stops, or the shard does).
-func (r *Runner) deliverRetrying(s sink.Sink, d sink.Delivery) error {
-	id := d.Event.ShardID
+	pending := make([]int, len(evs)) // indexes into evs, not delivered yet
+	for i := range pending {
+		pending[i] = i
+	}
+	batch := make([]sink.Delivery, 0, len(evs))
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
-		if r.ctx.Err() != nil || r.anyAbandoned.Load() > 0 && r.isAbandoned(id) {
-			return errGivenUp
+		if r.ctx.Err() != nil {
+			for _, i := range pending {
+				errs[i] = errGivenUp
+			}
+			return
 		}
-		err := s.Deliver(d)
+		if r.anyAbandoned.Load() > 0 {
+			pending = slices.DeleteFunc(pending, func(i int) bool {
+				if r.isAbandoned(evs[i].ShardID) {
+					errs[i] = errGivenUp
+					return true
+				}
+				return false
+			})
+		}
+		if len(pending) == 0 {
+			return
+		}
+		batch = batch[:0]
+		for _, i := range pending {
+			batch = append(batch, sink.Delivery{Node: r.cfg.Name, Cluster: cluster, Event: evs[i]})
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, sinkAttempt)
+		err := s.Deliver(ctx, batch)
+		cancel()
 		r.sinkHealth.record(err, r.now())
+		n := sink.Accepted(err, len(batch))
+		pending = pending[n:]
 		if err == nil {
-			return nil
+			return
+		}
+		if n > 0 {
+			bo.Reset()
 		}
 		wait := bo.Next()
-		if n := bo.Attempt(); n == 1 || n%20 == 0 {
-			r.log.Error("sink failed; retrying, the shard's position holds", "shard", id, "seq", d.Event.Seq,
-				"attempt", n, "retry_in", wait, "err", err)
+		first := evs[pending[0]]
+		if k := bo.Attempt(); k == 1 || k%20 == 0 {
+			r.log.Error("sink failed; retrying, the shards' positions hold", "shard", first.ShardID, "seq", first.Seq,
+				"events", len(pending), "attempt", k, "retry_in", wait, "err", err)
 		}
 		r.mu.Lock()
-		if r.stopping[id] && !r.abandoned[id] {
-			// Nothing more of this shard is delivered from here: its position stays
-			// at the last accepted event, where the next owner resumes, and events
-			// after it would only reach the sink twice.
-			r.abandoned[id] = true
-			r.anyAbandoned.Add(1)
+		for _, i := range pending {
+			if id := evs[i].ShardID; r.stopping[id] && !r.abandoned[id] {
+				// Nothing more of this shard is delivered from here: its position
+				// stays at the last accepted event, where the next owner resumes, and
+				// events after it would only reach the sink twice.
+				r.abandoned[id] = true
+				r.anyAbandoned.Add(1)
+			}
 		}
 		r.mu.Unlock()
 		if !backoff.Sleep(r.ctx, wait) {
-			return errGivenUp
+			for _, i := range pending {
+				errs[i] = errGivenUp
+			}
+			return
 		}
 	}
 }

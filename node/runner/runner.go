@@ -317,8 +317,8 @@ func (r *Runner) cluster(id int) (*shard.Cluster, error) {
 	}
 	c, err := shard.NewCluster(shard.ClusterConfig{
 		ID: id, Logger: r.log,
-		Handler: func(ev shard.Event) error { return r.deliver(id, ev) },
-		Observe: r.observe,
+		BatchHandler: func(evs []shard.Event, errs []error) { r.deliverBatch(id, evs, errs) },
+		Observe:      r.observe,
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/discluster/discluster/node/sink"
+)
+
+// sinkSpec is the agent's --sink flags.
+type sinkSpec struct {
+	spec    string // stdout, file:PATH, redis://…, none
+	payload bool   // --sink-payload: the NDJSON lines carry d
+	maxLen  int64  // --sink-maxlen: a Redis stream's bound
+}
+
+const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB] or none"
+
+// isRedis reports whether spec names a Redis sink.
+func isRedis(spec string) bool {
+	return strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://")
+}
+
+// checkSink checks the --sink flags without opening anything. Its errors never show
+// a redis:// URL, which may hold a password.
+func checkSink(s sinkSpec, _ io.Writer) (sink.Sink, func(), error) {
+	switch {
+	case s.spec == "none" || s.spec == "stdout" || strings.HasPrefix(s.spec, "file:") && len(s.spec) > len("file:"):
+		return nil, func() {}, nil
+	case isRedis(s.spec):
+		if _, err := sink.ParseRedisURL(s.spec); err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		if s.maxLen < 0 {
+			return nil, nil, fmt.Errorf("--sink-maxlen %d: want 0 (unbounded) or more", s.maxLen)
+		}
+		return nil, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("--sink %q: %s", s.spec, sinkWant)
+}
+
+func openSink(s sinkSpec, stdout io.Writer) (sink.Sink, func(), error) {
+	switch {
+	case s.spec == "none":
+		return nil, func() {}, nil
+	case s.spec == "stdout":
+		return sink.NewNDJSON(stdout, s.payload), func() {}, nil
+	case strings.HasPrefix(s.spec, "file:") && len(s.spec) > len("file:"):
+		f, err := os.OpenFile(strings.TrimPrefix(s.spec, "file:"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		return sink.NewNDJSON(f, s.payload), func() { f.Close() }, nil
+	case isRedis(s.spec):
+		if _, _, err := checkSink(s, stdout); err != nil {
+			return nil, nil, err
+		}
+		// Connected lazily: a Redis that is down at start is a failing sink, which
+		// holds the shards' positions and shows in status, not a node that cannot start.
+		r, err := sink.NewRedis(s.spec, s.maxLen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		return r, func() { r.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("--sink %q: %s", s.spec, sinkWant)
+}
