@@ -127,7 +127,7 @@ func TestMetricsOfARunningCluster(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond) // the fake sends 20 events/s per shard
 			after := scrape(t, n)
-			for _, name := range []string{"discluster_gateway_events_total"} {
+			for _, name := range []string{"discluster_gateway_events_total", "discluster_events_total"} {
 				b, a := total(before, name), total(after, name)
 				if a <= b {
 					return fmt.Errorf("%s: %s went from %v to %v", n.Name(), name, b, a)
