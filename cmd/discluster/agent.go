@@ -91,7 +91,7 @@ func runAgent(c *cli.Context) error {
 			scheme = "https"
 		}
 		fmt.Fprintf(c.App.Writer, "configuration OK: node %s, data dir %s, gossip %s, cluster %s, %s %s, join %v, bootstrap-expect %d, shards %s, sink %s\n",
-			cfg.Name, cfg.DataDir, cfg.GossipAddr, cfg.ClusterAddr, scheme, cfg.HTTPAddr, cfg.Join, cfg.BootstrapExpect, c.String("shards"), c.String("sink"))
+			cfg.Name, cfg.DataDir, cfg.GossipAddr, cfg.ClusterAddr, scheme, cfg.HTTPAddr, cfg.Join, cfg.BootstrapExpect, c.String("shards"), shownSink(c.String("sink")))
 		return nil
 	}
 	n, err := node.Start(cfg)

@@ -73,3 +73,35 @@ func TestLiveViewFollowsTheStream(t *testing.T) {
 		}
 	}
 }
+
+// --check prints the configuration, but never a Redis sink's password.
+func TestCheckHidesTheSinksPassword(t *testing.T) {
+	t.Setenv("DISCORD_TOKEN", "t")
+	out, _, err := run(t, "agent", "--data-dir", t.TempDir(), "--sink", "redis://:hunter2@127.0.0.1:6379/0", "--check")
+	if err != nil || !strings.Contains(out, "configuration OK") {
+		t.Fatalf("--check: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "hunter2") || !strings.Contains(out, "redis://:xxxxx@127.0.0.1:6379/0") {
+		t.Fatalf("the sink as --check prints it: %s", out)
+	}
+}
+
+// send refuses what it cannot send before it contacts any agent.
+func TestSendRefusesBadInvocations(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"send", `{"op":3,"d":{}}`}, "--shard N or --guild ID"},
+		{[]string{"send", "--shard", "1", "--guild", "2", `{"op":3,"d":{}}`}, "--shard N or --guild ID"},
+		{[]string{"send", "--shard", "x", `{"op":3,"d":{}}`}, `--shard "x"`},
+		{[]string{"send", "--guild", "-1", `{"op":3,"d":{}}`}, `--guild "-1"`},
+		{[]string{"send", "--shard", "1", `op=3`}, "must be JSON"},
+		{[]string{"send", "--shard", "1", `{"op":2,"d":{}}`}, "not a command a bot may send"},
+		{[]string{"send", "--shard", "1"}, "one payload"},
+	} {
+		if _, _, err := run(t, append(tc.args, "--addr", "127.0.0.1:1")...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -21,6 +22,18 @@ const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB] or none"
 // isRedis reports whether spec names a Redis sink.
 func isRedis(spec string) bool {
 	return strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://")
+}
+
+// shownSink is spec as it may be printed: a redis:// URL without its password.
+func shownSink(spec string) string {
+	if !isRedis(spec) {
+		return spec
+	}
+	u, err := url.Parse(spec)
+	if err != nil {
+		return "redis://…"
+	}
+	return u.Redacted()
 }
 
 // checkSink checks the --sink flags without opening anything. Its errors never show

@@ -24,6 +24,10 @@ const (
 	StreamMemberGone = "member_gone" // data: {"id": ...}, a member no longer listed
 	StreamEvent      = "event"       // data: event.Event, one typed event (a failover, a handoff, ...)
 	StreamLeader     = "leader"      // data: {"leader": ..., "term": ...}
+	// StreamOverview carries the rest of the status when it changes: the watched
+	// node's lease and Raft state, the shard configuration, the session budget, the
+	// fences and the problems (data: Status without members, shards and events).
+	StreamOverview = "overview"
 )
 
 // LeaderChange is the data of a StreamLeader message.
@@ -156,6 +160,13 @@ func Diff(old, cur Status, emit Emit) error {
 			return err
 		}
 	}
+	if o, c := overviewKey(old), overviewKey(cur); o != c {
+		ov := cur
+		ov.Members, ov.Shards, ov.Events = nil, nil, nil
+		if err := emit(StreamOverview, ov); err != nil {
+			return err
+		}
+	}
 	was := make(map[string]MemberStatus, len(old.Members))
 	for _, m := range old.Members {
 		was[m.ID] = m
@@ -200,6 +211,21 @@ func Diff(old, cur Status, emit Emit) error {
 	return nil
 }
 
+// overviewKey is what of a status's overview a watcher needs to hear about: not the
+// applied index or the lease's end, which move every second.
+func overviewKey(s Status) string {
+	b, _ := json.Marshal(struct {
+		Node, Cluster, RaftState string
+		Held                     bool
+		Reason                   string
+		Config                   *ShardConfig
+		Budget                   *Budget
+		Fences                   []Fence
+		Problems                 []string
+	}{s.Node, s.Cluster, s.RaftState, s.Lease.Held, s.Lease.Reason, s.Config, s.Budget, s.Fences, s.Problems})
+	return string(b)
+}
+
 // sameMember compares what a member's standing is, not the counters that move all
 // the time.
 func sameMember(a, b MemberStatus) bool {
@@ -225,6 +251,13 @@ func (s *Status) Apply(kind string, data []byte) error {
 			return err
 		}
 		*s = st
+	case StreamOverview:
+		var ov Status
+		if err := json.Unmarshal(data, &ov); err != nil {
+			return err
+		}
+		ov.Members, ov.Shards, ov.Events = s.Members, s.Shards, s.Events
+		*s = ov
 	case StreamLeader:
 		var l LeaderChange
 		if err := json.Unmarshal(data, &l); err != nil {

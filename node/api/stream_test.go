@@ -76,10 +76,40 @@ func TestDiff(t *testing.T) {
 			t.Fatalf("diff %v, want %v", got, want)
 		}
 	}
-	cur.Term = 3
 	got = nil
 	Diff(cur, cur, func(kind string, _ any) error { got = append(got, kind); return nil })
 	if len(got) != 0 {
 		t.Fatalf("no change, yet %v", got)
 	}
+
+	// The overview: the shard configuration arrives, the lease's end moves (no message).
+	next := cur
+	next.Config = &ShardConfig{TotalShards: 2}
+	next.Applied, next.Lease.Until = 99, t0.Add(time.Hour)
+	var view Status
+	view.Apply(StreamSnapshot, mustJSON(t, cur))
+	got = nil
+	Diff(cur, next, func(kind string, data any) error {
+		got = append(got, kind)
+		return view.Apply(kind, mustJSON(t, data))
+	})
+	if len(got) != 1 || got[0] != StreamOverview || view.Config == nil || view.Config.TotalShards != 2 || len(view.Shards) != 2 {
+		t.Fatalf("a new shard configuration: %v, the view %+v", got, view)
+	}
+	after := next
+	after.Applied, after.Lease.Until = 100, t0.Add(2*time.Hour)
+	got = nil
+	Diff(next, after, func(kind string, _ any) error { got = append(got, kind); return nil })
+	if len(got) != 0 {
+		t.Fatalf("only the applied index and the lease's end moved, yet %v", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
