@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/discluster/discluster/fsm"
 	"github.com/discluster/discluster/node/api"
 	"github.com/discluster/discluster/node/rpc"
+	"github.com/discluster/discluster/node/sink"
 )
 
 // send writes a command on its shard's connection: here when this node owns the
@@ -66,4 +68,56 @@ func (b backend) Send(ctx context.Context, t api.Target, c api.Command) (api.Sen
 		return api.Sent{}, err
 	}
 	return api.Sent{Sent: true, Shard: id, Node: node}, nil
+}
+
+// CommandSource is where workers publish gateway commands: ReadCommands hands each to
+// handle once, among all the nodes reading it (see sink.Redis.ReadCommands).
+type CommandSource interface {
+	ReadCommands(ctx context.Context, node string, handle func(context.Context, sink.Command), bad func(id string, err error)) error
+}
+
+// brokerRetryFor bounds how long a published command is retried while its shard is
+// not ready, moving, or at its send limit; past it, it is dropped with a warning.
+const brokerRetryFor = 30 * time.Second
+
+// readCommands sends the commands workers publish until the node stops.
+func (n *Node) readCommands() {
+	bad := func(id string, err error) {
+		n.log.Warn("a published gateway command is not {shardId, payload: {op, d}}; dropped", "entry", id, "err", err)
+	}
+	for n.ctx.Err() == nil {
+		err := n.cfg.Commands.ReadCommands(n.ctx, n.cfg.Name, n.sendPublished, bad)
+		if n.ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("cannot read the workers' gateway commands; retrying", "err", err)
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// sendPublished sends one published command, waiting out a refusal worth retrying
+// for at most brokerRetryFor. A worker has no one to answer it, so a command that
+// cannot be sent is logged, never silently lost.
+func (n *Node) sendPublished(ctx context.Context, c sink.Command) {
+	cmd := api.Command{Op: c.Op, D: c.D}
+	err := cmd.Check()
+	deadline := time.Now().Add(brokerRetryFor)
+	for err == nil {
+		_, err = backend{n}.Send(ctx, api.Target{Shard: c.ShardID}, cmd)
+		var retry *api.RetryError
+		if !errors.As(err, &retry) || time.Now().Add(retry.After).After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry.After):
+		}
+	}
+	if err != nil {
+		n.log.Warn("a published gateway command was not sent", "entry", c.ID, "shard", c.ShardID, "op", c.Op, "err", err)
+	}
 }

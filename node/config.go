@@ -101,6 +101,10 @@ type Config struct {
 	NoSessionStealing bool
 
 	Sink   sink.Sink // where delivered events go; default: nowhere (counted only)
+	// Commands, when set, is where the bot's workers publish gateway commands (the
+	// brokers' gateway_send stream): the node takes its share and sends each through
+	// the shard's owner, as POST /v1/shards/{id}/send does.
+	Commands CommandSource
 	Logger *slog.Logger
 
 	Timing Timing

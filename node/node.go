@@ -197,6 +197,9 @@ func (n *Node) start(id membership.Identity) error {
 	n.goRun(n.watchState)
 	n.goRun(func() { n.runner.Run(n.ctx) })
 	n.goRun(n.endOwnLeaveDrain)
+	if cfg.Commands != nil {
+		n.goRun(n.readCommands)
+	}
 	n.log.Info("node started", "gossip", n.gossip.Addr(), "cluster", n.advertiseCluster, "http", n.advertiseHTTP,
 		"data_dir", cfg.DataDir, "bootstrap_expect", cfg.BootstrapExpect, "existing_state", n.hasRaftState())
 	return nil

@@ -68,6 +68,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream, payload (compress:true in IDENTIFY, for proxies that cannot stream) or none", EnvVars: env("COMPRESSION")},
 			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout or file:PATH (one JSON line per dispatch), redis://HOST:PORT[/DB] (Redis Streams in @discordjs/brokers' layout), or none", EnvVars: env("SINK")},
 			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the stdout or file sink", EnvVars: env("SINK_PAYLOAD")},
+			&cli.BoolFlag{Name: "sink-commands", Value: true, Usage: "with a redis:// sink, also send the gateway commands workers publish to the gateway_send stream (--sink-commands=false: do not)", EnvVars: env("SINK_COMMANDS")},
 			&cli.Int64Flag{Name: "sink-maxlen", Value: sink.DefaultRedisMaxLen, Usage: "with a redis:// sink, keep about this many entries per stream (XADD MAXLEN ~); 0: unbounded", EnvVars: env("SINK_MAXLEN")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
 			&cli.BoolFlag{Name: "check", Usage: "check the flags and the token's presence, print the configuration and exit: nothing is opened, bound or contacted"},
@@ -215,6 +216,9 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.Sink = sink
+	if r, ok := sink.(node.CommandSource); ok && c.Bool("sink-commands") {
+		cfg.Commands = r
+	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/discluster/discluster/internal/proccluster"
 	"github.com/discluster/discluster/internal/redistest"
+	"github.com/discluster/discluster/node/sink"
 )
 
 // brokersJS is the directory of the @discordjs/brokers consumer, where .ci/run runs
@@ -127,6 +128,26 @@ func TestRedisSinkToDiscordjsBrokers(t *testing.T) {
 	})
 	t.Logf("the worker received MESSAGE_CREATEs by shard: %v", seen)
 
+	// A command back, as @discordjs/core's RedisGateway sends one: published to
+	// gateway_send, taken by one agent, written on shard 2's connection by its owner.
+	publisher, err := filepath.Abs(filepath.Join(brokersJS, "publish.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	presence := `{"op":3,"d":{"since":null,"activities":[{"name":"from a brokers worker","type":0}],"status":"dnd","afk":false}}`
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer pcancel()
+	if out, err := exec.CommandContext(pctx, node, publisher, srv.URL(), "2", presence).CombinedOutput(); err != nil {
+		t.Fatalf("publishing the command: %v\n%s", err, out)
+	}
+	e.waitFor(30*time.Second, "the fake Discord receiving the published presence on shard 2", func() error {
+		sh := e.mustStats().Shards[2]
+		if sh.Commands[3] != 1 || !strings.Contains(string(sh.LastCommand), "from a brokers worker") {
+			return fmt.Errorf("shard 2's commands: %v, last %s", sh.Commands, sh.LastCommand)
+		}
+		return nil
+	})
+
 	// Back-pressure: Redis paused under load, then continued.
 	before := e.mustStats().EventsSent
 	srv.Pause()
@@ -200,6 +221,9 @@ func checkStreams(t *testing.T, e *e2e, url string) {
 			return err
 		}
 		for _, k := range keys {
+			if k == sink.CommandsStream {
+				continue // the workers' commands, not events
+			}
 			xs, err := c.XRange(ctx, k, "-", "+").Result()
 			if err != nil {
 				return fmt.Errorf("%s: %w", k, err)
