@@ -100,12 +100,12 @@ type Config struct {
 	// exists for the benchmark that compares the two; it costs session starts.
 	NoSessionStealing bool
 
-	Sink   sink.Sink // where delivered events go; default: nowhere (counted only)
+	Sink sink.Sink // where delivered events go; default: nowhere (counted only)
 	// Commands, when set, is where the bot's workers publish gateway commands (the
 	// brokers' gateway_send stream): the node takes its share and sends each through
 	// the shard's owner, as POST /v1/shards/{id}/send does.
 	Commands CommandSource
-	Logger *slog.Logger
+	Logger   *slog.Logger
 
 	Timing Timing
 	// Filter cuts network paths for tests of partitions; nil in production.
