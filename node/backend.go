@@ -172,8 +172,8 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 			st.Problems = append(st.Problems, fmt.Sprintf("%s: %s", a.id, a.reply.Unfit))
 		}
 		if sk.Failing {
-			st.Problems = append(st.Problems, fmt.Sprintf("%s: sink failing since %s (%d failures, shards held at their last delivered event): %s",
-				a.id, sk.Since.Format(time.TimeOnly), sk.Failures, sk.Error))
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: sink failing since %s (%d failures, %d events waiting, shards held at their last delivered event): %s",
+				a.id, sk.Since.Format(time.TimeOnly), sk.Failures, sk.Backlog, sk.Error))
 		}
 		events = append(events, a.reply.Events)
 		if a.reply.Budget != nil {

@@ -66,9 +66,15 @@ func TestFailingSinkNeverLosesAnEvent(t *testing.T) {
 			}
 
 			sinks[victim.Name()].failing.Store(true)
-			waitFor(t, 10*time.Second, "status showing the failing sink", func() error {
-				for _, p := range survivors[0].Status(t.Context()).Problems {
-					if strings.Contains(p, victim.Name()+": sink failing") && strings.Contains(p, errSinkDown.Error()) {
+			waitFor(t, 10*time.Second, "status showing the failing sink and its backlog", func() error {
+				st := survivors[0].Status(t.Context())
+				for _, m := range st.Members {
+					if m.ID == victim.Name() && (m.Sink == nil || m.Sink.Backlog == 0) {
+						return fmt.Errorf("%s's sink: %+v, want a backlog", m.ID, m.Sink)
+					}
+				}
+				for _, p := range st.Problems {
+					if strings.Contains(p, victim.Name()+": sink failing") && strings.Contains(p, "events waiting") && strings.Contains(p, errSinkDown.Error()) {
 						return nil
 					}
 				}

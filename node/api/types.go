@@ -97,6 +97,9 @@ type Sink struct {
 	Since    time.Time `json:"since,omitzero"`
 	Error    string    `json:"error,omitempty"`
 	Failures int64     `json:"failures"`
+	// Backlog is how many events the node's shards received that the sink has not
+	// accepted yet: they wait in the local clusters' queues.
+	Backlog int `json:"backlog"`
 }
 
 // Budget is the cluster's daily session start budget, as the leader tracks it.

@@ -394,4 +394,8 @@ func (r *Runner) Shards() []rpc.LocalShard {
 }
 
 // Sink is the sink's health, for status.
-func (r *Runner) Sink() api.Sink { return r.sinkHealth.status() }
+func (r *Runner) Sink() api.Sink {
+	st := r.sinkHealth.status()
+	st.Backlog = r.Backlog()
+	return st
+}
