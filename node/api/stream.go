@@ -230,8 +230,9 @@ func overviewKey(s Status) string {
 // the time.
 func sameMember(a, b MemberStatus) bool {
 	held := func(l *Lease) bool { return l != nil && l.Held }
+	failing := func(s *Sink) bool { return s != nil && s.Failing }
 	return a.State == b.State && a.Gossip == b.Gossip && a.Raft == b.Raft && a.Leader == b.Leader && a.Weight == b.Weight &&
-		a.Shards == b.Shards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) && (a.Sink == nil) == (b.Sink == nil)
+		a.Shards == b.Shards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) && failing(a.Sink) == failing(b.Sink)
 }
 
 // ErrNoStream is the answer of an agent that serves no event stream (an older one):

@@ -96,6 +96,23 @@ func TestDiff(t *testing.T) {
 	if len(got) != 1 || got[0] != StreamOverview || view.Config == nil || view.Config.TotalShards != 2 || len(view.Shards) != 2 {
 		t.Fatalf("a new shard configuration: %v, the view %+v", got, view)
 	}
+	// A member whose sink starts failing is news; its backlog moving is not.
+	failing := next
+	failing.Members = append([]MemberStatus(nil), next.Members...)
+	failing.Members[0].Sink = &Sink{Failing: true, Backlog: 5}
+	got = nil
+	Diff(next, failing, func(kind string, _ any) error { got = append(got, kind); return nil })
+	if len(got) != 1 || got[0] != StreamMember {
+		t.Fatalf("a failing sink: %v, want one member message", got)
+	}
+	more := failing
+	more.Members = append([]MemberStatus(nil), failing.Members...)
+	more.Members[0].Sink = &Sink{Failing: true, Backlog: 500}
+	got = nil
+	Diff(failing, more, func(kind string, _ any) error { got = append(got, kind); return nil })
+	if len(got) != 0 {
+		t.Fatalf("only the backlog moved, yet %v", got)
+	}
 	after := next
 	after.Applied, after.Lease.Until = 100, t0.Add(2*time.Hour)
 	got = nil
