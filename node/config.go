@@ -101,6 +101,9 @@ type Config struct {
 	NoSessionStealing bool
 
 	Sink sink.Sink // where delivered events go; default: nowhere (counted only)
+	// Events, when set, are the dispatch types the sink gets (--events); the others
+	// move the shards' positions but are not delivered.
+	Events []string
 	// Commands, when set, is where the bot's workers publish gateway commands (the
 	// brokers' gateway_send stream): the node takes its share and sends each through
 	// the shard's owner, as POST /v1/shards/{id}/send does.
@@ -279,6 +282,11 @@ func (c Config) Validate() error {
 	if c.TLS != nil && (c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "") {
 		return bad("--tls-ca, --tls-cert and --tls-key go together")
 	}
+	for _, e := range c.Events {
+		if !isEventName(e) {
+			return bad("--events %q: a dispatch name as Discord writes it, like MESSAGE_CREATE", e)
+		}
+	}
 	if c.HTTPTLS && c.TLS == nil {
 		return bad("--http-tls serves the API with this node's certificate: it needs --tls-ca, --tls-cert and --tls-key")
 	}
@@ -309,3 +317,17 @@ func ParseGossipKey(s string) ([]byte, error) { return membership.ParseKey(s) }
 
 // NewGossipKey makes a gossip key: 32 random bytes, base64, as discluster keygen prints.
 func NewGossipKey() string { return membership.NewKey() }
+
+// isEventName reports whether s could be a dispatch name: upper-case letters, digits
+// and underscores.
+func isEventName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

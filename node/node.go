@@ -170,7 +170,7 @@ func (n *Node) start(id membership.Identity) error {
 		Name: cfg.Name, ShardsPerCluster: cfg.ShardsPerCluster, CheckpointInterval: cfg.CheckpointInterval,
 		Token: cfg.Token, APIBase: cfg.APIBase, GatewayURL: cfg.GatewayURL, Intents: cfg.Intents,
 		Compression: cfg.Compression, NoSessionStealing: cfg.NoSessionStealing, TokenRetryMax: cfg.Timing.TokenRetryMax,
-		Sink: n.metrics.Sink(cfg.Sink), Observer: n.metrics, Logger: n.log,
+		Sink: n.metrics.Sink(cfg.Sink), Events: eventSet(cfg.Events), Observer: n.metrics, Logger: n.log,
 	}, runner.Deps{
 		FSM: n.fsm, Leader: n.toLeader, Proposer: proposer{n}, LeaderAddr: n.leaderAddr, Notify: notifier{n},
 		Lease: n.leaseDuration, GatewayBot: n.gatewayBot,
@@ -404,4 +404,16 @@ func (n *Node) shutdown() {
 	if n.store != nil {
 		n.store.Close()
 	}
+}
+
+// eventSet is --events as a set; nil (every type) when none are named.
+func eventSet(names []string) map[string]bool {
+	if len(names) == 0 {
+		return nil
+	}
+	set := make(map[string]bool, len(names))
+	for _, n := range names {
+		set[n] = true
+	}
+	return set
 }

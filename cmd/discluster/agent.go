@@ -68,6 +68,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream, payload (compress:true in IDENTIFY, for proxies that cannot stream) or none", EnvVars: env("COMPRESSION")},
 			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout or file:PATH (one JSON line per dispatch), redis://HOST:PORT[/DB] (Redis Streams in @discordjs/brokers' layout), or none", EnvVars: env("SINK")},
 			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the stdout or file sink", EnvVars: env("SINK_PAYLOAD")},
+			&cli.StringFlag{Name: "events", Usage: "only these dispatch types go to the sink, comma-separated (MESSAGE_CREATE,INTERACTION_CREATE); the others still move the shards' positions. Default: all", EnvVars: env("EVENTS")},
 			&cli.BoolFlag{Name: "sink-commands", Value: true, Usage: "with a redis:// sink, also send the gateway commands workers publish to the gateway_send stream (--sink-commands=false: do not)", EnvVars: env("SINK_COMMANDS")},
 			&cli.Int64Flag{Name: "sink-maxlen", Value: sink.DefaultRedisMaxLen, Usage: "with a redis:// sink, keep about this many entries per stream (XADD MAXLEN ~); 0: unbounded", EnvVars: env("SINK_MAXLEN")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
@@ -216,6 +217,11 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 		return cfg, noop, err
 	}
 	cfg.Sink = sink
+	if ev := strings.TrimSpace(c.String("events")); ev != "" {
+		for _, e := range strings.Split(ev, ",") {
+			cfg.Events = append(cfg.Events, strings.TrimSpace(e))
+		}
+	}
 	if r, ok := sink.(node.CommandSource); ok && c.Bool("sink-commands") {
 		cfg.Commands = r
 	}

@@ -60,6 +60,7 @@ func TestAgentRefusesBadInvocations(t *testing.T) {
 		{"api off loopback without a token", "t", []string{"--data-dir", dir, "--http-addr", "0.0.0.0:7948"}, "is not loopback"},
 		{"api over TLS without a certificate", "t", []string{"--data-dir", dir, "--http-tls"}, "--http-tls serves the API with this node's certificate: it needs --tls-ca"},
 		{"stray argument", "t", []string{"--data-dir", dir, "extra"}, "no arguments"},
+		{"events in lower case", "t", []string{"--data-dir", dir, "--events", "MESSAGE_CREATE,message_update"}, `--events "message_update"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("DISCORD_TOKEN", tc.token)

@@ -36,9 +36,11 @@ func (r *Runner) deliverBatch(cluster int, evs []shard.Event, errs []error) {
 	if s == nil {
 		return
 	}
-	pending := make([]int, len(evs)) // indexes into evs, not delivered yet
-	for i := range pending {
-		pending[i] = i
+	pending := make([]int, 0, len(evs)) // indexes into evs, not delivered yet
+	for i, ev := range evs {
+		if r.cfg.Events == nil || r.cfg.Events[ev.Type] {
+			pending = append(pending, i)
+		}
 	}
 	batch := make([]sink.Delivery, 0, len(evs))
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}

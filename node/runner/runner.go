@@ -33,8 +33,12 @@ type Config struct {
 	// rejects the token (default 1 minute).
 	TokenRetryMax time.Duration
 	Sink          sink.Sink // nil: events are counted, not delivered
-	Observer      Observer  // nil: nothing is observed (see metrics.go)
-	Logger        *slog.Logger
+	// Events, when set, are the dispatch types the sink gets; the others count as
+	// delivered the moment they are read (positions move past them), and never reach
+	// the sink.
+	Events   map[string]bool
+	Observer Observer // nil: nothing is observed (see metrics.go)
+	Logger   *slog.Logger
 }
 
 // LeaderClient reaches the leader, wherever it is.
