@@ -22,7 +22,10 @@ func (n *Node) send(ctx context.Context, args rpc.SendArgs) (node string, err er
 		defer func() { n.metrics.Command(err) }()
 	}
 	total := n.fsm.Config().TotalShards
-	if args.Shard < 0 || args.Shard >= total {
+	switch {
+	case total <= 0:
+		return "", &api.RetryError{Err: fmt.Errorf("%w: the cluster has no shard count yet (the leader sets it once elected)", api.ErrOwnerMoving), After: time.Second}
+	case args.Shard < 0 || args.Shard >= total:
 		return "", fmt.Errorf("%w: shard %d (the cluster runs %d)", api.ErrUnknownShard, args.Shard, total)
 	}
 	a, ok := n.fsm.Assignment(args.Shard)
@@ -53,7 +56,7 @@ func (b backend) Send(ctx context.Context, t api.Target, c api.Command) (api.Sen
 	if t.ByGuild {
 		total := n.fsm.Config().TotalShards
 		if total <= 0 {
-			return api.Sent{}, &api.RetryError{Err: fmt.Errorf("%w: the cluster has no shard count yet", api.ErrOwnerMoving), After: time.Second}
+			return api.Sent{}, &api.RetryError{Err: fmt.Errorf("%w: the cluster has no shard count yet (the leader sets it once elected)", api.ErrOwnerMoving), After: time.Second}
 		}
 		id = api.ShardOf(t.Guild, total)
 	}
