@@ -93,26 +93,12 @@ func statusCommand() *cli.Command {
 				}
 				ctx, stop := signalContext(c.Context)
 				defer stop()
-				// Other agents answer too, when this one is the one that was killed.
 				cl, err := client(c)
 				if err != nil {
 					return err
 				}
-				addrs := []string{cl.Addr}
-				// Members advertise host:port; they are called as this one is (a
-				// cluster's agents serve HTTPS all or none).
-				scheme := ""
-				if i := strings.Index(cl.Addr, "://"); i >= 0 {
-					scheme = cl.Addr[:i+len("://")]
-				}
-				if st, _, err := fetchStatusAs(ctx, *cl, addrs); err == nil {
-					for _, m := range st.Members {
-						if m.HTTP != "" && scheme+m.HTTP != addrs[0] {
-							addrs = append(addrs, scheme+m.HTTP)
-						}
-					}
-				}
-				return watchAs(ctx, c.App.Writer, *cl, addrs, c.Duration("interval"), nil)
+				// The view moves to the other members it sees when this agent goes away.
+				return watchAs(ctx, c.App.Writer, *cl, []string{cl.Addr}, c.Duration("interval"), nil)
 			}
 			cl, err := client(c)
 			if err != nil {

@@ -49,6 +49,25 @@ func (c *Client) url(path string) string {
 	return "http://" + c.Addr + path
 }
 
+// request is a request to path carrying the client's token.
+func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
+	if err != nil {
+		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
 // Error is an answer other than 2xx.
 type Error struct {
 	Addr   string
@@ -81,21 +100,14 @@ func (c *Client) DoBody(ctx context.Context, method, path string, body []byte) (
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	req, err := c.request(ctx, method, path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("--addr %q: %w", c.Addr, err)
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.httpClient().Do(req)
 	var untrusted *tls.CertificateVerificationError
 	if errors.As(err, &untrusted) {
 		return nil, fmt.Errorf("the agent at %s has a certificate this client does not trust: pass the cluster CA with --tls-ca (or DISCLUSTER_TLS_CA): %w", c.Addr, err)

@@ -89,19 +89,12 @@ func streamRoute(b Backend) http.HandlerFunc {
 // Watch reads the agent's event stream, calling on with each message's kind and its
 // data as JSON, until ctx ends, the stream ends, or on returns an error.
 func (c *Client) Watch(ctx context.Context, on func(kind string, data []byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/events"), nil)
+	req, err := c.request(ctx, http.MethodGet, "/v1/events", nil)
 	if err != nil {
-		return fmt.Errorf("--addr %q: %w", c.Addr, err)
+		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach an agent at %s: %w", c.Addr, err)
 	}
