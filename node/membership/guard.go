@@ -87,9 +87,16 @@ func newGuardedGossip(t memberlist.Transport, label string, ring *memberlist.Key
 func (g *guardedGossip) PacketCh() <-chan *memberlist.Packet { return g.packet }
 func (g *guardedGossip) StreamCh() <-chan net.Conn           { return g.stream }
 
+// Shutdown stops the transport first, and the guard after it: the transport's
+// listeners hand on what they read before they notice the shutdown, and wait for it
+// to be taken; memberlist reads through the guard until the transport is down (it
+// shuts its transport down before its own readers), so the guard must keep passing
+// packets on until then, or a packet arriving at that moment blocks the shutdown
+// forever.
 func (g *guardedGossip) Shutdown() error {
+	err := g.Transport.Shutdown()
 	g.once.Do(func() { close(g.done) })
-	return g.Transport.Shutdown()
+	return err
 }
 
 func (g *guardedGossip) packets() {

@@ -194,3 +194,40 @@ func TestGuardWithoutKeyringChecksTheLabel(t *testing.T) {
 		t.Fatal("without a keyring, the guard should check the label only")
 	}
 }
+
+// lingeringTransport is a transport whose Shutdown, like memberlist's NetTransport,
+// waits for its listener to hand on the last packet it read.
+type lingeringTransport struct{ fakeTransport }
+
+func (l *lingeringTransport) Shutdown() error {
+	l.packets <- &memberlist.Packet{Buf: append(labelHeader(gossipLabel), "the last datagram"...)}
+	return nil
+}
+
+// Shutdown returns though a packet arrives while the transport shuts down: the guard
+// keeps passing packets on to memberlist, which reads until its transport is down.
+func TestGuardShutdownWithAPacketInFlight(t *testing.T) {
+	lt := &lingeringTransport{fakeTransport{packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}}
+	g := newGuardedGossip(lt, gossipLabel, nil, slog.New(&warnings{}))
+	readerDone := make(chan struct{})
+	stop := make(chan struct{})
+	go func() { // memberlist's packet reader, until its transport is down
+		defer close(readerDone)
+		for {
+			select {
+			case <-g.PacketCh():
+			case <-stop:
+				return
+			}
+		}
+	}()
+	shut := make(chan error, 1)
+	go func() { shut <- g.Shutdown() }()
+	select {
+	case <-shut:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown hangs with a packet in flight")
+	}
+	close(stop)
+	<-readerDone
+}
