@@ -49,7 +49,19 @@ type Event struct {
 	Max      time.Duration `json:"max_ns,omitempty"`
 	Term     uint64        `json:"term,omitempty"`
 	Cause    string        `json:"cause,omitempty"`
+	// Reason is Cause as a fixed value for programs (a metric's label, a UI's
+	// colour), set on the kinds that have one: Failover.
+	Reason Reason `json:"reason,omitempty"`
 }
+
+// Reason is why something happened, from a fixed list, where Cause is its words.
+type Reason string
+
+// The reasons of a Failover.
+const (
+	ReasonLeaseExpired Reason = "lease_expired" // the failed node's lease ran out first
+	ReasonProcessGone  Reason = "process_gone"  // its cluster port refused: no lease wait
+)
 
 // String is the event in words, for people.
 func (e Event) String() string {

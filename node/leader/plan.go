@@ -389,11 +389,11 @@ func (p *planner) failovers(moves []fsm.AssignMove) []event.Event {
 	}
 	var out []event.Event
 	for _, node := range slices.Sorted(maps.Keys(by)) {
-		cause := "lease expired"
+		cause, reason := "lease expired", event.ReasonLeaseExpired
 		if p.in.Grants.Refused[node] {
-			cause = "process gone (port refused): no lease wait"
+			cause, reason = "process gone (port refused): no lease wait", event.ReasonProcessGone
 		}
-		e := event.Event{Kind: event.Failover, Subject: node, Shards: by[node], Cause: cause}
+		e := event.Event{Kind: event.Failover, Subject: node, Shards: by[node], Cause: cause, Reason: reason}
 		if since, ok := p.in.Grants.FailedAt[node]; ok {
 			e.Duration = p.in.Now.Sub(since).Round(time.Millisecond)
 		} else {

@@ -184,15 +184,7 @@ func TestFailedNodesShardsWaitForTheFence(t *testing.T) {
 			t.Fatalf("move %+v does not name its old owner, or goes back to it", m)
 		}
 	}
-	var fo []event.Event
-	for _, wr := range d.Writes {
-		for _, e := range wr.Events {
-			if e.Kind == event.Failover {
-				fo = append(fo, e)
-			}
-		}
-	}
-	if len(fo) != 1 || fo[0].Subject != "b" || fo[0].Duration != at.Round(time.Millisecond) || fo[0].Cause != "lease expired" {
+	if fo := failoverEvents(d); len(fo) != 1 || fo[0].Subject != "b" || fo[0].Duration != at.Round(time.Millisecond) || fo[0].Reason != event.ReasonLeaseExpired {
 		t.Fatalf("failover events %+v", fo)
 	}
 
@@ -202,6 +194,21 @@ func TestFailedNodesShardsWaitForTheFence(t *testing.T) {
 	if as := commands[fsm.Assign](d); len(as) != 1 {
 		t.Fatalf("a node whose port refused still fenced its shards: %+v", d.Writes)
 	}
+	if fo := failoverEvents(d); len(fo) != 1 || fo[0].Reason != event.ReasonProcessGone {
+		t.Fatalf("failover events of a node whose port refused: %+v", fo)
+	}
+}
+
+func failoverEvents(d Decision) []event.Event {
+	var fo []event.Event
+	for _, wr := range d.Writes {
+		for _, e := range wr.Events {
+			if e.Kind == event.Failover {
+				fo = append(fo, e)
+			}
+		}
+	}
+	return fo
 }
 
 // A failed node comes back only on proof that a process runs there again (it asked

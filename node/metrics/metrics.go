@@ -3,7 +3,6 @@ package metrics
 import (
 	"net/http"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -78,10 +77,10 @@ type Metrics struct {
 	commandsRefused *prometheus.CounterVec
 }
 
-// Failover causes, the values of the cause label.
+// Failover causes, the values of the cause label: the failover event's Reason.
 const (
-	CauseLeaseExpired = "lease_expired" // the failed node's lease ran out first
-	CauseProcessGone  = "process_gone"  // its port refused: no lease wait
+	CauseLeaseExpired = string(event.ReasonLeaseExpired)
+	CauseProcessGone  = string(event.ReasonProcessGone)
 )
 
 // commandCodes are the refusals a command can get, pre-set so that every series
@@ -166,7 +165,7 @@ func (m *Metrics) Command(err error) {
 func (m *Metrics) Notify(e event.Event) {
 	switch e.Kind {
 	case event.Failover:
-		cause := failoverCause(e.Cause)
+		cause := failoverCause(e)
 		m.failovers.WithLabelValues(cause).Inc()
 		m.failoverShards.WithLabelValues(cause).Add(float64(len(e.Shards)))
 		if e.Duration > 0 {
@@ -181,9 +180,10 @@ func (m *Metrics) Notify(e event.Event) {
 	}
 }
 
-// failoverCause maps a failover event's cause, which is for people, to a label.
-func failoverCause(cause string) string {
-	if strings.HasPrefix(cause, "process gone") {
+// failoverCause is a failover event's label value; an event without a reason (from
+// an older leader) counts as a lease that expired, the rule before there were others.
+func failoverCause(e event.Event) string {
+	if e.Reason == event.ReasonProcessGone {
 		return CauseProcessGone
 	}
 	return CauseLeaseExpired

@@ -177,9 +177,9 @@ discluster_raft_last_contact_seconds 0
 
 func TestEventsAndCommands(t *testing.T) {
 	m := newTest(&fakeRunner{}, nil, nil)
-	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{1, 2, 3}, Duration: 2 * time.Second, Cause: "lease expired"})
-	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{4}, Duration: 100 * time.Millisecond, Cause: "process gone (port refused): no lease wait"})
-	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{5}, Cause: "lease expired (failed under an earlier leader)"})
+	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{1, 2, 3}, Duration: 2 * time.Second, Cause: "lease expired", Reason: event.ReasonLeaseExpired})
+	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{4}, Duration: 100 * time.Millisecond, Cause: "the words may change", Reason: event.ReasonProcessGone})
+	m.Notify(event.Event{Kind: event.Failover, Shards: event.Shards{5}, Cause: "lease expired (failed under an earlier leader)", Reason: event.ReasonLeaseExpired})
 	m.Notify(event.Event{Kind: event.HandedOff, Shards: event.Shards{6, 7}})
 	m.Notify(event.Event{Kind: event.LeaseLost})
 	m.Notify(event.Event{Kind: event.LeaderElected, Term: 3})
