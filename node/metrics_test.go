@@ -107,12 +107,14 @@ func TestMetricsOfARunningCluster(t *testing.T) {
 		}
 	}
 
-	// Events counted at the start, to see them grow on a later scrape.
+	// Events and bytes counted at the start, to see them grow on a later scrape.
+	grow := []string{"discluster_gateway_events_total", "discluster_events_total",
+		"discluster_gateway_wire_bytes_total", "discluster_gateway_payload_bytes_total"}
 	first := map[string]map[string]float64{}
 	for _, n := range nodes {
 		m := scrape(t, n)
 		first[n.Name()] = map[string]float64{}
-		for _, name := range []string{"discluster_gateway_events_total", "discluster_events_total"} {
+		for _, name := range grow {
 			first[n.Name()][name] = total(m, name)
 		}
 	}
@@ -134,7 +136,7 @@ func TestMetricsOfARunningCluster(t *testing.T) {
 			if held == 0 {
 				continue
 			}
-			for _, name := range []string{"discluster_gateway_events_total", "discluster_events_total"} {
+			for _, name := range grow {
 				b, a := first[n.Name()][name], total(before, name)
 				if a <= b {
 					return fmt.Errorf("%s: %s went from %v to %v", n.Name(), name, b, a)

@@ -179,7 +179,7 @@ func (s *Shard) runConn(ctx context.Context) outcome {
 		s.mu.Unlock()
 	}()
 
-	pr, err := newPayloadReader(ctx, ws, s.cfg.Compression)
+	pr, err := newPayloadReader(ctx, ws, s.cfg.Compression, &s.bytes)
 	if err != nil {
 		return outcome{action: actionResume, code: -1, reason: "decoder", err: err}
 	}

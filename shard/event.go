@@ -104,4 +104,9 @@ type Counters struct {
 	Zombies         uint64 `json:"zombies"`
 	HeartbeatsSent  uint64 `json:"heartbeats_sent"`
 	HeartbeatACKs   uint64 `json:"heartbeat_acks"`
+	// WireBytes are the gateway's messages as they arrived, compressed when the
+	// connection is; PayloadBytes the JSON payloads they decompressed to. Their ratio
+	// is what compression saves.
+	WireBytes    uint64 `json:"wire_bytes"`
+	PayloadBytes uint64 `json:"payload_bytes"`
 }

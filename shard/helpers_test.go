@@ -60,12 +60,13 @@ type recorder struct {
 	mu      sync.Mutex
 	seqs    map[int][]int64  // by shard, in delivery order
 	types   map[string]int   // event type counts
+	dBytes  map[int]uint64   // by shard, the bytes of the d delivered
 	life    map[int][]string // lifecycle kinds by shard
 	changed chan struct{}
 }
 
 func newRecorder() *recorder {
-	return &recorder{seqs: map[int][]int64{}, types: map[string]int{}, life: map[int][]string{}, changed: make(chan struct{}, 1)}
+	return &recorder{seqs: map[int][]int64{}, types: map[string]int{}, dBytes: map[int]uint64{}, life: map[int][]string{}, changed: make(chan struct{}, 1)}
 }
 
 func (r *recorder) Dispatch(_ context.Context, ev shard.Event) error {
@@ -77,6 +78,7 @@ func (r *recorder) handle(ev shard.Event) error {
 	r.mu.Lock()
 	r.seqs[ev.ShardID] = append(r.seqs[ev.ShardID], ev.Seq)
 	r.types[ev.Type]++
+	r.dBytes[ev.ShardID] += uint64(len(ev.Data))
 	r.mu.Unlock()
 	r.notify()
 	return nil
@@ -94,6 +96,13 @@ func (r *recorder) notify() {
 	case r.changed <- struct{}{}:
 	default:
 	}
+}
+
+// dataBytes is the length of every d delivered for a shard, summed.
+func (r *recorder) dataBytes(shardID int) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dBytes[shardID]
 }
 
 func (r *recorder) delivered(shardID int) []int64 {

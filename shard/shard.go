@@ -27,7 +27,8 @@ type Shard struct {
 	latency     time.Duration
 	lastEvent   time.Time
 	counters    Counters
-	established uint64 // READY or RESUMED seen, for the supervisor's backoff reset
+	bytes       byteCounts // read by Info, added to by the read loop without s.mu
+	established uint64     // READY or RESUMED seen, for the supervisor's backoff reset
 	gatewayURL  string
 	resumeDead  bool // the resume URL refused a dial: fall back to the gateway URL
 	conn        *connection
@@ -98,6 +99,7 @@ func (s *Shard) Info() Info {
 		LastEvent: s.lastEvent,
 		Counters:  s.counters,
 	}
+	info.Counters.WireBytes, info.Counters.PayloadBytes = s.bytes.wire.Load(), s.bytes.payload.Load()
 	if s.lastErr != nil {
 		info.Err = s.lastErr.Error()
 	}

@@ -57,6 +57,16 @@ func TestIdentifyReadyAndEvents(t *testing.T) {
 			if got := srv.Stats().PayloadsCompressed; (got > 0) != (tt.comp == shard.CompressionPayload) {
 				t.Fatalf("%d payloads sent payload-compressed with %s", got, tt.comp)
 			}
+			// Bytes in: the payloads at least hold every d delivered; what arrived on
+			// the wire is that much when nothing is compressed, less when it is.
+			ds := rec.dataBytes(1)
+			c := sh.Info().Counters
+			if c.PayloadBytes < ds || c.WireBytes == 0 {
+				t.Fatalf("bytes in %d (wire %d), less than the %d bytes of d delivered", c.PayloadBytes, c.WireBytes, ds)
+			}
+			if compressed := tt.comp != shard.CompressionNone; compressed != (c.WireBytes < c.PayloadBytes) || !compressed && c.WireBytes != c.PayloadBytes {
+				t.Fatalf("%s: %d bytes on the wire for %d bytes of payloads", tt.comp, c.WireBytes, c.PayloadBytes)
+			}
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/klauspost/compress/zstd"
@@ -44,6 +45,7 @@ type messageSource struct {
 	conn *websocket.Conn
 	buf  []byte
 	off  int
+	wire *atomic.Uint64 // the messages' bytes, compressed
 }
 
 // fill reads the next message when the current one is used up.
@@ -60,6 +62,7 @@ func (m *messageSource) fill() error {
 		if m.buf, err = readAll(r, m.buf); err != nil {
 			return err
 		}
+		m.wire.Add(uint64(len(m.buf)))
 	}
 	return nil
 }
@@ -100,6 +103,25 @@ func readAll(r io.Reader, buf []byte) ([]byte, error) {
 	}
 }
 
+// byteCounts are a shard's bytes in, summed over its connections. They are atomics,
+// not fields under the shard's lock, because they grow with every message read.
+type byteCounts struct {
+	wire    atomic.Uint64 // as received: compressed when the connection is
+	payload atomic.Uint64 // the JSON payloads, decompressed
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
 // streamReader decodes one JSON payload after another from a decompressed stream.
 type streamReader struct {
 	dec     *json.Decoder
@@ -122,9 +144,10 @@ func (s *streamReader) close() {
 
 // plainReader reads one uncompressed payload per text message.
 type plainReader struct {
-	ctx  context.Context
-	conn *websocket.Conn
-	buf  []byte
+	ctx   context.Context
+	conn  *websocket.Conn
+	buf   []byte
+	bytes *byteCounts
 }
 
 func (p *plainReader) next(env *envelope) error {
@@ -135,7 +158,7 @@ func (p *plainReader) next(env *envelope) error {
 	if typ == websocket.MessageBinary {
 		// Payload compression: the message is one complete zlib stream, with no
 		// context shared with any other.
-		zr, err := zlib.NewReader(r)
+		zr, err := zlib.NewReader(&countingReader{r: r, n: &p.bytes.wire})
 		if err != nil {
 			return fmt.Errorf("compressed payload: %w", err)
 		}
@@ -145,24 +168,29 @@ func (p *plainReader) next(env *envelope) error {
 	if p.buf, err = readAll(r, p.buf[:0]); err != nil {
 		return err
 	}
+	p.bytes.payload.Add(uint64(len(p.buf)))
+	if typ != websocket.MessageBinary {
+		p.bytes.wire.Add(uint64(len(p.buf)))
+	}
 	*env, err = decodeEnvelope(p.buf)
 	return err
 }
 
 func (p *plainReader) close() {}
 
-// newPayloadReader returns the reader for a connection made with compression c.
-func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression) (payloadReader, error) {
+// newPayloadReader returns the reader for a connection made with compression c,
+// counting its bytes in counts.
+func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression, counts *byteCounts) (payloadReader, error) {
 	switch c {
 	case CompressionNone, CompressionPayload:
-		return &plainReader{ctx: ctx, conn: conn}, nil
+		return &plainReader{ctx: ctx, conn: conn, bytes: counts}, nil
 	case CompressionZlibStream:
-		src := &messageSource{ctx: ctx, conn: conn}
+		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
-		return &streamReader{dec: json.NewDecoder(&lazyZlib{src: src})}, nil
+		return &streamReader{dec: json.NewDecoder(&countingReader{r: &lazyZlib{src: src}, n: &counts.payload})}, nil
 	case CompressionZstdStream:
-		src := &messageSource{ctx: ctx, conn: conn}
+		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
 		// only the synchronous decoder reads exactly one block at a time (io.ReadFull of
 		// the sizes the block headers give) instead of reading ahead into messages that
@@ -171,7 +199,7 @@ func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression) 
 		if err != nil {
 			return nil, fmt.Errorf("zstd-stream decoder: %w", err)
 		}
-		return &streamReader{dec: json.NewDecoder(zr), closeFn: zr.Close}, nil
+		return &streamReader{dec: json.NewDecoder(&countingReader{r: zr, n: &counts.payload}), closeFn: zr.Close}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }

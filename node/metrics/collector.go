@@ -62,6 +62,10 @@ var shardCounters = []shardCounter{
 		func(c *shard.Counters) uint64 { return c.HeartbeatsSent }},
 	{desc("gateway_heartbeat_acks_total", "Heartbeat ACKs this node's shards received."),
 		func(c *shard.Counters) uint64 { return c.HeartbeatACKs }},
+	{desc("gateway_wire_bytes_total", "Bytes of the gateway's messages as this node's shards received them: compressed when the connection is (websocket framing aside)."),
+		func(c *shard.Counters) uint64 { return c.WireBytes }},
+	{desc("gateway_payload_bytes_total", "Bytes of the JSON payloads this node's shards read, decompressed; against gateway_wire_bytes_total, what compression saves."),
+		func(c *shard.Counters) uint64 { return c.PayloadBytes }},
 }
 
 // stateCollector reads the node's state on each scrape.
