@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,12 +68,14 @@ type brokersLine struct {
 // A real @discordjs/brokers PubSubRedisBroker, in a consumer group, receives the
 // MESSAGE_CREATEs of a cluster of agents with --sink redis://, each with the shardId
 // its guild belongs to and the message as the fake Discord sent it. Then Redis is
-// paused under load and continued: the agents hold their shards' positions meanwhile
-// (back-pressure), and afterwards no seq of any session is missing from the streams.
+// paused under load and continued, and later killed and kept down for 30 s under
+// load before it starts again from its append-only file: the agents hold their
+// shards' positions meanwhile (back-pressure), start no session, and afterwards no
+// seq of any session is missing from the streams.
 func TestRedisSinkToDiscordjsBrokers(t *testing.T) {
 	node := needBrokersJS(t)
 	const shards = 4
-	srv := redistest.Start(t, false)
+	srv := redistest.Start(t, true)
 	e := newE2E(t, shards)
 	e.startAgentsWith(2, func(int) []string { return []string{"--sink", srv.URL(), "--sink-maxlen", "50000"} })
 	e.allReady(60*time.Second, e.nodes...)
@@ -174,6 +177,61 @@ func TestRedisSinkToDiscordjsBrokers(t *testing.T) {
 		return nil
 	})
 	checkStreams(t, e, srv.URL())
+
+	// Redis down for 30 s under load (the test): killed, so every connection
+	// is refused, then started again from its append-only file.
+	down := e.mustStats()
+	srv.Kill()
+	e.waitFor(30*time.Second, "the agents' sinks failing in status", func() error {
+		st, err := e.status(e.nodes[0])
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "sink failing") }) {
+			return fmt.Errorf("problems: %v", st.Problems)
+		}
+		return nil
+	})
+	holdRedisDown(t, e, 30*time.Second)
+	during := e.mustStats()
+	srv.Restart()
+	e.waitFor(60*time.Second, "events flowing again after the outage", func() error {
+		if got := e.mustStats().EventsSent; got < during.EventsSent+100 {
+			return fmt.Errorf("%d events sent since Redis came back", got-during.EventsSent)
+		}
+		return nil
+	})
+	checkStreams(t, e, srv.URL())
+	after := e.mustStats()
+	if after.Identifies != down.Identifies || after.IdentifyViolations != 0 {
+		t.Errorf("identifies %d → %d (violations %d): the outage cost sessions", down.Identifies, after.Identifies, after.IdentifyViolations)
+	}
+	e.maxLive("through the Redis outage")
+	t.Logf("Redis down 30 s: the fake sent %d events meanwhile, %d RESUMEs; none lost", during.EventsSent-down.EventsSent, after.Resumes-down.Resumes)
+}
+
+// holdRedisDown keeps Redis down for d, the length of the outage under test (so a
+// duration, not a wait for a condition), checking all along that every agent answers
+// status and still holds its shards.
+func holdRedisDown(t *testing.T, e *e2e, d time.Duration) {
+	t.Helper()
+	end := time.Now().Add(d)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for range tick.C {
+		for _, a := range e.nodes {
+			st, err := e.status(a)
+			if err != nil {
+				t.Fatalf("%s did not answer status with Redis down: %v", a.name, err)
+			}
+			if !st.Lease.Held {
+				t.Fatalf("%s lost its lease with Redis down: %s", a.name, st.Lease.Reason)
+			}
+		}
+		if !time.Now().Before(end) {
+			return
+		}
+	}
 }
 
 // checkBrokersLine checks one event as the brokers' worker received it.
