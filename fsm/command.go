@@ -14,23 +14,35 @@ import (
 type CommandType uint8
 
 const (
-	CmdSetConfig    CommandType = 1
-	CmdUpsertMember CommandType = 2
-	CmdMarkFailed   CommandType = 3
-	CmdDrain        CommandType = 4
-	CmdRemoveMember CommandType = 5
-	CmdAssign       CommandType = 6
-	CmdRevoke       CommandType = 7
-	CmdReleased     CommandType = 8
-	CmdCheckpoint   CommandType = 9
-	CmdClearResume  CommandType = 10
-	CmdUndrain      CommandType = 11
-	CmdMarkDrained  CommandType = 12
+	CmdSetConfig     CommandType = 1
+	CmdUpsertMember  CommandType = 2
+	CmdMarkFailed    CommandType = 3
+	CmdDrain         CommandType = 4
+	CmdRemoveMember  CommandType = 5
+	CmdAssign        CommandType = 6
+	CmdRevoke        CommandType = 7
+	CmdReleased      CommandType = 8
+	CmdCheckpoint    CommandType = 9
+	CmdClearResume   CommandType = 10
+	CmdUndrain       CommandType = 11
+	CmdMarkDrained   CommandType = 12
+	CmdStartReshard  CommandType = 13
+	CmdSwitchReshard CommandType = 14
+	CmdCancelReshard CommandType = 15
 )
 
-// commandVersion is the encoding version every command is written with (the second
-// byte). A replica refuses a version it does not know rather than misreading it.
-const commandVersion = 1
+// The encoding versions of a command (its second byte). A replica refuses a version it
+// does not know rather than misreading it. Version 2 adds the generation to the
+// commands of a shard table; they are written in version 1 while it is the first
+// generation, so that agents of the version before reshards keep reading the log of
+// a cluster that never resharded (a rolling upgrade).
+const (
+	commandVersion    = 1
+	commandVersionGen = 2
+)
+
+// generational is a command for one generation's table.
+type generational interface{ generation() uint64 }
 
 // Command is a change to the replicated state. Encode takes a command by value or
 // pointer; Decode returns pointers.
@@ -90,8 +102,12 @@ type AssignMove struct {
 	To          string
 }
 
-// Assign is a batch of moves; each is re-checked at commit.
-type Assign struct{ Moves []AssignMove }
+// Assign is a batch of moves in generation Gen (0: the first); each is re-checked at
+// commit.
+type Assign struct {
+	Gen   uint64
+	Moves []AssignMove
+}
 
 // RevokeMove asks ExpectNode to give Shard up, if it still owns it at ExpectEpoch.
 type RevokeMove struct {
@@ -100,8 +116,11 @@ type RevokeMove struct {
 	ExpectEpoch uint64
 }
 
-// Revoke is a batch of revocations.
-type Revoke struct{ Moves []RevokeMove }
+// Revoke is a batch of revocations in generation Gen (0: the first).
+type Revoke struct {
+	Gen   uint64
+	Moves []RevokeMove
+}
 
 // ResumeData is a shard's Discord session as its owner last saw it.
 type ResumeData = session.Position
@@ -116,6 +135,7 @@ type Release struct {
 // Released reports shards Node stopped: their assignments end and their final resume
 // states are kept for the next owner.
 type Released struct {
+	Gen    uint64 // 0: the first generation
 	Node   string
 	At     int64
 	Shards []Release
@@ -130,6 +150,7 @@ type CheckpointEntry struct {
 
 // Checkpoint is every shard's resume state from one node, in one command.
 type Checkpoint struct {
+	Gen     uint64 // 0: the first generation
 	Node    string
 	At      int64
 	Entries []CheckpointEntry
@@ -144,29 +165,67 @@ type ClearEntry struct {
 
 // ClearResume is a batch of ClearEntry from one node.
 type ClearResume struct {
+	Gen     uint64 // 0: the first generation
 	Node    string
 	Entries []ClearEntry
 }
 
-func (SetConfig) Type() CommandType    { return CmdSetConfig }
-func (UpsertMember) Type() CommandType { return CmdUpsertMember }
-func (MarkFailed) Type() CommandType   { return CmdMarkFailed }
-func (Drain) Type() CommandType        { return CmdDrain }
-func (Undrain) Type() CommandType      { return CmdUndrain }
-func (MarkDrained) Type() CommandType  { return CmdMarkDrained }
-func (RemoveMember) Type() CommandType { return CmdRemoveMember }
-func (Assign) Type() CommandType       { return CmdAssign }
-func (Revoke) Type() CommandType       { return CmdRevoke }
-func (Released) Type() CommandType     { return CmdReleased }
-func (Checkpoint) Type() CommandType   { return CmdCheckpoint }
-func (ClearResume) Type() CommandType  { return CmdClearResume }
+// StartReshard starts generation Gen (the current one's successor) of Total shards
+// beside the current one, with an empty table for the leader to place.
+type StartReshard struct {
+	Gen   uint64
+	Total int
+	At    int64
+}
+
+// SwitchReshard makes generation Gen, every shard of it assigned, the current one:
+// from here its shards deliver and the old generation's end.
+type SwitchReshard struct {
+	Gen uint64
+	At  int64
+}
+
+// CancelReshard drops generation Gen before its switch; its sessions end.
+type CancelReshard struct {
+	Gen uint64
+	At  int64
+}
+
+func (SetConfig) Type() CommandType     { return CmdSetConfig }
+func (UpsertMember) Type() CommandType  { return CmdUpsertMember }
+func (MarkFailed) Type() CommandType    { return CmdMarkFailed }
+func (Drain) Type() CommandType         { return CmdDrain }
+func (Undrain) Type() CommandType       { return CmdUndrain }
+func (MarkDrained) Type() CommandType   { return CmdMarkDrained }
+func (RemoveMember) Type() CommandType  { return CmdRemoveMember }
+func (Assign) Type() CommandType        { return CmdAssign }
+func (Revoke) Type() CommandType        { return CmdRevoke }
+func (Released) Type() CommandType      { return CmdReleased }
+func (Checkpoint) Type() CommandType    { return CmdCheckpoint }
+func (ClearResume) Type() CommandType   { return CmdClearResume }
+func (StartReshard) Type() CommandType  { return CmdStartReshard }
+func (SwitchReshard) Type() CommandType { return CmdSwitchReshard }
+func (CancelReshard) Type() CommandType { return CmdCancelReshard }
+
+func (c Assign) generation() uint64      { return c.Gen }
+func (c Revoke) generation() uint64      { return c.Gen }
+func (c Released) generation() uint64    { return c.Gen }
+func (c Checkpoint) generation() uint64  { return c.Gen }
+func (c ClearResume) generation() uint64 { return c.Gen }
 
 // Encode returns the bytes to propose with raft.Apply.
 func Encode(c Command) []byte {
 	e := &encoder{buf: make([]byte, 0, 64)}
 	e.byte(byte(c.Type()))
-	e.byte(commandVersion)
+	g, ok := c.(generational)
+	if !ok || genOf(g.generation()) == FirstGen {
+		e.byte(commandVersion)
+		c.encode(e)
+		return e.buf
+	}
+	e.byte(commandVersionGen)
 	c.encode(e)
+	e.uvarint(g.generation())
 	return e.buf
 }
 
@@ -183,11 +242,19 @@ func Decode(p []byte) (Command, error) {
 	if c == nil {
 		return nil, fmt.Errorf("decode command: %w %d (written by a newer discluster?)", ErrUnknownCommand, p[0])
 	}
-	if p[1] != commandVersion {
+	_, hasGen := c.(generational)
+	if p[1] != commandVersion && (p[1] != commandVersionGen || !hasGen) {
 		return nil, fmt.Errorf("decode command type %d: unknown encoding version %d", p[0], p[1])
 	}
 	d := &decoder{buf: p[2:]}
 	c.decode(d)
+	if p[1] == commandVersionGen {
+		gen := d.uvarint()
+		if d.err == nil && gen <= FirstGen {
+			d.fail(fmt.Errorf("generation %d written in version %d", gen, commandVersionGen))
+		}
+		setGeneration(c, gen)
+	}
 	d.end()
 	if d.err != nil {
 		return nil, fmt.Errorf("decode command type %d: %w", p[0], d.err)
@@ -221,8 +288,30 @@ func newCommand(t CommandType) decodable {
 		return &Checkpoint{}
 	case CmdClearResume:
 		return &ClearResume{}
+	case CmdStartReshard:
+		return &StartReshard{}
+	case CmdSwitchReshard:
+		return &SwitchReshard{}
+	case CmdCancelReshard:
+		return &CancelReshard{}
 	}
 	return nil
+}
+
+// setGeneration sets a decoded generational command's generation.
+func setGeneration(c Command, gen uint64) {
+	switch c := c.(type) {
+	case *Assign:
+		c.Gen = gen
+	case *Revoke:
+		c.Gen = gen
+	case *Released:
+		c.Gen = gen
+	case *Checkpoint:
+		c.Gen = gen
+	case *ClearResume:
+		c.Gen = gen
+	}
 }
 
 func (c Config) encode(e *encoder) {
@@ -383,3 +472,12 @@ func (c *ClearResume) decode(d *decoder) {
 		c.Entries[i] = ClearEntry{Shard: d.int(), Epoch: d.uvarint()}
 	}
 }
+
+func (c StartReshard) encode(e *encoder) { e.uvarint(c.Gen); e.int(c.Total); e.varint(c.At) }
+func (c *StartReshard) decode(d *decoder) {
+	c.Gen, c.Total, c.At = d.uvarint(), d.int(), d.varint()
+}
+func (c SwitchReshard) encode(e *encoder)  { e.uvarint(c.Gen); e.varint(c.At) }
+func (c *SwitchReshard) decode(d *decoder) { c.Gen, c.At = d.uvarint(), d.varint() }
+func (c CancelReshard) encode(e *encoder)  { e.uvarint(c.Gen); e.varint(c.At) }
+func (c *CancelReshard) decode(d *decoder) { c.Gen, c.At = d.uvarint(), d.varint() }

@@ -1,6 +1,13 @@
 // Package fsm is discluster's replicated state: a hashicorp/raft FSM holding the
 // cluster config, the members, the shard assignments and the shards' resume states.
 //
+// Shards come in generations, one per shard count the cluster ran. A reshard starts
+// the next generation beside the current one, with its own table of assignments and
+// resume states; one command (SwitchReshard) makes it current, and the old table is
+// gone in the same step, so no state ever has two generations delivering. Commands
+// on a table name their generation; one for a generation that no longer runs is
+// stale, never applied to another's table.
+//
 // What it promises:
 //   - Determinism. Apply uses no clock, randomness, network or map order in anything
 //     that reaches the state or the response; times come inside commands, stamped by

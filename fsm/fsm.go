@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -28,8 +29,20 @@ type state struct {
 	// drained holds operators' drains (MarkDrained), by node, with when: they
 	// outlive the member entry, which a leave or a long failure removes.
 	drained map[string]int64
-	assign  []Assignment
-	resume  []Resume
+	// gen is the current generation (FirstGen until a reshard switched), whose table
+	// assign and resume are, of config.TotalShards slots.
+	gen    uint64
+	assign []Assignment
+	resume []Resume
+	// next is the generation a reshard is starting, nil when none is.
+	next *nextGen
+}
+
+// nextGen is a reshard's generation: its own table, of Total slots.
+type nextGen struct {
+	Reshard
+	assign []Assignment
+	resume []Resume
 }
 
 func (s *state) clone() state {
@@ -41,12 +54,36 @@ func (s *state) clone() state {
 	c.drained = maps.Clone(s.drained)
 	c.assign = slices.Clone(s.assign)
 	c.resume = slices.Clone(s.resume)
+	if s.next != nil {
+		c.next = &nextGen{Reshard: s.next.Reshard, assign: slices.Clone(s.next.assign), resume: slices.Clone(s.next.resume)}
+	}
 	return c
+}
+
+// genOf is a command's generation: 0, in commands written before there were
+// generations (and by callers that never reshard), is the first.
+func genOf(g uint64) uint64 {
+	if g == 0 {
+		return FirstGen
+	}
+	return g
+}
+
+// table is generation gen's assignments and resume states, and ok false when gen is
+// neither the current generation nor the one a reshard is starting.
+func (s *state) table(gen uint64) (assign []Assignment, resume []Resume, ok bool) {
+	switch gen = genOf(gen); {
+	case s.config.TotalShards != 0 && gen == s.gen:
+		return s.assign, s.resume, true
+	case s.next != nil && gen == s.next.Gen:
+		return s.next.assign, s.next.resume, true
+	}
+	return nil, nil, false
 }
 
 // New returns an empty FSM.
 func New() *FSM {
-	return &FSM{st: state{members: map[string]Member{}, drained: map[string]int64{}}, changed: make(chan struct{})}
+	return &FSM{st: state{members: map[string]Member{}, drained: map[string]int64{}, gen: FirstGen}, changed: make(chan struct{})}
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -119,6 +156,7 @@ func cmdName(t CommandType) string {
 		CmdSetConfig: "set config", CmdUpsertMember: "upsert member", CmdMarkFailed: "mark failed",
 		CmdDrain: "drain", CmdUndrain: "undrain", CmdRemoveMember: "remove member", CmdAssign: "assign", CmdRevoke: "revoke",
 		CmdReleased: "released", CmdCheckpoint: "checkpoint", CmdClearResume: "clear resume", CmdMarkDrained: "mark drained",
+		CmdStartReshard: "start reshard", CmdSwitchReshard: "switch reshard", CmdCancelReshard: "cancel reshard",
 	}
 	return names[t]
 }
@@ -127,14 +165,21 @@ func cmdName(t CommandType) string {
 // the last check passed.
 func (s *state) apply(cmd Command, index uint64) (*Result, error) {
 	res := &Result{Index: index}
+	if _, ok := cmd.(generational); ok && s.config.TotalShards == 0 {
+		return nil, errors.New("no config yet: set the shard count first")
+	}
 	switch c := cmd.(type) {
 	case *SetConfig:
 		if err := c.Config.Validate(); err != nil {
 			return nil, err
 		}
-		if s.config.TotalShards != 0 && c.Config.TotalShards != s.config.TotalShards && s.anyAssigned() {
-			return nil, fmt.Errorf("TotalShards cannot change from %d to %d while shards are assigned: resharding is not supported yet",
-				s.config.TotalShards, c.Config.TotalShards)
+		if s.config.TotalShards != 0 && c.Config.TotalShards != s.config.TotalShards {
+			switch {
+			case s.next != nil:
+				return nil, fmt.Errorf("TotalShards cannot change from %d to %d while a reshard to %d runs", s.config.TotalShards, c.Config.TotalShards, s.next.Total)
+			case s.anyAssigned():
+				return nil, fmt.Errorf("TotalShards cannot change from %d to %d while shards are assigned: reshard instead", s.config.TotalShards, c.Config.TotalShards)
+			}
 		}
 		if c.Config.TotalShards != len(s.assign) {
 			// Nothing is assigned here; resume states of another shard count are
@@ -180,68 +225,134 @@ func (s *state) apply(cmd Command, index uint64) (*Result, error) {
 		}
 		delete(s.members, c.ID)
 	case *Assign:
-		if err := s.checkBatch(len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].To }); err != nil {
+		assign, _, ok := s.table(c.Gen)
+		if !ok {
+			res.staleAll(c.Gen, len(c.Moves), func(i int) int { return c.Moves[i].Shard })
+			return res, nil
+		}
+		if err := s.checkBatch(len(assign), len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].To }); err != nil {
 			return nil, err
 		}
 		for _, m := range c.Moves {
-			a := s.assign[m.Shard]
+			a := assign[m.Shard]
 			switch to, ok := s.members[m.To]; {
 			case a.Node != m.ExpectNode || a.Epoch != m.ExpectEpoch:
 				res.stale(m.Shard, "owner changed: now %s", describe(a))
 			case !ok || to.State != Alive:
 				res.stale(m.Shard, "target %q is not an alive member", m.To)
 			default:
-				s.assign[m.Shard] = Assignment{Shard: m.Shard, Node: m.To, Epoch: index, Phase: Assigned}
+				assign[m.Shard] = Assignment{Shard: m.Shard, Node: m.To, Epoch: index, Phase: Assigned}
 				res.Applied++
 			}
 		}
 	case *Revoke:
-		if err := s.checkBatch(len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].ExpectNode }); err != nil {
+		assign, _, ok := s.table(c.Gen)
+		if !ok {
+			res.staleAll(c.Gen, len(c.Moves), func(i int) int { return c.Moves[i].Shard })
+			return res, nil
+		}
+		if err := s.checkBatch(len(assign), len(c.Moves), func(i int) (int, string) { return c.Moves[i].Shard, c.Moves[i].ExpectNode }); err != nil {
 			return nil, err
 		}
 		for _, m := range c.Moves {
-			a := s.assign[m.Shard]
+			a := assign[m.Shard]
 			if a.Node != m.ExpectNode || a.Epoch != m.ExpectEpoch || a.Phase != Assigned {
 				res.stale(m.Shard, "owner changed: now %s", describe(a))
 				continue
 			}
-			s.assign[m.Shard].Phase = Revoking
+			assign[m.Shard].Phase = Revoking
 			res.Applied++
 		}
 	case *Released:
-		if err := s.checkBatch(len(c.Shards), func(i int) (int, string) { return c.Shards[i].Shard, c.Node }); err != nil {
+		assign, resume, ok := s.table(c.Gen)
+		if !ok {
+			res.staleAll(c.Gen, len(c.Shards), func(i int) int { return c.Shards[i].Shard })
+			return res, nil
+		}
+		if err := s.checkBatch(len(assign), len(c.Shards), func(i int) (int, string) { return c.Shards[i].Shard, c.Node }); err != nil {
 			return nil, err
 		}
 		for _, r := range c.Shards {
-			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+			if !owns(assign, c.Node, r.Shard, r.Epoch, res) {
 				continue
 			}
-			s.assign[r.Shard] = Assignment{}
-			s.setResume(r.Shard, r.Epoch, r.Resume, c.At)
+			assign[r.Shard] = Assignment{}
+			setResume(resume, r.Shard, r.Epoch, r.Resume, c.At)
 			res.Applied++
 		}
 	case *Checkpoint:
-		if err := s.checkBatch(len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
+		assign, resume, ok := s.table(c.Gen)
+		if !ok {
+			res.staleAll(c.Gen, len(c.Entries), func(i int) int { return c.Entries[i].Shard })
+			return res, nil
+		}
+		if err := s.checkBatch(len(assign), len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
 			return nil, err
 		}
 		for _, r := range c.Entries {
-			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+			if !owns(assign, c.Node, r.Shard, r.Epoch, res) {
 				continue
 			}
-			s.setResume(r.Shard, r.Epoch, r.Resume, c.At)
+			setResume(resume, r.Shard, r.Epoch, r.Resume, c.At)
 			res.Applied++
 		}
 	case *ClearResume:
-		if err := s.checkBatch(len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
+		assign, resume, ok := s.table(c.Gen)
+		if !ok {
+			res.staleAll(c.Gen, len(c.Entries), func(i int) int { return c.Entries[i].Shard })
+			return res, nil
+		}
+		if err := s.checkBatch(len(assign), len(c.Entries), func(i int) (int, string) { return c.Entries[i].Shard, c.Node }); err != nil {
 			return nil, err
 		}
 		for _, r := range c.Entries {
-			if !s.owns(c.Node, r.Shard, r.Epoch, res) {
+			if !owns(assign, c.Node, r.Shard, r.Epoch, res) {
 				continue
 			}
-			s.resume[r.Shard] = Resume{}
+			resume[r.Shard] = Resume{}
 			res.Applied++
 		}
+	case *StartReshard:
+		switch {
+		case s.config.TotalShards == 0:
+			return nil, errors.New("no config yet: set the shard count first")
+		case s.next != nil:
+			return nil, fmt.Errorf("a reshard to %d shards (generation %d) is already running", s.next.Total, s.next.Gen)
+		case c.Gen != s.gen+1:
+			return nil, fmt.Errorf("generation %d does not follow the current %d", c.Gen, s.gen)
+		case c.Total < 1 || c.Total > MaxShards:
+			return nil, fmt.Errorf("total %d must be in [1, %d]", c.Total, MaxShards)
+		case c.Total == s.config.TotalShards:
+			return nil, fmt.Errorf("the cluster already runs %d shards", c.Total)
+		}
+		s.next = &nextGen{Reshard: Reshard{Gen: c.Gen, Total: c.Total, StartedAt: c.At},
+			assign: make([]Assignment, c.Total), resume: make([]Resume, c.Total)}
+	case *SwitchReshard:
+		if s.next == nil || s.next.Gen != c.Gen {
+			return nil, fmt.Errorf("generation %d is not being started", c.Gen)
+		}
+		var missing []string
+		for i, a := range s.next.assign {
+			if a.Node == "" || a.Phase != Assigned {
+				if missing = append(missing, strconv.Itoa(i)); len(missing) == 10 {
+					missing = append(missing, "…")
+					break
+				}
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("generation %d cannot become current: shards %s are not assigned", c.Gen, strings.Join(missing, ", "))
+		}
+		// The old generation's sessions end (their owners close them with 1000, not to
+		// be resumed), so its table goes: a write for it from now on is stale.
+		s.config.TotalShards, s.gen = s.next.Total, s.next.Gen
+		s.assign, s.resume = s.next.assign, s.next.resume
+		s.next = nil
+	case *CancelReshard:
+		if s.next == nil || s.next.Gen != c.Gen {
+			return nil, fmt.Errorf("generation %d is not being started", c.Gen)
+		}
+		s.next = nil
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownCommand, cmd.Type())
 	}
@@ -258,18 +369,15 @@ func (s *state) setState(id string, st MemberState, at int64) error {
 	return nil
 }
 
-// checkBatch validates a batch before anything in it applies: a config exists, every
-// shard is in range and appears once, and every node name is set.
-func (s *state) checkBatch(n int, entry func(i int) (shard int, node string)) error {
-	if s.config.TotalShards == 0 {
-		return errors.New("no config yet: set the shard count first")
-	}
-	seen := make([]bool, s.config.TotalShards)
+// checkBatch validates a batch for a generation of total shards before anything in
+// it applies: every shard is in range and appears once, and every node name is set.
+func (s *state) checkBatch(total, n int, entry func(i int) (shard int, node string)) error {
+	seen := make([]bool, total)
 	for i := range n {
 		shard, node := entry(i)
 		switch {
-		case shard < 0 || shard >= s.config.TotalShards:
-			return fmt.Errorf("shard %d outside [0, %d)", shard, s.config.TotalShards)
+		case shard < 0 || shard >= total:
+			return fmt.Errorf("shard %d outside [0, %d)", shard, total)
 		case seen[shard]:
 			return fmt.Errorf("shard %d appears twice in one batch", shard)
 		case node == "":
@@ -283,8 +391,8 @@ func (s *state) checkBatch(n int, entry func(i int) (shard int, node string)) er
 // owns is the epoch fence: node may write for shard only while it holds the
 // assignment written at epoch (being revoked still counts: it runs the shard until
 // it releases it).
-func (s *state) owns(node string, shard int, epoch uint64, res *Result) bool {
-	a := s.assign[shard]
+func owns(assign []Assignment, node string, shard int, epoch uint64, res *Result) bool {
+	a := assign[shard]
 	if a.Node != node || a.Epoch != epoch {
 		res.stale(shard, "%s does not own it at epoch %d: %s", node, epoch, describe(a))
 		return false
@@ -292,12 +400,12 @@ func (s *state) owns(node string, shard int, epoch uint64, res *Result) bool {
 	return true
 }
 
-func (s *state) setResume(shard int, epoch uint64, r ResumeData, at int64) {
+func setResume(resume []Resume, shard int, epoch uint64, r ResumeData, at int64) {
 	if r.SessionID == "" {
-		s.resume[shard] = Resume{} // nothing to resume: the next owner identifies
+		resume[shard] = Resume{} // nothing to resume: the next owner identifies
 		return
 	}
-	s.resume[shard] = Resume{Shard: shard, Position: r, Epoch: epoch, UpdatedAt: at}
+	resume[shard] = Resume{Shard: shard, Position: r, Epoch: epoch, UpdatedAt: at}
 }
 
 func (s *state) anyAssigned() bool {
@@ -309,6 +417,14 @@ func describe(a Assignment) string {
 		return "unassigned"
 	}
 	return fmt.Sprintf("%s at epoch %d (%s)", a.Node, a.Epoch, a.Phase)
+}
+
+// staleAll reports every entry of a batch for a generation that is not running: a
+// plan or a checkpoint that raced a switch or a cancel.
+func (r *Result) staleAll(gen uint64, n int, shard func(i int) int) {
+	for i := range n {
+		r.stale(shard(i), "generation %d is not running", genOf(gen))
+	}
 }
 
 func (r *Result) stale(shard int, format string, args ...any) {
@@ -360,50 +476,92 @@ func (f *FSM) Member(id string) (Member, bool) {
 	return m, ok
 }
 
-// Assignment returns a shard's owner; ok is false for an unassigned or unknown shard.
-func (f *FSM) Assignment(shard int) (Assignment, bool) {
+// Assignment returns a shard's owner in the current generation; ok is false for an
+// unassigned or unknown shard.
+func (f *FSM) Assignment(shard int) (Assignment, bool) { return f.AssignmentIn(0, shard) }
+
+// Assignments returns every assignment of the current generation, by shard.
+func (f *FSM) Assignments() []Assignment { return f.AssignmentsIn(0) }
+
+// ShardsOf returns a node's assignments in the current generation, by shard.
+func (f *FSM) ShardsOf(node string) []Assignment { return f.ShardsOfIn(0, node) }
+
+// Resume returns a shard's resume state in the current generation; ok is false when
+// there is none.
+func (f *FSM) Resume(shard int) (Resume, bool) { return f.ResumeIn(0, shard) }
+
+// Generation is the current generation: FirstGen until a reshard switched.
+func (f *FSM) Generation() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if shard < 0 || shard >= len(f.st.assign) || f.st.assign[shard].Node == "" {
+	return f.st.gen
+}
+
+// Reshard returns the generation a reshard is starting; ok is false when none is.
+func (f *FSM) Reshard() (Reshard, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.st.next == nil {
+		return Reshard{}, false
+	}
+	return f.st.next.Reshard, true
+}
+
+// tableLocked is generation gen's table (0: the current one) and its number.
+func (f *FSM) tableLocked(gen uint64) ([]Assignment, []Resume, uint64) {
+	if gen == 0 {
+		gen = f.st.gen
+	}
+	a, r, _ := f.st.table(gen)
+	return a, r, gen
+}
+
+// AssignmentIn is Assignment in generation gen (0: the current one).
+func (f *FSM) AssignmentIn(gen uint64, shard int) (Assignment, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	assign, _, gen := f.tableLocked(gen)
+	if shard < 0 || shard >= len(assign) || assign[shard].Node == "" {
 		return Assignment{}, false
 	}
-	return f.st.assign[shard], true
+	a := assign[shard]
+	a.Gen = gen
+	return a, true
 }
 
-// Assignments returns every assignment, by shard.
-func (f *FSM) Assignments() []Assignment {
+// AssignmentsIn is Assignments in generation gen (0: the current one).
+func (f *FSM) AssignmentsIn(gen uint64) []Assignment {
+	return f.assignmentsWhere(gen, func(a Assignment) bool { return a.Node != "" })
+}
+
+// ShardsOfIn is ShardsOf in generation gen (0: the current one).
+func (f *FSM) ShardsOfIn(gen uint64, node string) []Assignment {
+	return f.assignmentsWhere(gen, func(a Assignment) bool { return a.Node == node })
+}
+
+func (f *FSM) assignmentsWhere(gen uint64, keep func(Assignment) bool) []Assignment {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	assign, _, gen := f.tableLocked(gen)
 	var out []Assignment
-	for _, a := range f.st.assign {
-		if a.Node != "" {
+	for _, a := range assign {
+		if keep(a) {
+			a.Gen = gen
 			out = append(out, a)
 		}
 	}
 	return out
 }
 
-// ShardsOf returns a node's assignments, by shard.
-func (f *FSM) ShardsOf(node string) []Assignment {
+// ResumeIn is Resume in generation gen (0: the current one).
+func (f *FSM) ResumeIn(gen uint64, shard int) (Resume, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var out []Assignment
-	for _, a := range f.st.assign {
-		if a.Node == node {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// Resume returns a shard's resume state; ok is false when there is none.
-func (f *FSM) Resume(shard int) (Resume, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if shard < 0 || shard >= len(f.st.resume) || f.st.resume[shard].SessionID == "" {
+	_, resume, _ := f.tableLocked(gen)
+	if shard < 0 || shard >= len(resume) || resume[shard].SessionID == "" {
 		return Resume{}, false
 	}
-	return f.st.resume[shard], true
+	return resume[shard], true
 }
 
 // WaitChange blocks until a command applied after index after, and returns it; the node

@@ -253,7 +253,7 @@ func TestConfig(t *testing.T) {
 	h.ok(Assign{Moves: []AssignMove{{Shard: 0, To: "a"}}})
 	more := testConfig
 	more.TotalShards = 16
-	h.refused(Encode(SetConfig{more}), "resharding is not supported")
+	h.refused(Encode(SetConfig{more}), "reshard instead")
 	changed := testConfig
 	changed.Lease = time.Minute
 	h.ok(SetConfig{changed})
@@ -267,7 +267,10 @@ func TestMalformedCommandsAreRefused(t *testing.T) {
 	good := Encode(Checkpoint{Node: "a", Entries: []CheckpointEntry{{Shard: 1, Resume: ResumeData{SessionID: "x"}}}})
 	h.refused(nil, "at least 2")
 	h.refused([]byte{99, 1}, "unknown command type 99")
-	h.refused(append([]byte{byte(CmdCheckpoint), 2}, good[2:]...), "version 2")
+	h.refused(append([]byte{byte(CmdCheckpoint), 3}, good[2:]...), "version 3")
+	h.refused(append([]byte{byte(CmdMarkFailed), 2}, Encode(MarkFailed{ID: "a"})[2:]...), "version 2")
+	h.refused(append([]byte{byte(CmdCheckpoint), 2}, good[2:]...), "truncated")               // version 2 without its generation
+	h.refused(append(append([]byte{byte(CmdCheckpoint), 2}, good[2:]...), 1), "generation 1") // the first is written in version 1
 	h.refused(good[:len(good)-1], "truncated")
 	h.refused(append(slicesClone(good), 0), "trailing")
 	// A batch count far beyond the bytes present must not allocate it.
@@ -413,4 +416,110 @@ func TestOperatorDrainOutlivesTheMember(t *testing.T) {
 		t.Fatalf("drains %v after undrain", d)
 	}
 	h.refused(Encode(Undrain{ID: "b", At: 8}), `no member "b"`)
+}
+
+// A reshard starts a second generation with its own table beside the current one;
+// the switch makes it current at once and ends the old one, whose writes are stale
+// from then on; a cancel drops it. Snapshots keep both generations.
+func TestReshardGenerations(t *testing.T) {
+	h := setup(t)
+	h.ok(Assign{Moves: []AssignMove{{Shard: 0, To: "a"}, {Shard: 1, To: "b"}}})
+	old, _ := h.f.Assignment(0)
+	h.refused(Encode(StartReshard{Gen: 3, Total: 16, At: 1}), "does not follow")
+	h.refused(Encode(StartReshard{Gen: 2, Total: 8, At: 1}), "already runs 8")
+	h.refused(Encode(SwitchReshard{Gen: 2, At: 1}), "not being started")
+	h.ok(StartReshard{Gen: 2, Total: 16, At: 5})
+	h.refused(Encode(StartReshard{Gen: 2, Total: 32, At: 1}), "already running")
+	h.refused(Encode(SetConfig{Config: func() Config { c := testConfig; c.TotalShards = 16; return c }()}), "while a reshard")
+	if r, ok := h.f.Reshard(); !ok || r != (Reshard{Gen: 2, Total: 16, StartedAt: 5}) {
+		t.Fatalf("reshard %+v %v", r, ok)
+	}
+
+	// The new generation's table is its own: shard 12 exists there only, shard 0
+	// is placed there without touching the current generation's shard 0.
+	h.refused(Encode(Assign{Moves: []AssignMove{{Shard: 12, To: "a"}}}), "outside [0, 8)")
+	var moves []AssignMove
+	for i := range 15 {
+		moves = append(moves, AssignMove{Shard: i, To: []string{"a", "b"}[i%2]})
+	}
+	if res := h.ok(Assign{Gen: 2, Moves: moves}); res.Applied != 15 {
+		t.Fatalf("assign in generation 2: %+v", res)
+	}
+	n0, ok := h.f.AssignmentIn(2, 0)
+	if !ok || n0.Node != "a" || n0.Gen != 2 {
+		t.Fatalf("generation 2's shard 0: %+v", n0)
+	}
+	if a, _ := h.f.Assignment(0); a != old || a.Gen != FirstGen {
+		t.Fatalf("the current generation's shard 0 changed: %+v, was %+v", a, old)
+	}
+	h.ok(Checkpoint{Gen: 2, Node: "a", At: 6, Entries: []CheckpointEntry{{Shard: 0, Epoch: n0.Epoch, Resume: ResumeData{SessionID: "new-0", Seq: 7}}}})
+	h.ok(Checkpoint{Node: "a", At: 6, Entries: []CheckpointEntry{{Shard: 0, Epoch: old.Epoch, Resume: ResumeData{SessionID: "old-0", Seq: 70}}}})
+	if r, _ := h.f.ResumeIn(2, 0); r.SessionID != "new-0" {
+		t.Fatalf("generation 2's resume state %+v", r)
+	}
+
+	// A snapshot holds both generations.
+	snap := persist(t, h.f)
+	c := New()
+	if err := c.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snap, persist(t, c)) {
+		t.Fatal("a snapshot with a reshard does not round-trip")
+	}
+
+	// Not every shard of generation 2 is assigned: no switch.
+	h.refused(Encode(SwitchReshard{Gen: 2, At: 8}), "shards 15 are not assigned")
+	h.ok(Assign{Gen: 2, Moves: []AssignMove{{Shard: 15, To: "b"}}})
+	h.ok(SwitchReshard{Gen: 2, At: 9})
+	if _, ok := h.f.Reshard(); ok || h.f.Generation() != 2 || h.f.Config().TotalShards != 16 {
+		t.Fatalf("after the switch: generation %d, %d shards, reshard %v", h.f.Generation(), h.f.Config().TotalShards, ok)
+	}
+	if a, _ := h.f.Assignment(0); a != n0 {
+		t.Fatalf("the current shard 0 is %+v, want generation 2's %+v", a, n0)
+	}
+	if r, _ := h.f.Resume(0); r.SessionID != "new-0" {
+		t.Fatalf("the current shard 0's resume state %+v", r)
+	}
+	// The old generation's writes are stale: its owner checkpointing after the switch
+	// changes nothing.
+	res := h.ok(Checkpoint{Node: "a", At: 10, Entries: []CheckpointEntry{{Shard: 0, Epoch: old.Epoch, Resume: ResumeData{SessionID: "old-0", Seq: 71}}}})
+	if res.Applied != 0 || len(res.Stale) != 1 || !strings.Contains(res.Stale[0].Reason, "generation 1 is not running") {
+		t.Fatalf("an old generation's checkpoint after the switch: %+v", res)
+	}
+	if r, _ := h.f.Resume(0); r.SessionID != "new-0" {
+		t.Fatalf("an old checkpoint overwrote the new generation's: %+v", r)
+	}
+
+	// A later reshard can be cancelled; the current generation stays.
+	h.ok(StartReshard{Gen: 3, Total: 32, At: 11})
+	h.ok(Assign{Gen: 3, Moves: []AssignMove{{Shard: 31, To: "a"}}})
+	h.refused(Encode(CancelReshard{Gen: 2, At: 12}), "not being started")
+	h.ok(CancelReshard{Gen: 3, At: 12})
+	if _, ok := h.f.Reshard(); ok || h.f.Generation() != 2 {
+		t.Fatal("the cancel did not drop generation 3")
+	}
+	if res := h.ok(Assign{Gen: 3, Moves: []AssignMove{{Shard: 30, To: "a"}}}); res.Applied != 0 {
+		t.Fatalf("an assign in a cancelled generation applied: %+v", res)
+	}
+	snap = persist(t, h.f)
+	c = New()
+	if err := c.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil || c.Generation() != 2 {
+		t.Fatalf("restore of generation 2: %v (generation %d)", err, c.Generation())
+	}
+}
+
+// Commands of the first generation are written as before generations existed, so
+// that agents of that version keep reading a log that never resharded.
+func TestFirstGenerationCommandsKeepTheOldEncoding(t *testing.T) {
+	c := Checkpoint{Node: "a", At: 1, Entries: []CheckpointEntry{{Shard: 1, Epoch: 2}}}
+	if b := Encode(c); b[1] != 1 {
+		t.Fatalf("a first-generation checkpoint written in version %d", b[1])
+	}
+	c.Gen = 2
+	b := Encode(c)
+	got, err := Decode(b)
+	if err != nil || b[1] != 2 || got.(*Checkpoint).Gen != 2 {
+		t.Fatalf("generation 2: version %d, decoded %+v, %v", b[1], got, err)
+	}
 }

@@ -24,8 +24,15 @@ func command(t *rapid.T, maxIndex uint64) []byte {
 			ResumeURL: "wss://r",
 		}
 	}
+	gen := rapid.Uint64Range(0, 3)
 	var cmd Command
-	switch rapid.IntRange(0, 12).Draw(t, "type") {
+	switch rapid.IntRange(0, 15).Draw(t, "type") {
+	case 13:
+		cmd = StartReshard{Gen: gen.Draw(t, "gen"), Total: rapid.SampledFrom([]int{4, 6, 7, 0}).Draw(t, "total"), At: 13}
+	case 14:
+		cmd = SwitchReshard{Gen: gen.Draw(t, "gen"), At: 14}
+	case 15:
+		cmd = CancelReshard{Gen: gen.Draw(t, "gen"), At: 15}
 	case 0:
 		cmd = SetConfig{Config{TotalShards: rapid.SampledFrom([]int{6, 6, 6, 7, 0}).Draw(t, "total"), MaxConcurrency: 1,
 			ShardsPerCluster: 2, IdentifyWindow: time.Second, Lease: time.Second, CheckpointInterval: time.Second}}
@@ -46,27 +53,27 @@ func command(t *rapid.T, maxIndex uint64) []byte {
 		moves := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) AssignMove {
 			return AssignMove{Shard: shard.Draw(t, "shard"), ExpectNode: node.Draw(t, "from"), ExpectEpoch: epoch.Draw(t, "epoch"), To: node.Draw(t, "to")}
 		}), 0, 4).Draw(t, "moves")
-		cmd = Assign{Moves: moves}
+		cmd = Assign{Gen: gen.Draw(t, "gen"), Moves: moves}
 	case 6:
 		moves := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) RevokeMove {
 			return RevokeMove{Shard: shard.Draw(t, "shard"), ExpectNode: node.Draw(t, "from"), ExpectEpoch: epoch.Draw(t, "epoch")}
 		}), 0, 4).Draw(t, "moves")
-		cmd = Revoke{Moves: moves}
+		cmd = Revoke{Gen: gen.Draw(t, "gen"), Moves: moves}
 	case 7:
 		rs := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) Release {
 			return Release{Shard: shard.Draw(t, "shard"), Epoch: epoch.Draw(t, "epoch"), Resume: resume(t)}
 		}), 0, 4).Draw(t, "released")
-		cmd = Released{Node: node.Draw(t, "node"), At: 9, Shards: rs}
+		cmd = Released{Gen: gen.Draw(t, "gen"), Node: node.Draw(t, "node"), At: 9, Shards: rs}
 	case 8:
 		es := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) CheckpointEntry {
 			return CheckpointEntry{Shard: shard.Draw(t, "shard"), Epoch: epoch.Draw(t, "epoch"), Resume: resume(t)}
 		}), 0, 4).Draw(t, "entries")
-		cmd = Checkpoint{Node: node.Draw(t, "node"), At: 10, Entries: es}
+		cmd = Checkpoint{Gen: gen.Draw(t, "gen"), Node: node.Draw(t, "node"), At: 10, Entries: es}
 	case 9:
 		es := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) ClearEntry {
 			return ClearEntry{Shard: shard.Draw(t, "shard"), Epoch: epoch.Draw(t, "epoch")}
 		}), 0, 4).Draw(t, "entries")
-		cmd = ClearResume{Node: node.Draw(t, "node"), Entries: es}
+		cmd = ClearResume{Gen: gen.Draw(t, "gen"), Node: node.Draw(t, "node"), Entries: es}
 	default:
 		return rapid.SliceOfN(rapid.Byte(), 0, 12).Draw(t, "garbage")
 	}

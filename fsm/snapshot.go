@@ -24,7 +24,15 @@ const (
 	recResume byte = 4
 	// recDrained is an operator's drain: a node name and when it began.
 	recDrained byte = 5
-	recEnd     byte = 255
+	// recGen is the current generation when it is not the first; recNext a reshard's
+	// generation, and recNextAssign, recNextResume its table (the bodies of recAssign
+	// and recResume). A snapshot of a cluster that never resharded has none of them,
+	// so the agents of the version before reshards read it.
+	recGen        byte = 6
+	recNext       byte = 7
+	recNextAssign byte = 8
+	recNextResume byte = 9
+	recEnd        byte = 255
 )
 
 // maxRecord bounds one record's body; the largest is a member, far below it.
@@ -98,29 +106,48 @@ func (st *state) write(w io.Writer) error {
 			return err
 		}
 	}
-	for _, a := range st.assign {
-		if a.Node == "" {
-			continue
-		}
-		if err := record(recAssign, func(e *encoder) {
-			e.int(a.Shard)
-			e.str(a.Node)
-			e.uvarint(a.Epoch)
-			e.byte(byte(a.Phase))
-		}); err != nil {
+	if st.gen != FirstGen {
+		if err := record(recGen, func(e *encoder) { e.uvarint(st.gen) }); err != nil {
 			return err
 		}
 	}
-	for _, r := range st.resume {
-		if r.SessionID == "" {
-			continue
+	table := func(recA, recR byte, assign []Assignment, resume []Resume) error {
+		for _, a := range assign {
+			if a.Node == "" {
+				continue
+			}
+			if err := record(recA, func(e *encoder) {
+				e.int(a.Shard)
+				e.str(a.Node)
+				e.uvarint(a.Epoch)
+				e.byte(byte(a.Phase))
+			}); err != nil {
+				return err
+			}
 		}
-		if err := record(recResume, func(e *encoder) {
-			e.int(r.Shard)
-			encodePosition(e, r.Position)
-			e.uvarint(r.Epoch)
-			e.varint(r.UpdatedAt)
-		}); err != nil {
+		for _, r := range resume {
+			if r.SessionID == "" {
+				continue
+			}
+			if err := record(recR, func(e *encoder) {
+				e.int(r.Shard)
+				encodePosition(e, r.Position)
+				e.uvarint(r.Epoch)
+				e.varint(r.UpdatedAt)
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := table(recAssign, recResume, st.assign, st.resume); err != nil {
+		return err
+	}
+	if n := st.next; n != nil {
+		if err := record(recNext, func(e *encoder) { StartReshard{Gen: n.Gen, Total: n.Total, At: n.StartedAt}.encode(e) }); err != nil {
+			return err
+		}
+		if err := table(recNextAssign, recNextResume, n.assign, n.resume); err != nil {
 			return err
 		}
 	}
@@ -149,7 +176,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 var errCorrupt = errors.New("corrupt snapshot")
 
 func readSnapshot(r *bufio.Reader) (state, error) {
-	st := state{members: map[string]Member{}, drained: map[string]int64{}}
+	st := state{members: map[string]Member{}, drained: map[string]int64{}, gen: FirstGen}
 	magic := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(r, magic); err != nil {
 		return st, fmt.Errorf("%w: header: %v", errCorrupt, err)
@@ -252,60 +279,98 @@ func (st *state) readRecord(typ byte, d *decoder) error {
 			return fmt.Errorf("drain of %q twice", id)
 		}
 		st.drained[id] = at
-	case recAssign:
+	case recGen:
+		if st.gen != FirstGen {
+			return errors.New("two generation records")
+		}
+		if st.gen = d.uvarint(); d.err == nil && st.gen <= FirstGen {
+			return fmt.Errorf("generation record of %d", st.gen)
+		}
+	case recNext:
+		var c StartReshard
+		c.decode(d)
+		switch {
+		case d.err != nil:
+			return d.err
+		case st.config.TotalShards == 0:
+			return errors.New("reshard record before the config record")
+		case st.next != nil:
+			return errors.New("two reshard records")
+		case c.Gen != st.gen+1 || c.Total < 1 || c.Total > MaxShards || c.Total == st.config.TotalShards:
+			return fmt.Errorf("reshard to generation %d of %d shards after generation %d of %d", c.Gen, c.Total, st.gen, st.config.TotalShards)
+		}
+		st.next = &nextGen{Reshard: Reshard{Gen: c.Gen, Total: c.Total, StartedAt: c.At},
+			assign: make([]Assignment, c.Total), resume: make([]Resume, c.Total)}
+	case recAssign, recNextAssign:
 		a := Assignment{Shard: d.int(), Node: d.str(), Epoch: d.uvarint(), Phase: Phase(d.byte())}
 		if d.err != nil {
 			return d.err
 		}
-		if err := st.slot(a.Shard); err != nil {
+		assign, _, err := st.slot(typ == recNextAssign, a.Shard)
+		if err != nil {
 			return err
 		}
 		switch {
 		case a.Node == "" || a.Phase > Revoking:
 			return fmt.Errorf("shard %d: bad assignment", a.Shard)
-		case st.assign[a.Shard].Node != "":
+		case assign[a.Shard].Node != "":
 			return fmt.Errorf("shard %d assigned twice", a.Shard)
 		}
-		st.assign[a.Shard] = a
-	case recResume:
+		assign[a.Shard] = a
+	case recResume, recNextResume:
 		r := Resume{Shard: d.int()}
 		decodePosition(d, &r.Position)
 		r.Epoch, r.UpdatedAt = d.uvarint(), d.varint()
 		if d.err != nil {
 			return d.err
 		}
-		if err := st.slot(r.Shard); err != nil {
+		_, resume, err := st.slot(typ == recNextResume, r.Shard)
+		if err != nil {
 			return err
 		}
 		switch {
 		case r.SessionID == "":
 			return fmt.Errorf("shard %d: resume state without a session", r.Shard)
-		case st.resume[r.Shard].SessionID != "":
+		case resume[r.Shard].SessionID != "":
 			return fmt.Errorf("shard %d: two resume states", r.Shard)
 		}
-		st.resume[r.Shard] = r
+		resume[r.Shard] = r
 	default:
 		return fmt.Errorf("unknown record type %d", typ)
 	}
 	return nil
 }
 
-func (st *state) slot(shard int) error {
-	if st.config.TotalShards == 0 {
-		return errors.New("shard record before the config record")
+// slot is the table a shard record goes to, the current generation's or (next) the
+// reshard's, once its shard is checked to be in range.
+func (st *state) slot(next bool, shard int) ([]Assignment, []Resume, error) {
+	assign, resume := st.assign, st.resume
+	switch {
+	case st.config.TotalShards == 0:
+		return nil, nil, errors.New("shard record before the config record")
+	case next && st.next == nil:
+		return nil, nil, errors.New("reshard shard record before the reshard record")
+	case next:
+		assign, resume = st.next.assign, st.next.resume
 	}
-	if shard < 0 || shard >= st.config.TotalShards {
-		return fmt.Errorf("shard %d outside [0, %d)", shard, st.config.TotalShards)
+	if shard < 0 || shard >= len(assign) {
+		return nil, nil, fmt.Errorf("shard %d outside [0, %d)", shard, len(assign))
 	}
-	return nil
+	return assign, resume, nil
 }
 
 // check validates what records cannot check alone.
 func (st *state) check() error {
 	var bad []string
-	for _, a := range st.assign {
-		if a.Node != "" && a.Epoch > st.index {
-			bad = append(bad, fmt.Sprintf("shard %d epoch %d is after the snapshot index %d", a.Shard, a.Epoch, st.index))
+	tables := [][]Assignment{st.assign}
+	if st.next != nil {
+		tables = append(tables, st.next.assign)
+	}
+	for _, assign := range tables {
+		for _, a := range assign {
+			if a.Node != "" && a.Epoch > st.index {
+				bad = append(bad, fmt.Sprintf("shard %d epoch %d is after the snapshot index %d", a.Shard, a.Epoch, st.index))
+			}
 		}
 	}
 	if len(bad) > 0 {

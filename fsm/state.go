@@ -114,6 +114,21 @@ type Assignment struct {
 	Node  string
 	Epoch uint64 // the Raft index that wrote it
 	Phase Phase
+	// Gen is the generation the shard belongs to (the read side fills it in; each
+	// generation keeps its own table).
+	Gen uint64
+}
+
+// FirstGen is the generation a cluster starts with. A reshard starts the next one
+// beside it and switches to it: generations count the shard counts a cluster ran.
+const FirstGen uint64 = 1
+
+// Reshard is a generation being started beside the current one: Total shards,
+// placed, identified and held back until the switch makes it current.
+type Reshard struct {
+	Gen       uint64
+	Total     int
+	StartedAt int64 // unix nanoseconds, stamped by the proposer
 }
 
 // Resume is what a new owner needs to RESUME a shard's Discord session: its position,
