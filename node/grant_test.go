@@ -32,7 +32,7 @@ func TestIdentifyGrantedOnlyToTheOwnerWithALease(t *testing.T) {
 		{"a stale epoch", n.Name(), a.Epoch - 1},
 		{"a later epoch", n.Name(), a.Epoch + 1},
 	} {
-		if _, err := n.leader.GrantIdentify(ctx, tc.node, 0, tc.epoch); !errors.Is(err, rpc.ErrNotOwner) {
+		if _, err := n.leader.GrantIdentify(ctx, tc.node, 0, 0, tc.epoch); !errors.Is(err, rpc.ErrNotOwner) {
 			t.Errorf("%s: grant %v, want rpc.ErrNotOwner", tc.name, err)
 		}
 	}

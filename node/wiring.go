@@ -27,8 +27,8 @@ func (s service) GrantLease(ctx context.Context, args rpc.RenewArgs) (rpc.LeaseG
 	return s.n.leader.GrantLease(ctx, args)
 }
 
-func (s service) GrantIdentify(ctx context.Context, node string, shard int, epoch uint64) (time.Time, error) {
-	return s.n.leader.GrantIdentify(ctx, node, shard, epoch)
+func (s service) GrantIdentify(ctx context.Context, node string, gen uint64, shard int, epoch uint64) (time.Time, error) {
+	return s.n.leader.GrantIdentify(ctx, node, gen, shard, epoch)
 }
 
 func (s service) IdentifySent(shard int) { s.n.leader.IdentifySent(shard) }

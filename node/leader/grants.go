@@ -80,12 +80,12 @@ func (t *term) leaseHeld(node string, lease time.Duration, now time.Time) bool {
 
 // checkOwner is the leader's rule for an identify: the asker must be the shard's
 // current owner at the epoch it names, alive, and holding a lease from this leader.
-func (l *Leader) checkOwner(t *term, node string, shardID int, epoch uint64) error {
+func (l *Leader) checkOwner(t *term, node string, gen uint64, shardID int, epoch uint64) error {
 	f := l.deps.FSM
-	a, ok := f.Assignment(shardID)
+	a, ok := f.AssignmentIn(max(gen, fsm.FirstGen), shardID)
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: shard %d is not assigned", rpc.ErrNotOwner, shardID)
+		return fmt.Errorf("%w: shard %d of generation %d is not assigned", rpc.ErrNotOwner, shardID, max(gen, fsm.FirstGen))
 	case a.Node != node || a.Epoch != epoch:
 		return fmt.Errorf("%w: shard %d is %s's at epoch %d, not %s's at epoch %d", rpc.ErrNotOwner, shardID, a.Node, a.Epoch, node, epoch)
 	case a.Phase != fsm.Assigned:
@@ -103,12 +103,12 @@ func (l *Leader) checkOwner(t *term, node string, shardID int, epoch uint64) err
 // GrantIdentify is the leader's side of the identify gate: the session start budget
 // first, then one grant per bucket per window for the whole cluster. It returns when
 // the grant was given, so that a remote asker can bound the grant's age.
-func (l *Leader) GrantIdentify(ctx context.Context, node string, shardID int, epoch uint64) (granted time.Time, err error) {
+func (l *Leader) GrantIdentify(ctx context.Context, node string, gen uint64, shardID int, epoch uint64) (granted time.Time, err error) {
 	t := l.cur.Load()
 	if t == nil {
 		return time.Time{}, rpc.ErrNotLeader
 	}
-	if err := l.checkOwner(t, node, shardID, epoch); err != nil {
+	if err := l.checkOwner(t, node, gen, shardID, epoch); err != nil {
 		return time.Time{}, err
 	}
 	t.mu.Lock()
@@ -159,7 +159,7 @@ func (l *Leader) GrantIdentify(ctx context.Context, node string, shardID int, ep
 	}
 	granted = l.now()
 	// The wait can be long: the asker may have lost the shard or its lease meanwhile.
-	if err := l.checkOwner(t, node, shardID, epoch); err != nil {
+	if err := l.checkOwner(t, node, gen, shardID, epoch); err != nil {
 		giveBack()
 		g.IdentifySent(shardID) // the grant goes unused: the bucket need not wait it out
 		return time.Time{}, err

@@ -88,22 +88,22 @@ func TestIdentifyRefusedWithoutALease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a, _ := f.Assignment(0)
-	if _, err := l.GrantIdentify(ctx, "a", 0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) || !strings.Contains(err.Error(), "no lease") {
+	if _, err := l.GrantIdentify(ctx, "a", 0, 0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) || !strings.Contains(err.Error(), "no lease") {
 		t.Fatalf("identify before any lease: %v, want ErrNotOwner (no lease)", err)
 	}
 	if _, err := l.GrantLease(ctx, rpc.RenewArgs{Node: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.GrantIdentify(ctx, "a", 0, a.Epoch); err != nil {
+	if _, err := l.GrantIdentify(ctx, "a", 0, 0, a.Epoch); err != nil {
 		t.Fatalf("identify with a fresh lease: %v", err)
 	}
 	clk.Add(lease - time.Millisecond)
 	b, _ := f.Assignment(1)
-	if _, err := l.GrantIdentify(ctx, "a", 1, b.Epoch); err != nil {
+	if _, err := l.GrantIdentify(ctx, "a", 0, 1, b.Epoch); err != nil {
 		t.Fatalf("identify just inside the lease: %v", err)
 	}
 	clk.Add(time.Millisecond)
-	if _, err := l.GrantIdentify(ctx, "a", 2, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
+	if _, err := l.GrantIdentify(ctx, "a", 0, 2, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Fatalf("identify once the lease ran out: %v, want ErrNotOwner", err)
 	}
 }

@@ -80,23 +80,23 @@ func (t *ToLeader) Renew(ctx context.Context, unfit string) (LeaseGrant, error) 
 	return reply.LeaseGrant, nil
 }
 
-// Identify asks for a turn to IDENTIFY shard under epoch. It returns the leader it
+// Identify asks for a turn to IDENTIFY shard of generation gen under epoch. It returns the leader it
 // asked and how long the request waited there, so that the caller can bound the
 // grant's age and check the leader still leads.
-func (t *ToLeader) Identify(ctx context.Context, shard int, epoch uint64) (leader string, waited time.Duration, err error) {
+func (t *ToLeader) Identify(ctx context.Context, gen uint64, shard int, epoch uint64) (leader string, waited time.Duration, err error) {
 	addr, self, err := t.leader()
 	switch {
 	case err != nil:
 		return "", 0, err
 	case self:
 		start := time.Now()
-		granted, err := t.Local.GrantIdentify(ctx, t.Node, shard, epoch)
+		granted, err := t.Local.GrantIdentify(ctx, t.Node, gen, shard, epoch)
 		return addr, granted.Sub(start), err
 	}
 	cctx, cancel := context.WithTimeout(ctx, IdentifyTimeout+Timeout)
 	defer cancel()
 	var reply IdentifyReply
-	err = t.Pool.Call(cctx, addr, "Identify", &IdentifyArgs{Node: t.Node, Shard: shard, Epoch: epoch}, &reply)
+	err = t.Pool.Call(cctx, addr, "Identify", &IdentifyArgs{Node: t.Node, Gen: gen, Shard: shard, Epoch: epoch}, &reply)
 	return addr, reply.Waited, err
 }
 

@@ -52,6 +52,7 @@ type RenewReply struct {
 // current assignment and Node holds a lease.
 type IdentifyArgs struct {
 	Node  string
+	Gen   uint64 // the shard's generation; 0 (an agent before reshards) is the first
 	Shard int
 	Epoch uint64
 }
@@ -94,6 +95,11 @@ type LocalShard struct {
 	Info    shard.Info
 	Cluster int
 	Epoch   uint64
+	Gen     uint64 // the generation it belongs to
+	// Warm is a shard of a reshard's generation that is READY and has received all of
+	// its guilds, so the switch may make it deliver. (Always false for the current
+	// generation's.)
+	Warm bool
 }
 
 // PromiseArgs asks a node to wait for the asker's bootstrap, or (Release) frees it.

@@ -30,7 +30,7 @@ type Service interface {
 	Apply(cmd fsm.Command) (*fsm.Result, error)
 	GrantLease(ctx context.Context, args RenewArgs) (LeaseGrant, error)
 	// GrantIdentify returns when the grant was given.
-	GrantIdentify(ctx context.Context, node string, shard int, epoch uint64) (time.Time, error)
+	GrantIdentify(ctx context.Context, node string, gen uint64, shard int, epoch uint64) (time.Time, error)
 	IdentifySent(shard int)
 	Shards() ShardsReply
 	Promise(from string, release bool) error
@@ -142,7 +142,7 @@ func (r *receiver) Identify(args *IdentifyArgs, reply *IdentifyReply) error {
 	ctx, cancel := context.WithTimeout(r.ctx, IdentifyTimeout)
 	defer cancel()
 	start := time.Now()
-	granted, err := r.svc.GrantIdentify(ctx, args.Node, args.Shard, args.Epoch)
+	granted, err := r.svc.GrantIdentify(ctx, args.Node, args.Gen, args.Shard, args.Epoch)
 	if err == nil {
 		reply.Waited = granted.Sub(start)
 	}

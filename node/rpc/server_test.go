@@ -62,7 +62,7 @@ func (s *stubService) GrantLease(_ context.Context, args RenewArgs) (LeaseGrant,
 	return LeaseGrant{Index: 9, Lease: 3 * time.Second}, nil
 }
 
-func (s *stubService) GrantIdentify(_ context.Context, node string, shard int, epoch uint64) (time.Time, error) {
+func (s *stubService) GrantIdentify(_ context.Context, node string, _ uint64, shard int, epoch uint64) (time.Time, error) {
 	if epoch != 5 {
 		return time.Time{}, fmt.Errorf("%w: shard %d is at epoch 5", ErrNotOwner, shard)
 	}
@@ -154,10 +154,10 @@ func TestToLeaderOverTheWire(t *testing.T) {
 	if _, err := failed.Renew(cctx, ""); !errors.Is(err, ErrLeaseRefused) {
 		t.Fatalf("renew of a failed node: %v, want ErrLeaseRefused", err)
 	}
-	if leader, waited, err := to.Identify(cctx, 3, 5); err != nil || leader != addr || waited < 0 {
+	if leader, waited, err := to.Identify(cctx, 0, 3, 5); err != nil || leader != addr || waited < 0 {
 		t.Fatalf("identify: %s %v %v", leader, waited, err)
 	}
-	if _, _, err := to.Identify(cctx, 3, 4); !errors.Is(err, ErrNotOwner) {
+	if _, _, err := to.Identify(cctx, 0, 3, 4); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("identify at a stale epoch: %v, want ErrNotOwner", err)
 	}
 	if err := to.IdentifySent(cctx, 3); err != nil || <-svc.sent != 3 {
@@ -202,7 +202,7 @@ func TestCallersMustBeCurrentMembers(t *testing.T) {
 	calls := map[string]func(*ToLeader) error{
 		"apply":    func(to *ToLeader) error { _, err := to.Apply(ctx, fsm.Undrain{ID: "x"}); return err },
 		"renew":    func(to *ToLeader) error { _, err := to.Renew(ctx, ""); return err },
-		"identify": func(to *ToLeader) error { _, _, err := to.Identify(ctx, 3, 5); return err },
+		"identify": func(to *ToLeader) error { _, _, err := to.Identify(ctx, 0, 3, 5); return err },
 		"sent":     func(to *ToLeader) error { return to.IdentifySent(ctx, 3) },
 		"shards":   func(to *ToLeader) error { return to.Pool.Call(ctx, addr, "Shards", &ShardsArgs{}, &ShardsReply{}) },
 		"promise": func(to *ToLeader) error {

@@ -74,7 +74,7 @@ func (g *identifyClient) Wait(ctx context.Context, shardID int) error {
 			asked := r.now()
 			var leader string
 			var waited time.Duration
-			leader, waited, err = r.deps.Leader.Identify(ctx, shardID, g.epoch)
+			leader, waited, err = r.deps.Leader.Identify(ctx, 0, shardID, g.epoch)
 			// The grant is at most this old: the round trip less the wait at the
 			// leader. The leader times the bucket's next grant from this one if no
 			// report comes within shard.GrantDeadline; an IDENTIFY written later than

@@ -46,7 +46,7 @@ type LeaderClient interface {
 	// Renew asks for this node's lease; unfit says why the node should hold no
 	// shards ("" when it may).
 	Renew(ctx context.Context, unfit string) (rpc.LeaseGrant, error)
-	Identify(ctx context.Context, shard int, epoch uint64) (leader string, waited time.Duration, err error)
+	Identify(ctx context.Context, gen uint64, shard int, epoch uint64) (leader string, waited time.Duration, err error)
 	IdentifySent(ctx context.Context, shard int) error
 }
 
