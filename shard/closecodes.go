@@ -74,6 +74,10 @@ func closeRuleFor(code int) closeRule {
 // so a server log can tell a deliberate handoff from a failure.
 const CloseResumable = 4200
 
+// CloseSessionEnded is the close code of a session that ends for good (Shard.End):
+// 1000, on which Discord invalidates the session.
+const CloseSessionEnded = 1000
+
 // closeZombie is sent when a heartbeat went unacknowledged: not 1000/1001, so the
 // session survives and the next connection resumes it.
 const closeZombie = 4201

@@ -398,6 +398,32 @@ func (c *Cluster) Remove(ctx context.Context, shardID int) (ResumeState, error) 
 	return rs, err
 }
 
+// End ends a shard's session for good (Shard.End: close 1000) and removes it. Its
+// events not handled yet are dropped, not handled: whoever ends a session takes its
+// events from elsewhere (a reshard's new generation).
+func (c *Cluster) End(ctx context.Context, shardID int) error {
+	c.mu.Lock()
+	sv, ok := c.shards[shardID]
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("end shard %d: %w", shardID, ErrUnknownShard)
+	}
+	sv.removed.Store(true)
+	err := sv.shard.End(ctx)
+	sv.cancel()
+	select {
+	case <-sv.done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("end shard %d: %w", shardID, ctx.Err()))
+	}
+	c.mu.Lock()
+	if c.shards[shardID] == sv {
+		delete(c.shards, shardID)
+	}
+	c.mu.Unlock()
+	return err
+}
+
 // Send sends a gateway command on one of the cluster's shards.
 func (c *Cluster) Send(ctx context.Context, shardID, op int, d any) error {
 	c.mu.Lock()

@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -168,5 +169,40 @@ func TestClusterBackoffAndFatal(t *testing.T) {
 	}
 	if n := srv.Stats().Closes[4004]; n != 1 {
 		t.Fatalf("the gateway closed with 4004 %d times: a fatal shard was restarted", n)
+	}
+}
+
+// End closes a shard's session with 1000, which ends it at Discord, drops the events
+// it had not handled, and takes the shard out of the cluster.
+func TestClusterEndClosesTheSessionForGood(t *testing.T) {
+	srv := newFake(t, gatewaytest.Options{EventRate: 200})
+	rec := newRecorder()
+	block := make(chan struct{})
+	c := newCluster(t, shard.ClusterConfig{QueueSize: 64, Observe: rec.observe, Handler: func(ev shard.Event) error {
+		if ev.Seq > 20 {
+			<-block // from here the handler holds: events queue up
+		}
+		return rec.handle(ev)
+	}})
+	defer close(block)
+	cfg := baseConfig(t, srv, rec, 0, 1)
+	cfg.Dispatch, cfg.Observe = nil, nil
+	if err := c.Add(cfg); err != nil {
+		t.Fatal(err)
+	}
+	awaitFake(t, srv, "events queued behind the handler", func(s gatewaytest.Stats) bool { return s.EventsSent > 40 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.End(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	awaitFake(t, srv, "the client's 1000 close", func(s gatewaytest.Stats) bool {
+		return s.ClientCloses[shard.CloseSessionEnded] == 1 && s.Shards[0].Live == 0
+	})
+	if len(c.Info()) != 0 {
+		t.Fatalf("shards left after End: %+v", c.Info())
+	}
+	if err := c.End(ctx, 0); !errors.Is(err, shard.ErrUnknownShard) {
+		t.Fatalf("a second End: %v", err)
 	}
 }

@@ -193,6 +193,19 @@ func (s *Shard) finishStopped() error {
 // it RESUMEs without losing or repeating an event. Stop is idempotent; after it Run
 // refuses to start.
 func (s *Shard) Stop(ctx context.Context) (ResumeState, error) {
+	return s.stop(ctx, CloseResumable, "discluster: session handoff")
+}
+
+// End closes the connection with 1000, which ends the Discord session for good (it
+// cannot be resumed), and waits for Run to return: a session no one is to continue,
+// such as one of a shard count the bot no longer runs. Like Stop, it is idempotent
+// and Run refuses to start after it.
+func (s *Shard) End(ctx context.Context) error {
+	_, err := s.stop(ctx, CloseSessionEnded, "discluster: session ended")
+	return err
+}
+
+func (s *Shard) stop(ctx context.Context, code int, reason string) (ResumeState, error) {
 	s.mu.Lock()
 	s.stopping = true
 	c, cancel, done := s.conn, s.cancelRun, s.done
@@ -205,7 +218,7 @@ func (s *Shard) Stop(ctx context.Context) (ResumeState, error) {
 		return s.ResumeState(), nil
 	}
 	if c != nil {
-		c.closeGracefully(CloseResumable, "discluster: session handoff")
+		c.closeGracefully(code, reason)
 	}
 	cancel()
 	select {
