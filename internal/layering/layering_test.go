@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	"internal/redistest": {"internal/proccluster"},
 	// The agent's rooms, from the bottom up. Each room imports only rooms below it.
 	"node/event": nil,
-	"node/sink":  {"shard", "github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5"},
+	"node/sink":  {"shard", "internal/backoff", "github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5"},
 	// The API is imported by bots: types, routes and a client, nothing of the agent.
 	"node/api":        {"node/event"},
 	"node/rpc":        {"fsm", "shard", "node/api", "node/event"},
