@@ -16,7 +16,8 @@ func fakeDiscordCommand() *cli.Command {
 		Usage: "serve a fake Discord gateway and /gateway/bot for tests and demos (never a real token)",
 		Description: "Serves GET /api/v10/gateway/bot and the gateway websocket with the real protocol: HELLO, heartbeats,\n" +
 			"IDENTIFY/READY, RESUME with replay, identify buckets, the send limit and the close codes. Counters are\n" +
-			"served as JSON at /fake/stats; faults can be injected with POST /fake/shards/{id}/{reconnect,invalidate,close,drop,heartbeat}.",
+			"served as JSON at /fake/stats; faults can be injected with POST /fake/shards/{id}/{reconnect,invalidate,close,drop,heartbeat},\n" +
+			"and a user's message with POST /fake/shards/{id}/message?content=TEXT.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7080", Usage: "listen address (keep it on loopback)", EnvVars: env("FAKE_ADDR")},
 			&cli.StringFlag{Name: "token", Value: "fake-token", Usage: "the bot token the fake accepts", EnvVars: []string{"DISCORD_TOKEN"}},

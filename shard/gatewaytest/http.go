@@ -120,7 +120,8 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleInject serves the fault injectors to other processes:
-// POST /fake/shards/{id}/reconnect | invalidate?resumable=B | close?code=N | drop | heartbeat.
+// POST /fake/shards/{id}/reconnect | invalidate?resumable=B | close?code=N | drop | heartbeat,
+// and a user's message: POST /fake/shards/{id}/message?content=TEXT.
 func (s *Server) handleInject(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil {
@@ -149,6 +150,8 @@ func (s *Server) handleInject(w http.ResponseWriter, r *http.Request) {
 		err = s.DropShard(id)
 	case "heartbeat":
 		err = s.RequestHeartbeat(id)
+	case "message":
+		err = s.SendMessage(id, q.Get("content"))
 	default:
 		writeJSON(w, http.StatusNotFound, apiError{Message: "unknown action"})
 		return
@@ -156,7 +159,7 @@ func (s *Server) handleInject(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		w.WriteHeader(http.StatusNoContent)
-	case errors.Is(err, ErrNoLiveConnection):
+	case errors.Is(err, ErrNoLiveConnection), errors.Is(err, ErrNoMessages):
 		writeJSON(w, http.StatusNotFound, apiError{Message: err.Error()})
 	case errors.Is(err, ErrClosed):
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: err.Error()})
