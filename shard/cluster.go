@@ -85,6 +85,7 @@ type queued struct {
 	ev    Event
 	from  *supervised   // the shard run that queued ev
 	flush chan struct{} // a marker: closed when the handler reaches it
+	do    func()        // with flush: run on the handler's goroutine first
 }
 
 type supervised struct {
@@ -258,6 +259,9 @@ func (c *Cluster) handle() {
 			}
 			clear(evs) // the handler's Data is not kept alive here
 			if last := taken[len(taken)-1]; last.flush != nil {
+				if last.do != nil {
+					last.do()
+				}
 				close(last.flush)
 			}
 			clear(taken)
@@ -268,10 +272,15 @@ func (c *Cluster) handle() {
 }
 
 // flush waits until every event queued before it was handled.
-func (c *Cluster) flush(ctx context.Context) error {
+func (c *Cluster) flush(ctx context.Context) error { return c.Do(ctx, nil) }
+
+// Do runs fn on the handler's goroutine once every event queued before it was
+// handled, and waits until it ran: work ordered with the handler's own, such as
+// handing on events the handler kept back. fn must not call into the cluster.
+func (c *Cluster) Do(ctx context.Context, fn func()) error {
 	f := make(chan struct{})
 	select {
-	case c.queue <- queued{flush: f}:
+	case c.queue <- queued{flush: f, do: fn}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -206,3 +206,42 @@ func TestClusterEndClosesTheSessionForGood(t *testing.T) {
 		t.Fatalf("a second End: %v", err)
 	}
 }
+
+// Do runs on the handler's goroutine after the events queued before it.
+func TestClusterDoRunsAfterTheEventsBefore(t *testing.T) {
+	srv := newFake(t, gatewaytest.Options{EventRate: 300})
+	rec := newRecorder()
+	var handled atomic.Int64
+	block := make(chan struct{})
+	c := newCluster(t, shard.ClusterConfig{QueueSize: 256, Observe: rec.observe, Handler: func(ev shard.Event) error {
+		if handled.Add(1) == 10 {
+			<-block // events queue up behind the handler meanwhile
+		}
+		return rec.handle(ev)
+	}})
+	cfg := baseConfig(t, srv, rec, 0, 1)
+	cfg.Dispatch, cfg.Observe = nil, nil
+	if err := c.Add(cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Queued() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("no events queued behind the blocked handler")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	queued := int64(c.Queued()) // all of them are before the Do below
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	at := make(chan int64, 1)
+	go func() {
+		if err := c.Do(ctx, func() { at <- handled.Load() }); err != nil {
+			t.Error(err)
+		}
+	}()
+	close(block)
+	if got := <-at; got < 10+queued {
+		t.Fatalf("Do ran after %d events; %d were queued before it", got, 10+queued)
+	}
+}
