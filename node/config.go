@@ -101,6 +101,9 @@ type Config struct {
 	NoSessionStealing bool
 
 	Sink sink.Sink // where delivered events go; default: nowhere (counted only)
+	// Handler, in place of Sink, receives the events with the node, for a program
+	// that embeds the agent and answers through Send (see Handler).
+	Handler Handler
 	// Events, when set, are the dispatch types the sink gets (--events); the others
 	// move the shards' positions but are not delivered.
 	Events []string
@@ -286,6 +289,9 @@ func (c Config) Validate() error {
 		if !isEventName(e) {
 			return bad("--events %q: a dispatch name as Discord writes it, like MESSAGE_CREATE", e)
 		}
+	}
+	if c.Sink != nil && c.Handler != nil {
+		return bad("Sink and Handler: set one (a Handler can hand its events on to a Sink)")
 	}
 	if c.HTTPTLS && c.TLS == nil {
 		return bad("--http-tls serves the API with this node's certificate: it needs --tls-ca, --tls-cert and --tls-key")

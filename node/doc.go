@@ -22,4 +22,17 @@
 //     further leases, revokes its shards, waits until its lease must have run out
 //     (not at all when its cluster port refuses connections: the process is gone),
 //     then assigns them; the new owners RESUME from the last checkpoint.
+//
+// # Embedding
+//
+// A Go program can be an agent itself, and the bot's code its handler: Start a
+// Config (from DefaultConfig) whose Handler receives the node's events, and answer
+// through the node with Send or SendGuild, which reach the shard's owner wherever it
+// runs, as the HTTP API does. The Handler's contract is the Sink's: an event is
+// delivered, and its shard's position moves, only once the handler accepted it; an
+// error has it delivered again. Send's refusals are node/api's errors (ErrNotReady,
+// ErrRateLimited, ...), tested with errors.Is; those worth retrying are an
+// *api.RetryError with the wait. See the example of Handler, and examples/embed for
+// a whole bot. Such a program is a member like any other: it joins or bootstraps a
+// cluster, holds shards, and Leave hands them off.
 package node

@@ -170,7 +170,7 @@ func (n *Node) start(id membership.Identity) error {
 		Name: cfg.Name, ShardsPerCluster: cfg.ShardsPerCluster, CheckpointInterval: cfg.CheckpointInterval,
 		Token: cfg.Token, APIBase: cfg.APIBase, GatewayURL: cfg.GatewayURL, Intents: cfg.Intents,
 		Compression: cfg.Compression, NoSessionStealing: cfg.NoSessionStealing, TokenRetryMax: cfg.Timing.TokenRetryMax,
-		Sink: n.metrics.Sink(cfg.Sink), Events: eventSet(cfg.Events), Observer: n.metrics, Logger: n.log,
+		Sink: n.metrics.Sink(n.eventSink()), Events: eventSet(cfg.Events), Observer: n.metrics, Logger: n.log,
 	}, runner.Deps{
 		FSM: n.fsm, Leader: n.toLeader, Proposer: proposer{n}, LeaderAddr: n.leaderAddr, Notify: notifier{n},
 		Lease: n.leaseDuration, GatewayBot: n.gatewayBot,

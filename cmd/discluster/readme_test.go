@@ -33,9 +33,10 @@ import (
 //     nothing started); a go test command has its tests, benchmarks and flags looked up.
 //   - gotest: go test commands, looked up the same way (they take minutes to run).
 //
-// Commands are run with this package's binary as ./discluster, in a fresh directory
-// that stands for /tmp/dc and /etc/discluster, with every loopback port moved to one
-// the OS says is free.
+// Commands are run with this package's binary as ./discluster (and a script's
+// `go build -o NAME ./examples/DIR` copies that example, built by the test), in a
+// fresh directory that stands for /tmp/dc and /etc/discluster, with every loopback
+// port moved to one the OS says is free.
 type readmeBlock struct {
 	line   int
 	kind   string
@@ -360,14 +361,35 @@ func runServe(t *testing.T, bin string, b readmeBlock) {
 	}
 }
 
+// goBuildExample is a block's build of an example, `go build -o NAME ./examples/DIR`.
+var goBuildExample = regexp.MustCompile(`go build -o (\S+) \./examples/([\w-]+)`)
+
+// buildExamples builds the examples text builds into a directory of the test's, one
+// binary per example, named as its directory: a block runs outside the module, where
+// `go build ./examples/...` cannot, so it copies them from there as it copies
+// ./discluster.
+func buildExamples(t *testing.T, text string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, m := range goBuildExample.FindAllStringSubmatch(text, -1) {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, m[2]), "../../examples/"+m[2]).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", m[0], err, out)
+		}
+	}
+	return dir
+}
+
 func runScript(t *testing.T, bin string, b readmeBlock) {
 	t.Helper()
 	dir := t.TempDir()
 	remap := newPortRemap(t, b.text)
-	script := remap.apply(strings.NewReplacer("/tmp/dc", filepath.Join(dir, "dc"), "/etc/discluster", filepath.Join(dir, "etc")).Replace(toBinary(b.text)))
+	text := goBuildExample.ReplaceAllString(toBinary(b.text), `cp "$$DISCLUSTER_EXAMPLES/$2" ./$1`)
+	script := remap.apply(strings.NewReplacer("/tmp/dc", filepath.Join(dir, "dc"), "/etc/discluster", filepath.Join(dir, "etc")).Replace(text))
 	// The fake listens where the block's --api-base says, on the address the fake
 	// takes from the environment.
-	env := []string{"DISCLUSTER_TEST_BINARY=" + bin, "DISCLUSTER_FAKE_ADDR=" + remap.apply("127.0.0.1:7080")}
+	env := []string{"DISCLUSTER_TEST_BINARY=" + bin, "DISCLUSTER_FAKE_ADDR=" + remap.apply("127.0.0.1:7080"),
+		"DISCLUSTER_EXAMPLES=" + buildExamples(t, b.text)}
 	cmd := readmeShell(t, dir, "set -e\ncp \"$DISCLUSTER_TEST_BINARY\" ./discluster\n"+script, env...)
 	// A file, not a pipe: what the block starts in the background keeps its stdout,
 	// and Wait would wait for it.

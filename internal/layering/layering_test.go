@@ -57,6 +57,12 @@ var allowed = map[string][]string{
 	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff", "internal/certs",
 		"internal/proccluster", "github.com/urfave/cli/v2"},
 	"internal/layering": nil,
+	// Examples for a bot's developers. A program that embeds the agent wires it as the
+	// binary does, through node's exported API and the words it speaks (api's errors,
+	// sink's Delivery, shard's Token), never the rooms inside it.
+	"examples/embed": {"node", "node/api", "node/sink", "shard"},
+	// A worker needs nothing of discluster: the Redis streams are the whole interface.
+	"examples/redis-worker": {"github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5"},
 }
 
 // Invariants the rules above must keep, whatever is added to them later.
@@ -64,8 +70,8 @@ func TestRulesKeepTheInvariants(t *testing.T) {
 	for pkg, rules := range allowed {
 		for _, r := range rules {
 			switch {
-			case r == "node" && pkg != "cmd/discluster":
-				t.Errorf("%s may import node: only the binary wires the agent", pkg)
+			case r == "node" && pkg != "cmd/discluster" && !strings.HasPrefix(pkg, "examples/"):
+				t.Errorf("%s may import node: only the binary, and the examples of embedding it, wire the agent", pkg)
 			case r == "shard/gatewaytest" && pkg != "cmd/discluster":
 				t.Errorf("%s may import the fake Discord: production code never does (the binary serves it for demo and fake-discord only)", pkg)
 			case r == "internal/testlock" || r == "internal/fakeclock" || r == "internal/redistest":
@@ -88,6 +94,8 @@ var notInDeps = map[string][]string{
 	"fsm":        {module + "/shard", module + "/node", module + "/node/"},
 	"shard":      {module + "/node", module + "/node/", module + "/fsm", module + "/shard/gatewaytest"},
 	"balancer":   {"github.com/"},
+	// A worker in another process reads the streams, not discluster's code.
+	"examples/redis-worker": {module + "/"},
 }
 
 func TestTransitiveDependencies(t *testing.T) {
