@@ -66,11 +66,12 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "gateway-url", Usage: "gateway URL (default: from GET /gateway/bot)", EnvVars: env("GATEWAY_URL")},
 			&cli.Uint64Flag{Name: "intents", Value: 513, Usage: "gateway intents (default GUILDS | GUILD_MESSAGES)", EnvVars: env("INTENTS")},
 			&cli.StringFlag{Name: "compression", Value: string(shard.CompressionZlibStream), Usage: "zlib-stream, zstd-stream, payload (compress:true in IDENTIFY, for proxies that cannot stream) or none", EnvVars: env("COMPRESSION")},
-			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout or file:PATH (one JSON line per dispatch), redis://HOST:PORT[/DB] (Redis Streams in @discordjs/brokers' layout), or none", EnvVars: env("SINK")},
+			&cli.StringFlag{Name: "sink", Value: "stdout", Usage: "where events go: stdout or file:PATH (one JSON line per dispatch), redis://HOST:PORT[/DB] (Redis Streams in @discordjs/brokers' layout), https://HOST/PATH (signed, batched POSTs), or none", EnvVars: env("SINK")},
 			&cli.BoolFlag{Name: "sink-payload", Usage: "include each event's d in the stdout or file sink", EnvVars: env("SINK_PAYLOAD")},
 			&cli.StringFlag{Name: "events", Usage: "only these dispatch types go to the sink, comma-separated (MESSAGE_CREATE,INTERACTION_CREATE); the others still move the shards' positions. Default: all", EnvVars: env("EVENTS")},
 			&cli.BoolFlag{Name: "sink-commands", Value: true, Usage: "with a redis:// sink, also send the gateway commands workers publish to the gateway_send stream (--sink-commands=false: do not)", EnvVars: env("SINK_COMMANDS")},
 			&cli.Int64Flag{Name: "sink-maxlen", Value: sink.DefaultRedisMaxLen, Usage: "with a redis:// sink, keep about this many entries per stream (XADD MAXLEN ~); 0: unbounded", EnvVars: env("SINK_MAXLEN")},
+			sinkSecretFileFlag, sinkInsecureHTTPFlag,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
 			&cli.BoolFlag{Name: "check", Usage: "check the flags and the token's presence, print the configuration and exit: nothing is opened, bound or contacted"},
 		},
@@ -212,7 +213,11 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	if c.Bool("check") {
 		open = checkSink
 	}
-	sink, closeSink, err := open(sinkSpec{spec: c.String("sink"), payload: c.Bool("sink-payload"), maxLen: c.Int64("sink-maxlen")}, c.App.Writer)
+	spec, err := agentSinkSpec(c, log)
+	if err != nil {
+		return cfg, noop, err
+	}
+	sink, closeSink, err := open(spec, c.App.Writer)
 	if err != nil {
 		return cfg, noop, err
 	}

@@ -3,11 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/discluster/discluster/node/sink"
+	"github.com/discluster/discluster/shard"
 )
 
 // sinkSpec is the agent's --sink flags.
@@ -15,9 +19,23 @@ type sinkSpec struct {
 	spec    string // stdout, file:PATH, redis://…, none
 	payload bool   // --sink-payload: the NDJSON lines carry d
 	maxLen  int64  // --sink-maxlen: a Redis stream's bound
+	// An https:// sink's --sink-secret-file (or DISCLUSTER_SINK_SECRET) and
+	// --sink-insecure-http, and the logger of its refusals.
+	secret       shard.Token
+	insecureHTTP bool
+	log          *slog.Logger
 }
 
-const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB] or none"
+const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB], https://HOST/PATH or none"
+
+// agentSinkSpec reads the agent's --sink flags.
+func agentSinkSpec(c *cli.Context, log *slog.Logger) (sinkSpec, error) {
+	s := sinkSpec{spec: c.String("sink"), payload: c.Bool("sink-payload"), maxLen: c.Int64("sink-maxlen"),
+		insecureHTTP: c.Bool("sink-insecure-http"), log: log}
+	var err error
+	s.secret, err = readSinkSecret(c)
+	return s, err
+}
 
 // isRedis reports whether spec names a Redis sink.
 func isRedis(spec string) bool {
@@ -26,6 +44,9 @@ func isRedis(spec string) bool {
 
 // shownSink is spec as it may be printed: a redis:// URL without its password.
 func shownSink(spec string) string {
+	if isWebhook(spec) { // without a password or the query
+		return shownWebhook(spec)
+	}
 	if !isRedis(spec) {
 		return spec
 	}
@@ -48,6 +69,11 @@ func checkSink(s sinkSpec, _ io.Writer) (sink.Sink, func(), error) {
 		}
 		if s.maxLen < 0 {
 			return nil, nil, fmt.Errorf("--sink-maxlen %d: want 0 (unbounded) or more", s.maxLen)
+		}
+		return nil, func() {}, nil
+	case isWebhook(s.spec):
+		if err := checkWebhook(s); err != nil {
+			return nil, nil, err
 		}
 		return nil, func() {}, nil
 	}
@@ -77,6 +103,8 @@ func openSink(s sinkSpec, stdout io.Writer) (sink.Sink, func(), error) {
 			return nil, nil, fmt.Errorf("--sink: %w", err)
 		}
 		return r, func() { r.Close() }, nil
+	case isWebhook(s.spec):
+		return openWebhook(s)
 	}
 	return nil, nil, fmt.Errorf("--sink %q: %s", s.spec, sinkWant)
 }
