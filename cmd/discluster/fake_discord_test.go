@@ -97,6 +97,9 @@ func TestFakeDiscordRejectsBadFlags(t *testing.T) {
 		{"--max-concurrency", "0"},
 		{"--event-rate", "-1"},
 		{"--identify-window", "0s"},
+		{"--guild-event-rate", "-1"},
+		{"--guilds-per-shard-recommended", "0"},
+		{"--max-guilds-per-shard", "0"},
 		{"--shards", "many"},
 		{"extra-argument"},
 	}
@@ -120,5 +123,26 @@ func TestFakeDiscordSplitFrames(t *testing.T) {
 	}
 	if !got.SplitFrames {
 		t.Fatal("--split-frames did not reach the fake's options")
+	}
+}
+
+// The resharding flags reach the fake's options.
+func TestFakeDiscordGuildFlags(t *testing.T) {
+	var got gatewaytest.Options
+	app := newApp(io.Discard, io.Discard)
+	cmd := app.Command("fake-discord")
+	cmd.Action = func(c *cli.Context) error { got = fakeOptions(c); return nil }
+	if err := app.Run([]string{"discluster", "fake-discord", "--guild-event-rate", "2.5",
+		"--guilds-per-shard-recommended", "4", "--max-guilds-per-shard", "8"}); err != nil {
+		t.Fatal(err)
+	}
+	if got.GuildEventRate != 2.5 || got.GuildsPerShardRecommended != 4 || got.MaxGuildsPerShard != 8 {
+		t.Fatalf("options %+v", got)
+	}
+	if err := app.Run([]string{"discluster", "fake-discord"}); err != nil {
+		t.Fatal(err)
+	}
+	if got.GuildEventRate != 0 || got.GuildsPerShardRecommended != 1000 || got.MaxGuildsPerShard != 2500 {
+		t.Fatalf("defaults: %+v, want no guild events, 1000 guilds a shard recommended, Discord's 2500 at most", got)
 	}
 }

@@ -59,6 +59,7 @@ type conn struct {
 	closing     bool // the fake closed or dropped it; the client's word no longer counts
 	closeSent   bool // the fake queued a close frame (rather than dropping)
 	shard       int  // shard the connection named in IDENTIFY/RESUME, -1 before
+	total       int  // and the shard's num_shards: its generation
 	counted     bool // counted in Live of shard
 	sess        *session
 	hbRequested bool

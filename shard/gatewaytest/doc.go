@@ -54,6 +54,25 @@
 // guild (DMs) go to shard 0 only (Options.Guilds = NoGuilds makes a bot in
 // no guild, whose shard 0 receives DMs).
 //
+// # Generations: resharding as Discord allows it
+//
+// num_shards only routes traffic, so, as Discord's docs allow, a bot may
+// open sessions with a new num_shards beside its old ones; the sessions
+// identified with one num_shards are a generation (Stats.Generations). Every
+// guild-level dispatch after READY goes to the session of the guild's shard
+// in every open generation, each with that session's own next seq and kept
+// for RESUME like any other: guild events (Options.GuildEventRate, per guild,
+// round-robin over the guilds; each a MESSAGE_CREATE with a unique id and the
+// same d on every generation, as on Discord; GuildEvents lists them with the
+// generations each reached), and the GUILD_CREATE of a guild the bot joins
+// (AddGuilds, POST /fake/guilds). /gateway/bot recommends the larger of
+// Options.Shards and ceil(guilds / GuildsPerShardRecommended), so its
+// recommendation rises as guilds are added. MaxGuildsPerShard is checked at
+// IDENTIFY with that IDENTIFY's num_shards. A session ended (a client close
+// with 1000, say) leaves its generation at once; a detached one keeps
+// receiving into its replay buffer. Stats.Generations has per (num_shards,
+// shard) Live and MaxLive, identifies, resumes and the sessions.
+//
 // Every connection has its own writer goroutine and a bounded queue; a
 // client that falls OutboundQueue payloads behind is dropped (resumable),
 // so one slow client never slows the others. Payload shapes come from
@@ -76,5 +95,6 @@
 //
 // # What it does not do
 //
-// ETF encoding, voice, and large-bot sharding rules.
+// ETF encoding, voice, large-bot sharding rules (a shard count that must be
+// a multiple of Discord's), and guild events of more than one kind.
 package gatewaytest

@@ -29,6 +29,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /fake/stats", s.handleStats)
 	mux.HandleFunc("POST /fake/shards/{id}/{action}", s.handleInject)
 	mux.HandleFunc("POST /fake/acks", s.handleACKs)
+	mux.HandleFunc("POST /fake/guilds", s.handleAddGuilds)
+	mux.HandleFunc("GET /fake/guild-events", s.handleGuildEvents)
+	mux.HandleFunc("POST /fake/guild-events", s.handleGuildEventRate)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.track() {
 			http.Error(w, "server closed", http.StatusServiceUnavailable)
@@ -94,7 +97,7 @@ func (s *Server) handleGatewayBot(w http.ResponseWriter, r *http.Request) {
 	s.refillStartsLocked()
 	resp := gatewayBotResponse{
 		URL:    s.GatewayURL(),
-		Shards: s.opts.Shards,
+		Shards: s.recommendedShardsLocked(),
 		SessionStartLimit: sessionStartLimit{
 			Total:          s.opts.SessionStartLimit,
 			Remaining:      s.startsRemaining,

@@ -26,8 +26,9 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 		s.closeConnLocked(c, cerr.Code, cerr.Reason)
 		return
 	}
-	s.countLocked(c, shardID)
-	guilds := guildCount(s.opts.Guilds, shardID, total)
+	s.countLocked(c, shardID, total)
+	// Counted with this IDENTIFY's num_shards: the limit holds per generation.
+	guilds := guildCount(s.guilds, shardID, total)
 	if guilds > s.opts.MaxGuildsPerShard {
 		s.closeConnLocked(c, closeShardingRequired, closeReasons[closeShardingRequired])
 		return
@@ -56,6 +57,9 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 	s.cnt.identifies++
 	s.cnt.perBucket[bucket]++
 	s.cnt.shard(shardID).Identifies++
+	gen := s.cnt.gen(total)
+	gen.identifies++
+	gen.shard(shardID).Identifies++
 	if id.Compress {
 		// Payload compression; on a connection with transport compression Discord
 		// ignores it (the two do not combine), and so does the fake.
@@ -82,36 +86,41 @@ func (s *Server) tokenResetLocked() {
 
 func (s *Server) startSessionLocked(c *conn, id *identifyData, shardID, total, guilds int) {
 	intents := *id.Intents
-	var msg *dispatchTemplate
+	var msg, guildMsg *dispatchTemplate
 	dm := false
 	content := 0
 	if intents&intentMessageContent != 0 {
 		content = 1
 	}
+	if intents&intentGuildMessages != 0 {
+		guildMsg = s.payloads.message[0][content]
+	}
 	switch {
-	case guilds > 0 && intents&intentGuildMessages != 0:
-		msg = s.payloads.message[0][content]
+	case guilds > 0 && guildMsg != nil:
+		msg = guildMsg
 	case shardID == 0 && intents&intentDirectMessages != 0:
 		// Events without a guild_id go to shard 0 only.
 		msg, dm = s.payloads.message[1][content], true
 	}
 	s.nextSessionIdx++
 	ss := &session{
-		srv:        s,
-		id:         newSessionID(),
-		identified: time.Now(),
-		idx:        s.nextSessionIdx,
-		shardID:    shardID,
-		numShards:  total,
-		guilds:     guilds,
-		intents:    intents,
-		msgTmpl:    msg,
-		dm:         dm,
-		stop:       make(chan struct{}),
-		kick:       make(chan struct{}, 1),
-		conn:       c,
+		srv:          s,
+		id:           newSessionID(),
+		identified:   time.Now(),
+		idx:          s.nextSessionIdx,
+		shardID:      shardID,
+		numShards:    total,
+		guilds:       guilds,
+		intents:      intents,
+		msgTmpl:      msg,
+		guildMsgTmpl: guildMsg,
+		dm:           dm,
+		stop:         make(chan struct{}),
+		kick:         make(chan struct{}, 1),
+		conn:         c,
 	}
 	s.sessions[ss.id] = ss
+	s.indexLocked(ss)
 	c.sess = ss
 
 	f := readyFields{v: c.apiVersion, sessionID: ss.id, resumeURL: s.ResumeURL()}

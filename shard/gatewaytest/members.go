@@ -283,8 +283,8 @@ func parseMemberRequest(b []byte) (memberRequest, *closeErr) {
 }
 
 // servesGuild reports whether guild is one of the guilds this session's
-// shard holds: a guild id the fake made (guildID of an index below
-// Options.Guilds) whose index falls on the session's shard.
+// shard holds: a guild id the fake made (guildID of an index below the bot's
+// guild count) whose index falls on the session's shard.
 func (ss *session) servesGuild(guild uint64, guilds int) bool {
 	i := guild >> 22
 	return i < uint64(guilds) && guild == guildID(int(i)) && int(i)%ss.numShards == ss.shardID
@@ -325,7 +325,7 @@ func (s *Server) requestGuildMembersLocked(c *conn, b []byte) {
 		return
 	}
 	ss := c.sess
-	if !ss.servesGuild(req.guildID, s.opts.Guilds) {
+	if !ss.servesGuild(req.guildID, s.guilds) {
 		// Discord sends nothing for a guild the shard does not serve.
 		c.log.Debug("member request for a guild the shard does not serve", "shard", ss.shardID, "guild", req.guildID)
 		return

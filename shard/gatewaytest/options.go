@@ -15,12 +15,19 @@ type Options struct {
 	// Token is the only bot token the fake accepts, in /gateway/bot
 	// ("Authorization: Bot <token>"), IDENTIFY and RESUME. Default "test-token".
 	Token string
-	// Shards is the shard count GET /gateway/bot recommends. Default 1.
+	// Shards is the shard count GET /gateway/bot recommends at the least: the
+	// recommendation is the larger of Shards and ceil(guilds /
+	// GuildsPerShardRecommended), so it rises as AddGuilds adds guilds. Default 1.
 	Shards int
-	// Guilds is the number of guilds the bot is in. Guild index i has the id
-	// (i<<22)|lowbits, so (id>>22)%total == i%total for any total a client
-	// picks. Default Shards; NoGuilds for a bot in no guild at all.
+	// Guilds is the number of guilds the bot is in at start (AddGuilds adds
+	// more). Guild index i has the id (i<<22)|lowbits, so (id>>22)%total ==
+	// i%total for any total a client picks. Default Shards; NoGuilds for a bot
+	// in no guild at all.
 	Guilds int
+	// GuildsPerShardRecommended is how many guilds /gateway/bot counts per
+	// shard when it recommends a shard count; Discord recommends about one
+	// shard per 1,000 guilds. Default 1000.
+	GuildsPerShardRecommended int
 	// MaxConcurrency is session_start_limit.max_concurrency: identifies are
 	// bucketed by shard_id % MaxConcurrency. Default 1.
 	MaxConcurrency int
@@ -47,6 +54,17 @@ type Options struct {
 	// when it owns no guild) need DIRECT_MESSAGES; without MESSAGE_CONTENT the
 	// content, embeds, attachments and components arrive empty.
 	EventRate float64
+	// GuildEventRate is the number of MESSAGE_CREATE dispatches per second per
+	// guild of the bot (0 = none; SetGuildEventRate changes it). Unlike
+	// EventRate's per-session events, each is an event of one guild, sent as
+	// Discord sends it: once to every session, of every num_shards in use
+	// (every generation), whose shard holds the guild, with the same d byte for
+	// byte and each session's own next seq. Sessions without GUILD_MESSAGES get
+	// none, as with EventRate. GuildEvents lists what was generated.
+	GuildEventRate float64
+	// GuildEventLog is how many generated guild events GuildEvents keeps (the
+	// newest). Default 1<<19, at about 100 bytes each.
+	GuildEventLog int
 	// SessionTTL is how long a session without a connection stays
 	// resumable. Discord says "a few minutes". Default 2m.
 	SessionTTL time.Duration
@@ -60,7 +78,11 @@ type Options struct {
 	// SendWindow: see SendLimit. Default 60s.
 	SendWindow time.Duration
 	// MaxGuildsPerShard: an IDENTIFY whose shard would hold more guilds gets
-	// close 4011. Default 2500.
+	// close 4011. The guilds are counted with the IDENTIFY's own num_shards,
+	// so a new generation with more shards passes where the old one would not.
+	// A session already open is not closed when AddGuilds takes its shard over
+	// the limit: Discord documents 4011 as the answer to an IDENTIFY (a test
+	// that wants the close sends it with CloseShard). Default 2500.
 	MaxGuildsPerShard int
 	// DenyPrivilegedIntents makes an IDENTIFY with GUILD_MEMBERS (1<<1),
 	// GUILD_PRESENCES (1<<8) or MESSAGE_CONTENT (1<<15) fail with close 4014,
@@ -98,6 +120,9 @@ const (
 	defaultSendLimit         = 120
 	defaultSendWindow        = 60 * time.Second
 	defaultMaxGuildsPerShard = 2500
+	// Discord's /gateway/bot recommends about one shard per 1,000 guilds.
+	defaultGuildsPerShardRecommended = 1000
+	defaultGuildEventLog             = 1 << 19
 )
 
 // withDefaults returns o with every zero field replaced by its default, or
@@ -119,6 +144,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"HeartbeatTimeout", int64(o.HeartbeatTimeout)}, {"SessionTTL", int64(o.SessionTTL)},
 		{"ReplayBuffer", int64(o.ReplayBuffer)}, {"SendLimit", int64(o.SendLimit)}, {"SendWindow", int64(o.SendWindow)},
 		{"MaxGuildsPerShard", int64(o.MaxGuildsPerShard)}, {"OutboundQueue", int64(o.OutboundQueue)},
+		{"GuildsPerShardRecommended", int64(o.GuildsPerShardRecommended)}, {"GuildEventLog", int64(o.GuildEventLog)},
 	} {
 		if err := neg(f.name, f.v); err != nil {
 			return o, err
@@ -126,6 +152,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.EventRate < 0 {
 		return o, fmt.Errorf("gatewaytest: Options.EventRate must not be negative (got %g)", o.EventRate)
+	}
+	if o.GuildEventRate < 0 {
+		return o, fmt.Errorf("gatewaytest: Options.GuildEventRate must not be negative (got %g)", o.GuildEventRate)
 	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
@@ -179,6 +208,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxGuildsPerShard == 0 {
 		o.MaxGuildsPerShard = defaultMaxGuildsPerShard
+	}
+	if o.GuildsPerShardRecommended == 0 {
+		o.GuildsPerShardRecommended = defaultGuildsPerShardRecommended
+	}
+	if o.GuildEventLog == 0 {
+		o.GuildEventLog = defaultGuildEventLog
 	}
 	if o.OutboundQueue == 0 {
 		o.OutboundQueue = o.ReplayBuffer + o.MaxGuildsPerShard + 1024

@@ -39,21 +39,26 @@ var closeReasons = map[int]string{
 	closeDisallowedIntents:    "Disallowed intent(s).",
 }
 
-// countLocked makes c one of shard's live connections.
-func (s *Server) countLocked(c *conn, shard int) {
-	if c.counted && c.shard == shard {
+// countLocked makes c one of the live connections of shard, and of shard in
+// generation total.
+func (s *Server) countLocked(c *conn, shard, total int) {
+	if c.counted && c.shard == shard && c.total == total {
 		return
 	}
 	s.uncountLocked(c)
-	c.shard, c.counted = shard, true
+	c.shard, c.total, c.counted = shard, total, true
 	st := s.cnt.shard(shard)
 	st.Live++
 	st.MaxLive = max(st.MaxLive, st.Live)
+	gs := s.cnt.gen(total).shard(shard)
+	gs.Live++
+	gs.MaxLive = max(gs.MaxLive, gs.Live)
 }
 
 func (s *Server) uncountLocked(c *conn) {
 	if c.counted {
 		s.cnt.shard(c.shard).Live--
+		s.cnt.gen(c.total).shard(c.shard).Live--
 		c.counted = false
 	}
 }

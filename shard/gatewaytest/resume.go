@@ -65,7 +65,7 @@ func (s *Server) resumeLocked(c *conn, r *resumeData) {
 		ss.conn = nil
 		s.closeConnLocked(old, closeSessionTakenOver, "Session resumed on another connection.")
 	}
-	s.countLocked(c, ss.shardID)
+	s.countLocked(c, ss.shardID, ss.numShards)
 	ss.conn, c.sess = c, ss
 	ss.resumes++
 	ss.resumed = time.Now()
@@ -78,5 +78,8 @@ func (s *Server) resumeLocked(c *conn, r *resumeData) {
 	ss.mu.Unlock()
 	s.cnt.resumes++
 	s.cnt.shard(ss.shardID).Resumes++
+	gen := s.cnt.gen(ss.numShards)
+	gen.resumes++
+	gen.shard(ss.shardID).Resumes++
 	c.log.Info("session resumed", "shard", ss.shardID, "from_seq", *r.Seq, "replayed", len(replay)-1, "seq", seq)
 }

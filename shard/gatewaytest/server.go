@@ -57,6 +57,14 @@ type Server struct {
 	lastIdentify    map[int]time.Time // by bucket
 	startsRemaining int
 	startsResetAt   time.Time
+
+	// Guilds and generations (generations.go), guarded by mu: the bot's guild
+	// count (Options.Guilds, then AddGuilds), the open sessions by (num_shards,
+	// shard), and the guild event source.
+	guilds      int
+	open        map[genShard][]*session
+	openTotals  []int // the num_shards of the open sessions, ascending
+	guildEvents guildEventSource
 }
 
 type netConnKey struct{}
@@ -91,6 +99,9 @@ func NewServer(opts Options) (*Server, error) {
 		acks:            true,
 		lastIdentify:    map[int]time.Time{},
 		startsRemaining: opts.SessionStartLimit,
+		guilds:          opts.Guilds,
+		open:            map[genShard][]*session{},
+		guildEvents:     newGuildEventSource(opts.GuildEventRate),
 	}
 	s.startsResetAt = s.clock().Add(opts.SessionStartResetAfter)
 	s.http = &http.Server{
@@ -103,11 +114,12 @@ func NewServer(opts Options) (*Server, error) {
 			return context.WithValue(ctx, netConnKey{}, nc)
 		},
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		_ = s.http.Serve(batchListener{ln}) // returns http.ErrServerClosed after Close
 	}()
+	go s.runGuildEvents()
 	s.opts.Logger.Info("fake gateway listening", "addr", s.base)
 	return s, nil
 }

@@ -36,12 +36,15 @@ type session struct {
 	idx        uint64    // distinguishes the message ids of concurrent sessions
 	shardID    int
 	numShards  int
-	guilds     int               // number of guilds this shard owns
+	guilds     int               // number of guilds this shard owns; guarded by mu
 	intents    int64             // as IDENTIFY gave them: member requests depend on them
 	msgTmpl    *dispatchTemplate // nil: the session generates no messages
-	dm         bool              // generated messages are DMs (no guild)
-	stop       chan struct{}     // closed when the session ends
-	kick       chan struct{}     // attachment changed; re-arm the expiry timer
+	// guildMsgTmpl renders guild events (GuildEventRate) for this session's
+	// intents; nil without GUILD_MESSAGES.
+	guildMsgTmpl *dispatchTemplate
+	dm           bool          // generated messages are DMs (no guild)
+	stop         chan struct{} // closed when the session ends
+	kick         chan struct{} // attachment changed; re-arm the expiry timer
 
 	eventsSent atomic.Int64
 	replayed   atomic.Int64
@@ -136,9 +139,10 @@ func (ss *session) kickLocked() {
 	}
 }
 
-// end makes the session unresumable and frees its buffer. Callers hold
-// Server.mu.
+// end makes the session unresumable and frees its buffer; its generation
+// gets no more guild dispatches for it. Callers hold Server.mu.
 func (ss *session) end(reason string) {
+	ss.srv.unindexLocked(ss)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.ended {

@@ -12,10 +12,23 @@ import (
 // Stats is a snapshot of what the fake has seen and done. Stats() returns a
 // deep copy; StatsURL serves the same as JSON.
 type Stats struct {
-	// Shards is keyed by shard id.
+	// Shards is keyed by shard id, whatever num_shards the sessions used.
 	Shards map[int]ShardStats `json:"shards"`
 	// Sessions is keyed by session id; ended sessions stay listed.
 	Sessions map[string]SessionStats `json:"sessions"`
+	// Generations is keyed by num_shards: the sessions identified with one
+	// shard count are one generation, and a reshard opens a second beside
+	// the first.
+	Generations map[int]GenerationStats `json:"generations"`
+
+	// Guilds is the bot's guild count now (Options.Guilds, then AddGuilds), and
+	// RecommendedShards the shard count /gateway/bot recommends for it.
+	Guilds            int `json:"guilds"`
+	RecommendedShards int `json:"recommended_shards"`
+	// GuildEventRate is the guild events' rate per guild now; GuildEvents
+	// counts the guild events generated (GuildEvents() lists them).
+	GuildEventRate float64 `json:"guild_event_rate"`
+	GuildEvents    int64   `json:"guild_events"`
 
 	// Connections is the number of open websocket connections.
 	Connections int `json:"connections"`
@@ -104,6 +117,34 @@ type ShardStats struct {
 	LastCommand json.RawMessage `json:"last_command,omitempty"`
 }
 
+// GenerationStats are the counters of one generation: the sessions
+// identified with one num_shards.
+type GenerationStats struct {
+	// Shards is keyed by shard id (below the generation's num_shards).
+	Shards map[int]GenerationShardStats `json:"shards"`
+	// Live is the sum of the shards' Live.
+	Live       int `json:"live"`
+	Identifies int `json:"identifies"`
+	Resumes    int `json:"resumes"`
+	// Sessions maps the id of every session of the generation (ended ones
+	// included) to its shard id; OpenSessions counts those not ended, with a
+	// connection or resumable. A generation is gone when it is 0.
+	Sessions     map[string]int `json:"sessions"`
+	OpenSessions int            `json:"open_sessions"`
+	// GuildEvents counts the guild events queued in the generation's
+	// sessions, one per session that got one.
+	GuildEvents int64 `json:"guild_events"`
+}
+
+// GenerationShardStats are the counters of one shard in one generation;
+// they mean what ShardStats' fields of the same names mean.
+type GenerationShardStats struct {
+	Live       int `json:"live"`
+	MaxLive    int `json:"max_live"`
+	Identifies int `json:"identifies"`
+	Resumes    int `json:"resumes"`
+}
+
 // SessionStats describe one gateway session.
 type SessionStats struct {
 	ShardID   int `json:"shard_id"`
@@ -140,6 +181,14 @@ type counters struct {
 	hbTimeouts, drops, slowDrops, clientDrops, tokenResets   int
 	perBucket, closes, clientCloses                          map[int]int
 	shards                                                   map[int]*ShardStats
+	gens                                                     map[int]*genCounters
+}
+
+// genCounters are the counters of one generation, by num_shards.
+type genCounters struct {
+	identifies, resumes int
+	guildEvents         int64
+	shards              map[int]*GenerationShardStats
 }
 
 func newCounters() counters {
@@ -148,7 +197,26 @@ func newCounters() counters {
 		closes:       map[int]int{},
 		clientCloses: map[int]int{},
 		shards:       map[int]*ShardStats{},
+		gens:         map[int]*genCounters{},
 	}
+}
+
+func (c *counters) gen(total int) *genCounters {
+	g := c.gens[total]
+	if g == nil {
+		g = &genCounters{shards: map[int]*GenerationShardStats{}}
+		c.gens[total] = g
+	}
+	return g
+}
+
+func (g *genCounters) shard(id int) *GenerationShardStats {
+	st := g.shards[id]
+	if st == nil {
+		st = &GenerationShardStats{}
+		g.shards[id] = st
+	}
+	return st
 }
 
 func (c *counters) shard(id int) *ShardStats {
@@ -169,6 +237,11 @@ func (s *Server) Stats() Stats {
 	st := Stats{
 		Shards:                    make(map[int]ShardStats, len(c.shards)),
 		Sessions:                  make(map[string]SessionStats, len(s.sessions)),
+		Generations:               make(map[int]GenerationStats, len(c.gens)),
+		Guilds:                    s.guilds,
+		RecommendedShards:         s.recommendedShardsLocked(),
+		GuildEventRate:            s.guildEvents.rate,
+		GuildEvents:               s.guildEvents.next,
 		Connections:               len(s.conns),
 		GatewayBotRequests:        c.gatewayBot,
 		PayloadsCompressed:        s.payloadsCompressed.Load(),
@@ -204,10 +277,31 @@ func (s *Server) Stats() Stats {
 		cp.Commands, cp.LastCommand = maps.Clone(sh.Commands), slices.Clone(sh.LastCommand)
 		st.Shards[id] = cp
 	}
+	for total, g := range c.gens {
+		gs := GenerationStats{
+			Shards:      make(map[int]GenerationShardStats, len(g.shards)),
+			Identifies:  g.identifies,
+			Resumes:     g.resumes,
+			Sessions:    map[string]int{},
+			GuildEvents: g.guildEvents,
+		}
+		for id, sh := range g.shards {
+			gs.Shards[id] = *sh
+			gs.Live += sh.Live
+		}
+		st.Generations[total] = gs
+	}
 	for id, sess := range s.sessions {
 		ss := sess.stats()
 		st.Sessions[id] = ss
 		st.EventsSent += ss.EventsSent
+		if gs, ok := st.Generations[ss.NumShards]; ok {
+			gs.Sessions[id] = ss.ShardID
+			if !ss.Ended {
+				gs.OpenSessions++
+			}
+			st.Generations[ss.NumShards] = gs
+		}
 	}
 	return st
 }
