@@ -16,9 +16,9 @@ import (
 
 // sinkSpec is the agent's --sink flags.
 type sinkSpec struct {
-	spec    string // stdout, file:PATH, redis://…, none
+	spec    string // stdout, file:PATH, redis://…, nats://…, none
 	payload bool   // --sink-payload: the NDJSON lines carry d
-	maxLen  int64  // --sink-maxlen: a Redis stream's bound
+	maxLen  int64  // --sink-maxlen: a Redis stream's bound, a NATS stream's
 	// An https:// sink's --sink-secret-file (or DISCLUSTER_SINK_SECRET) and
 	// --sink-insecure-http, and the logger of its refusals.
 	secret       shard.Token
@@ -26,7 +26,7 @@ type sinkSpec struct {
 	log          *slog.Logger
 }
 
-const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB], https://HOST/PATH or none"
+const sinkWant = "want stdout, file:PATH, redis://HOST:PORT[/DB], https://HOST/PATH, nats://HOST:PORT[,HOST:PORT…] or none"
 
 // agentSinkSpec reads the agent's --sink flags.
 func agentSinkSpec(c *cli.Context, log *slog.Logger) (sinkSpec, error) {
@@ -42,10 +42,19 @@ func isRedis(spec string) bool {
 	return strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://")
 }
 
-// shownSink is spec as it may be printed: a redis:// URL without its password.
+// isNATS reports whether spec names a NATS JetStream sink.
+func isNATS(spec string) bool {
+	return strings.HasPrefix(spec, "nats://") || strings.HasPrefix(spec, "tls://")
+}
+
+// shownSink is spec as it may be printed: a redis:// or nats:// URL without its
+// password or token.
 func shownSink(spec string) string {
 	if isWebhook(spec) { // without a password or the query
 		return shownWebhook(spec)
+	}
+	if isNATS(spec) {
+		return sink.RedactNATSURL(spec)
 	}
 	if !isRedis(spec) {
 		return spec
@@ -58,7 +67,7 @@ func shownSink(spec string) string {
 }
 
 // checkSink checks the --sink flags without opening anything. Its errors never show
-// a redis:// URL, which may hold a password.
+// a redis:// or nats:// URL, which may hold a password.
 func checkSink(s sinkSpec, _ io.Writer) (sink.Sink, func(), error) {
 	switch {
 	case s.spec == "none" || s.spec == "stdout" || strings.HasPrefix(s.spec, "file:") && len(s.spec) > len("file:"):
@@ -71,13 +80,21 @@ func checkSink(s sinkSpec, _ io.Writer) (sink.Sink, func(), error) {
 			return nil, nil, fmt.Errorf("--sink-maxlen %d: want 0 (unbounded) or more", s.maxLen)
 		}
 		return nil, func() {}, nil
+	case isNATS(s.spec):
+		if err := sink.CheckNATSURL(s.spec); err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		if s.maxLen < 0 {
+			return nil, nil, fmt.Errorf("--sink-maxlen %d: want 0 (unbounded) or more", s.maxLen)
+		}
+		return nil, func() {}, nil
 	case isWebhook(s.spec):
 		if err := checkWebhook(s); err != nil {
 			return nil, nil, err
 		}
 		return nil, func() {}, nil
 	}
-	return nil, nil, fmt.Errorf("--sink %q: %s", s.spec, sinkWant)
+	return nil, nil, fmt.Errorf("--sink %q: %s", shownSink(s.spec), sinkWant)
 }
 
 func openSink(s sinkSpec, stdout io.Writer) (sink.Sink, func(), error) {
@@ -105,6 +122,16 @@ func openSink(s sinkSpec, stdout io.Writer) (sink.Sink, func(), error) {
 		return r, func() { r.Close() }, nil
 	case isWebhook(s.spec):
 		return openWebhook(s)
+	case isNATS(s.spec):
+		if _, _, err := checkSink(s, stdout); err != nil {
+			return nil, nil, err
+		}
+		// Connected in the background, as the Redis sink is lazily.
+		n, err := sink.NewNATS(s.spec, s.maxLen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--sink: %w", err)
+		}
+		return n, func() { n.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("--sink %q: %s", s.spec, sinkWant)
+	return nil, nil, fmt.Errorf("--sink %q: %s", shownSink(s.spec), sinkWant)
 }

@@ -38,9 +38,10 @@ var allowed = map[string][]string{
 	"internal/testlock":  nil,
 	"internal/fakeclock": nil,
 	"internal/redistest": {"internal/proccluster"},
+	"internal/natstest":  {"internal/proccluster"},
 	// The agent's rooms, from the bottom up. Each room imports only rooms below it.
 	"node/event": nil,
-	"node/sink":  {"shard", "internal/backoff", "github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5"},
+	"node/sink":  {"shard", "internal/backoff", "github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5", "github.com/nats-io/nats.go"},
 	// The API is imported by bots: types, routes and a client, nothing of the agent.
 	"node/api":        {"node/event"},
 	"node/rpc":        {"fsm", "shard", "node/api", "node/event"},
@@ -74,7 +75,7 @@ func TestRulesKeepTheInvariants(t *testing.T) {
 				t.Errorf("%s may import node: only the binary, and the examples of embedding it, wire the agent", pkg)
 			case r == "shard/gatewaytest" && pkg != "cmd/discluster":
 				t.Errorf("%s may import the fake Discord: production code never does (the binary serves it for demo and fake-discord only)", pkg)
-			case r == "internal/testlock" || r == "internal/fakeclock" || r == "internal/redistest":
+			case r == "internal/testlock" || r == "internal/fakeclock" || r == "internal/redistest" || r == "internal/natstest":
 				t.Errorf("%s may import %s, which is for tests only", pkg, r)
 			case r == pkg:
 				t.Errorf("%s lists itself", pkg)

@@ -1,6 +1,6 @@
 // Package sink is where the events a node's shards receive leave the node: the
 // delivery contract and its implementations (NDJSON lines, Redis Streams in
-// @discordjs/brokers' layout, signed webhook POSTs).
+// @discordjs/brokers' layout, NATS JetStream, signed webhook POSTs).
 //
 // A sink must never acknowledge an event it has not stored or passed on: the node
 // checkpoints a shard's position only after the sink accepted the event, so an event
