@@ -63,7 +63,7 @@ type Options struct {
 	// none, as with EventRate. GuildEvents lists what was generated.
 	GuildEventRate float64
 	// GuildEventLog is how many generated guild events GuildEvents keeps (the
-	// newest). Default 1<<19, at about 100 bytes each.
+	// newest). Default 1<<19.
 	GuildEventLog int
 	// SessionTTL is how long a session without a connection stays
 	// resumable. Discord says "a few minutes". Default 2m.
