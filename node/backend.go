@@ -98,7 +98,7 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 	st.Leader = string(leaderID)
 	if c := n.fsm.Config(); c.TotalShards > 0 {
 		st.Config = &api.ShardConfig{TotalShards: c.TotalShards, MaxConcurrency: c.MaxConcurrency, IdentifyWindow: c.IdentifyWindow,
-			Lease: c.Lease, CheckpointInterval: c.CheckpointInterval}
+			Lease: c.Lease, CheckpointInterval: c.CheckpointInterval, Generation: n.fsm.Generation()}
 	}
 	suffrage := map[string]string{}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
@@ -160,6 +160,8 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 	var events [][]event.Event
 	live := map[int]rpc.LocalShard{}
 	liveOwner := map[int]string{}
+	gen := n.fsm.Generation()
+	var reshardLive []ownedShard // a reshard's, and an ended generation's still closing
 	for a := range answers {
 		if a.err != nil {
 			st.Problems = append(st.Problems, fmt.Sprintf("%s: %v", a.id, a.err))
@@ -181,6 +183,10 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 			st.Fences = a.reply.Fences
 		}
 		for _, s := range a.reply.Shards {
+			if !current(s, gen) {
+				reshardLive = append(reshardLive, ownedShard{node: a.id, LocalShard: s})
+				continue // the same id names another shard in another generation
+			}
 			live[s.Info.ShardID] = s
 			liveOwner[s.Info.ShardID] = a.id
 		}
@@ -225,5 +231,6 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 			st.Members[i].Shards = count[st.Members[i].ID]
 		}
 	}
+	n.addReshard(&st, reshardLive)
 	return st
 }

@@ -80,6 +80,11 @@ type Config struct {
 	// Discord's daily session_start_limit: identifies stop there. Default: 5% of the
 	// limit, at least 10.
 	SessionReserve int
+	// ReshardAutoThreshold, when not 0, lets the leader start a reshard on its own
+	// once Discord recommends at least this many times the current shard count (at
+	// most once an hour); 0, the default, leaves reshards to operators (and to a
+	// shard closed with 4011, which always starts one).
+	ReshardAutoThreshold float64
 
 	ShardsPerCluster   int           // shards per local cluster (goroutine group), default 16
 	CheckpointInterval time.Duration // default 1 s
@@ -262,6 +267,8 @@ func (c Config) Validate() error {
 		return bad("--lease %v must be at least 5 Raft heartbeat timeouts (%v): a leader election must fit well inside one lease, or every leader change suspends every shard", c.Lease, 5*c.Timing.RaftHeartbeat)
 	case c.SessionReserve < 0:
 		return bad("--session-reserve %d must not be negative", c.SessionReserve)
+	case c.ReshardAutoThreshold != 0 && !(c.ReshardAutoThreshold >= 1):
+		return bad("--reshard-auto-threshold %g: 0 (off) or at least 1, the factor by which Discord's recommended shard count must exceed the current one", c.ReshardAutoThreshold)
 	}
 	for _, a := range []struct{ flag, v string }{{"--gossip-addr", c.GossipAddr}, {"--cluster-addr", c.ClusterAddr}, {"--http-addr", c.HTTPAddr}} {
 		if _, _, err := membership.SplitHostPort(a.v); err != nil {

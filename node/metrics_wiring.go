@@ -44,4 +44,7 @@ var _ event.Notifier = notifier{}
 func (t notifier) Notify(e event.Event) {
 	t.n.events.Notify(e)
 	t.n.metrics.Notify(e)
+	if e.Kind == event.ShardingRequired {
+		t.n.noteShardingRequired(e)
+	}
 }

@@ -61,6 +61,9 @@ type Node struct {
 	leaveMu          sync.Mutex
 	leaving          bool // Leave began: the drain it writes is this run's own; under leaveMu
 	started          time.Time
+	// shardingRequired is the generation of a shard here that Discord closed with
+	// 4011, reported with each lease renewal (see noteShardingRequired); 0 when none.
+	shardingRequired atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -143,12 +146,15 @@ func (n *Node) start(id membership.Identity) error {
 		Name: cfg.Name, Voters: cfg.Voters, MaxMoves: cfg.MaxMoves, Shards: cfg.Shards, MaxConcurrency: cfg.MaxConcurrency,
 		ShardsPerCluster: cfg.ShardsPerCluster, IdentifyWindow: cfg.IdentifyWindow, Lease: cfg.Lease,
 		CheckpointInterval: cfg.CheckpointInterval, SessionReserve: cfg.SessionReserve,
-		ReconcileInterval: cfg.Timing.ReconcileInterval, ProbeEvery: cfg.Timing.RaftHeartbeat / 10, Logger: n.log,
+		ReconcileInterval: cfg.Timing.ReconcileInterval, ProbeEvery: cfg.Timing.RaftHeartbeat / 10,
+		ReshardAutoThreshold: cfg.ReshardAutoThreshold, ReshardPoll: cfg.Timing.ReconcileInterval, Logger: n.log,
 	}, leader.Deps{
 		Raft: n.raft, FSM: n.fsm, Members: membersView{n}, Notify: notifier{n}, Lease: n.leaseDuration,
 		ProcessGone: n.processGone, GatewayBot: n.gatewayBot, Done: n.ctx.Done(), CanReach: n.canReach,
+		LocalShards: n.localShards,
 	})
-	n.toLeader = &rpc.ToLeader{Node: cfg.Name, Where: leadership{n.raft}, Local: service{n}, Pool: n.pool}
+	n.toLeader = &rpc.ToLeader{Node: cfg.Name, Where: leadership{n.raft}, Local: service{n}, Pool: n.pool,
+		ShardingRequired: n.shardingRequiredGen}
 	n.gossip, err = membership.Start(membership.Config{
 		Name: cfg.Name, DataDir: cfg.DataDir, BindAddr: cfg.GossipAddr, Advertise: advertise,
 		ClusterAddr: n.advertiseCluster, HTTPAddr: n.advertiseHTTP, Weight: cfg.Weight, EncryptKey: cfg.EncryptKey,

@@ -47,6 +47,7 @@ func agentCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-concurrency", Usage: "identify buckets (default: from GET /gateway/bot)", EnvVars: env("MAX_CONCURRENCY")},
 			&cli.DurationFlag{Name: "identify-window", Value: shard.DefaultIdentifyWindow, Usage: "one identify per bucket per window", EnvVars: env("IDENTIFY_WINDOW")},
 			&cli.IntFlag{Name: "session-reserve", Usage: "daily session starts never spent (default 5% of the limit, at least 10)", EnvVars: env("SESSION_RESERVE")},
+			&cli.Float64Flag{Name: "reshard-auto-threshold", Usage: "reshard on the leader's own once Discord recommends at least this many times the current shard count, e.g. 1.2 (at most once an hour); 0: only when asked (or when Discord closes a shard with 4011)", EnvVars: env("RESHARD_AUTO_THRESHOLD")},
 			&cli.IntFlag{Name: "shards-per-cluster", Value: 16, Usage: "shards per local cluster (goroutine group)", EnvVars: env("SHARDS_PER_CLUSTER")},
 			&cli.DurationFlag{Name: "checkpoint-interval", Value: time.Second, Usage: "how often resume states are replicated", EnvVars: env("CHECKPOINT_INTERVAL")},
 			&cli.BoolFlag{Name: "no-session-stealing", Usage: "identify moved shards instead of resuming them (the baseline of `bench`; spends session starts)", EnvVars: env("NO_SESSION_STEALING")},
@@ -163,6 +164,7 @@ func agentConfig(c *cli.Context) (node.Config, func(), error) {
 	cfg.GossipAddr, cfg.ClusterAddr, cfg.HTTPAddr = c.String("gossip-addr"), c.String("cluster-addr"), c.String("http-addr")
 	cfg.Advertise, cfg.MaxConcurrency, cfg.IdentifyWindow = c.String("advertise"), c.Int("max-concurrency"), c.Duration("identify-window")
 	cfg.SessionReserve, cfg.ShardsPerCluster = c.Int("session-reserve"), c.Int("shards-per-cluster")
+	cfg.ReshardAutoThreshold = c.Float64("reshard-auto-threshold")
 	cfg.CheckpointInterval, cfg.Lease, cfg.MaxMoves = c.Duration("checkpoint-interval"), c.Duration("lease"), c.Int("max-moves")
 	cfg.APIBase, cfg.GatewayURL, cfg.Intents = c.String("api-base"), c.String("gateway-url"), c.Uint64("intents")
 	cfg.Compression, cfg.Logger = shard.Compression(c.String("compression")), log

@@ -35,6 +35,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			statusCommand(),
 			drainCommand(),
+			reshardCommand(),
 			sendCommand(),
 			keygenCommand(),
 			keyringCommand(),

@@ -222,13 +222,21 @@ func renderStatus(w io.Writer, st api.Status, now time.Time) {
 		fmt.Fprintf(w, "session starts %d/%d left, reserve %d, resets in %v%s\n", b.Remaining, b.Total, b.Reserve,
 			b.ResetsAt.Sub(now).Round(time.Minute), warn)
 	}
+	if r := st.Reshard; r != nil {
+		fmt.Fprintf(w, "RESHARD from %d to %d shards (generation %d) since %s: %d/%d assigned, %d/%d warm, ETA %v; the %d keep delivering until the switch\n",
+			r.From, r.To, r.Generation, r.StartedAt.Local().Format(time.TimeOnly), r.Assigned, r.To, r.Warm, r.To, r.ETA, r.From)
+	}
 	if !st.Lease.Held {
 		fmt.Fprintf(w, "\n%s HOLDS NO LEASE: its shards are suspended. Why: %s\n", st.Node, st.Lease.Reason)
 	}
 
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tSTATE\tGOSSIP\tRAFT\tLEASE\tWEIGHT\tSHARDS\tCLUSTER ADDR\tHTTP ADDR")
+	shardsCol := "SHARDS"
+	if st.Reshard != nil {
+		shardsCol = "SHARDS (+NEW GEN)" // the reshard's shards each holds, being warmed
+	}
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tGOSSIP\tRAFT\tLEASE\tWEIGHT\t"+shardsCol+"\tCLUSTER ADDR\tHTTP ADDR")
 	for _, m := range st.Members {
 		name := m.ID
 		if m.Leader {
@@ -241,8 +249,12 @@ func renderStatus(w io.Writer, st api.Status, now time.Time) {
 				lease = "LOST"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, orDash(m.State), m.Gossip, orDash(m.Raft), lease,
-			m.Weight, m.Shards, m.Cluster, m.HTTP)
+		held := strconv.Itoa(m.Shards)
+		if st.Reshard != nil {
+			held += fmt.Sprintf(" (+%d)", m.ReshardShards)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", name, orDash(m.State), m.Gossip, orDash(m.Raft), lease,
+			m.Weight, held, m.Cluster, m.HTTP)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "(* leader)")

@@ -30,6 +30,10 @@ type Backend interface {
 	// between changes it calls emit with kind "" now and then (a tick the route uses
 	// for keep-alives).
 	Watch(ctx context.Context, emit Emit) error
+	// Reshard starts a reshard and CancelReshard drops the one that runs, both at the
+	// leader; a refusal wraps ErrRefused and says why, with the numbers.
+	Reshard(ctx context.Context, req ReshardRequest) (Reshard, error)
+	CancelReshard(ctx context.Context) (Reshard, error)
 }
 
 // Errors a Backend returns for the routes to answer with the right code.
@@ -153,6 +157,7 @@ func Handler(b Backend, auth Auth, opts ...Option) http.Handler {
 		writeJSON(w, http.StatusOK, k)
 	}))
 	mux.HandleFunc("GET /v1/events", read(streamRoute(b)))
+	reshardRoutes(mux, b, write)
 	// Commands change what the bot does on Discord: a write's privilege.
 	mux.HandleFunc("POST /v1/shards/{id}/send", write(sendRoute(b, false)))
 	mux.HandleFunc("POST /v1/guilds/{guild_id}/send", write(sendRoute(b, true)))

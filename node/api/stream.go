@@ -26,7 +26,8 @@ const (
 	StreamLeader     = "leader"      // data: {"leader": ..., "term": ...}
 	// StreamOverview carries the rest of the status when it changes: the watched
 	// node's lease and Raft state, the shard configuration, the session budget, the
-	// fences and the problems (data: Status without members, shards and events).
+	// fences, a reshard's progress and the problems (data: Status without members,
+	// shards and events).
 	StreamOverview = "overview"
 )
 
@@ -214,8 +215,9 @@ func overviewKey(s Status) string {
 		Config                   *ShardConfig
 		Budget                   *Budget
 		Fences                   []Fence
+		Reshard                  *Reshard
 		Problems                 []string
-	}{s.Node, s.Cluster, s.RaftState, s.Lease.Held, s.Lease.Reason, s.Config, s.Budget, s.Fences, s.Problems})
+	}{s.Node, s.Cluster, s.RaftState, s.Lease.Held, s.Lease.Reason, s.Config, s.Budget, s.Fences, s.Reshard, s.Problems})
 	return string(b)
 }
 
@@ -225,7 +227,8 @@ func sameMember(a, b MemberStatus) bool {
 	held := func(l *Lease) bool { return l != nil && l.Held }
 	failing := func(s *Sink) bool { return s != nil && s.Failing }
 	return a.State == b.State && a.Gossip == b.Gossip && a.Raft == b.Raft && a.Leader == b.Leader && a.Weight == b.Weight &&
-		a.Shards == b.Shards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) && failing(a.Sink) == failing(b.Sink)
+		a.Shards == b.Shards && a.ReshardShards == b.ReshardShards && a.Problem == b.Problem && held(a.Lease) == held(b.Lease) &&
+		failing(a.Sink) == failing(b.Sink)
 }
 
 // ErrNoStream is the answer of an agent that serves no event stream (an older one):

@@ -25,6 +25,9 @@ type Status struct {
 	// Fences are the failed nodes whose shards wait for the node's last lease to run
 	// out before they move (it may still be running them), from the leader.
 	Fences []Fence `json:"fences,omitempty"`
+	// Reshard is the reshard in progress, nil when none runs; Shards and each
+	// member's Shards are the current generation's until its switch.
+	Reshard *Reshard `json:"reshard,omitempty"`
 	// Events are the recent events of every member that answered, oldest first.
 	Events []event.Event `json:"events,omitempty"`
 	// Problems lists what the node could not find out (an unreachable member) and
@@ -39,6 +42,8 @@ type ShardConfig struct {
 	IdentifyWindow     time.Duration `json:"identify_window_ns"`
 	Lease              time.Duration `json:"lease_ns"`
 	CheckpointInterval time.Duration `json:"checkpoint_interval_ns"`
+	// Generation counts the shard counts the cluster ran: 1 until a reshard switched.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // MemberStatus is one node.
@@ -57,6 +62,8 @@ type MemberStatus struct {
 	// Problem is why the node holds no shards though alive (Discord rejects its
 	// token); "" when none.
 	Problem string `json:"problem,omitempty"`
+	// ReshardShards are the shards of a reshard's generation it holds, being warmed.
+	ReshardShards int `json:"reshard_shards,omitempty"`
 }
 
 // ShardStatus is one shard.

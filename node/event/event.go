@@ -36,6 +36,13 @@ const (
 	LeaseLost      Kind = "lease_lost"      // Node lost its lease and suspended Shards (Cause)
 	FlagOverridden Kind = "flag_overridden" // a flag of Node differs from the cluster's value (Cause)
 	TokenRejected  Kind = "token_rejected"  // Discord rejected Node's bot token; it stopped Shards (Cause)
+	SessionsEnded  Kind = "sessions_ended"  // Node ended the sessions of Shards of a generation a reshard retired (Cause)
+	// ShardingRequired: Discord closed Node's Shards of generation Gen with 4011 (too
+	// many guilds for the shard count); the leader starts a reshard.
+	ShardingRequired Kind = "sharding_required"
+	ReshardStarted   Kind = "reshard_started"   // generation Gen began beside the current one (Cause: from what to what, and who asked)
+	ReshardSwitched  Kind = "reshard_switched"  // generation Gen became current, Duration after its start
+	ReshardCancelled Kind = "reshard_cancelled" // generation Gen was dropped before its switch, Duration after its start (Cause)
 )
 
 // Event is one thing that happened, as the node that saw it reports it.
@@ -48,7 +55,10 @@ type Event struct {
 	Duration time.Duration `json:"duration_ns,omitempty"`
 	Max      time.Duration `json:"max_ns,omitempty"`
 	Term     uint64        `json:"term,omitempty"`
-	Cause    string        `json:"cause,omitempty"`
+	// Gen is the generation of shards the event is about, when a reshard's: the
+	// shard ids of two generations name different shards.
+	Gen   uint64 `json:"gen,omitempty"`
+	Cause string `json:"cause,omitempty"`
 	// Reason is Cause as a fixed value for programs (a metric's label, a UI's
 	// colour), set on the kinds that have one: Failover.
 	Reason Reason `json:"reason,omitempty"`
@@ -77,9 +87,9 @@ func (e Event) String() string {
 	case NodeRemoved:
 		return fmt.Sprintf("%s removed: %s", e.Subject, e.Cause)
 	case Revoking:
-		return fmt.Sprintf("revoking %s (%s)", e.Shards, e.Cause)
+		return fmt.Sprintf("revoking %s%s (%s)", e.Shards, e.ofGen(), e.Cause)
 	case Failover:
-		return fmt.Sprintf("failover: %s's shards %s reassigned %v after it failed (%s)", e.Subject, e.Shards, e.Duration, e.Cause)
+		return fmt.Sprintf("failover: %s's shards %s%s reassigned %v after it failed (%s)", e.Subject, e.Shards, e.ofGen(), e.Duration, e.Cause)
 	case HandedOff:
 		return "handed off shards " + e.Shards.String()
 	case Resumed:
@@ -93,8 +103,30 @@ func (e Event) String() string {
 		return e.Cause
 	case TokenRejected:
 		return fmt.Sprintf("bot token rejected: %d shards stopped (%s)", len(e.Shards), e.Cause)
+	case SessionsEnded:
+		return fmt.Sprintf("sessions of %d shards ended (%s)", len(e.Shards), e.Cause)
+	case ShardingRequired:
+		return fmt.Sprintf("sharding required: Discord closed shards %s with 4011 (%s)", e.Shards, e.Cause)
+	case ReshardStarted:
+		return fmt.Sprintf("reshard started: generation %d, %s", e.Gen, e.Cause)
+	case ReshardSwitched:
+		return fmt.Sprintf("reshard switched: generation %d delivers, %v after its start (%s)", e.Gen, e.Duration, e.Cause)
+	case ReshardCancelled:
+		return fmt.Sprintf("reshard cancelled: generation %d dropped %v after its start (%s)", e.Gen, e.Duration, e.Cause)
 	}
-	return string(e.Kind) + " " + e.Cause
+	s := string(e.Kind) + " " + e.Cause
+	if e.Gen != 0 {
+		s += fmt.Sprintf(" (generation %d)", e.Gen)
+	}
+	return s
+}
+
+// ofGen names the generation of an event's shards, when it is a reshard's.
+func (e Event) ofGen() string {
+	if e.Gen == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" of generation %d", e.Gen)
 }
 
 // Shards is a set of shard ids; it prints, and travels as JSON, in ranges: "0-15,17".

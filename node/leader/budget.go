@@ -9,7 +9,8 @@ import (
 )
 
 // refreshBudget keeps the session start budget from Discord, whose count is the
-// truth: a new leader asks at once, then every minute.
+// truth, and Discord's recommended shard count: a new leader asks at once, then
+// every minute.
 func (l *Leader) refreshBudget(ctx context.Context, t *term) {
 	for {
 		gb, err := l.gatewayBot(ctx)
@@ -26,6 +27,7 @@ func (l *Leader) refreshBudget(ctx context.Context, t *term) {
 			t.budget = api.Budget{Known: true, Total: s.Total, Remaining: s.Remaining, Reserve: reserve,
 				ResetsAt: now.Add(s.ResetIn()), FetchedAt: now}
 			t.budget.Low = t.budget.Remaining <= 2*reserve
+			t.recommended = gb.Shards
 		}
 		t.mu.Unlock()
 		if !backoff.Sleep(ctx, time.Minute) {

@@ -44,6 +44,10 @@ func (l *Leader) GrantLease(ctx context.Context, args rpc.RenewArgs) (rpc.LeaseG
 		t.grants.Unfit[node] = args.Unfit
 	}
 	t.mu.Unlock()
+	if t.noteShardingRequired(node, args.ShardingRequired) {
+		l.log.Warn("Discord closed a shard with 4011 (sharding required): the cluster needs more shards", "member", node, "gen", args.ShardingRequired)
+		l.Poke()
+	}
 	if changed {
 		if args.Unfit != "" {
 			l.log.Warn("node holds no shards until it is fit", "member", node, "why", args.Unfit)

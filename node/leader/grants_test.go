@@ -28,6 +28,20 @@ func (m staticMembers) Members() []membership.Member { return m }
 // clock in the test's hands.
 func soloLeader(t *testing.T, gossip ...membership.Member) (*Leader, *fsm.FSM, *fakeclock.Clock) {
 	t.Helper()
+	return soloLeaderWith(t, soloOptions{}, gossip...)
+}
+
+// soloOptions change soloLeader's defaults: Discord unreachable, nobody's shards
+// polled, no automatic reshard.
+type soloOptions struct {
+	gatewayBot  func(context.Context) (shard.GatewayBot, error)
+	localShards func(context.Context, fsm.Member) ([]rpc.LocalShard, error)
+	threshold   float64
+	notify      event.Notifier
+}
+
+func soloLeaderWith(t *testing.T, o soloOptions, gossip ...membership.Member) (*Leader, *fsm.FSM, *fakeclock.Clock) {
+	t.Helper()
 	f := fsm.New()
 	_, trans := raft.NewInmemTransport("a")
 	rc := raft.DefaultConfig()
@@ -50,15 +64,20 @@ func soloLeader(t *testing.T, gossip ...membership.Member) (*Leader, *fsm.FSM, *
 	if len(gossip) == 0 {
 		gossip = []membership.Member{{Name: "a", Status: membership.StatusAlive, Weight: 1, RPCAddr: string(trans.LocalAddr())}}
 	}
+	if o.gatewayBot == nil {
+		o.gatewayBot = func(context.Context) (shard.GatewayBot, error) {
+			return shard.GatewayBot{}, errors.New("no Discord here")
+		}
+	}
+	if o.notify == nil {
+		o.notify = event.NewLog("a", clk.Now)
+	}
 	l := New(Config{Name: "a", Voters: 3, MaxMoves: 16, Shards: 4, MaxConcurrency: 1, ShardsPerCluster: 4,
 		IdentifyWindow: time.Millisecond, Lease: lease, CheckpointInterval: time.Second, ReconcileInterval: 10 * time.Millisecond,
-		ProbeEvery: time.Millisecond, Logger: slog.New(slog.DiscardHandler)},
-		Deps{Raft: r, FSM: f, Members: staticMembers(gossip), Notify: event.NewLog("a", clk.Now), Now: clk.Now,
+		ProbeEvery: time.Millisecond, ReshardAutoThreshold: o.threshold, ReshardPoll: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)},
+		Deps{Raft: r, FSM: f, Members: staticMembers(gossip), Notify: o.notify, Now: clk.Now,
 			Lease: func() time.Duration { return lease }, ProcessGone: func(string) bool { return false },
-			GatewayBot: func(context.Context) (shard.GatewayBot, error) {
-				return shard.GatewayBot{}, errors.New("no Discord here")
-			},
-			Done: done})
+			GatewayBot: o.gatewayBot, LocalShards: o.localShards, Done: done})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() {

@@ -44,7 +44,13 @@ type Config struct {
 	ReconcileInterval  time.Duration
 	// ProbeEvery bounds how often a failing peer's cluster port is probed.
 	ProbeEvery time.Duration
-	Logger     *slog.Logger
+	// ReshardAutoThreshold, when above 0, starts a reshard once Discord recommends
+	// at least this many times the current count (at most once per hour).
+	ReshardAutoThreshold float64
+	// ReshardPoll is how often, while a reshard's shards are all assigned, their
+	// owners are asked which are warm; a second when 0.
+	ReshardPoll time.Duration
+	Logger      *slog.Logger
 }
 
 // Deps are the leader's collaborators.
@@ -68,6 +74,10 @@ type Deps struct {
 	// connections (with mutual TLS: that it holds a certificate of the cluster's CA)
 	// before it is added to Raft; nil when any member may be added.
 	CanReach func(addr string) error
+	// LocalShards asks a member what its shards are doing (the Shards RPC, or this
+	// node's own runner): how the leader learns that a reshard's shards are warm.
+	// Nil: a reshard never switches on its own.
+	LocalShards func(ctx context.Context, m fsm.Member) ([]rpc.LocalShard, error)
 }
 
 // Leader does the leader's work whenever this node leads.
@@ -95,6 +105,17 @@ type term struct {
 	// unreachable holds members not added to Raft because their cluster port refused
 	// this node, with why: logged once each.
 	unreachable map[string]string
+
+	// warm is what the owners of a reshard's shards last said (see watchWarm).
+	warm warmth
+	// recommended is Discord's shard count as last read, 0 before.
+	recommended int
+	// shardingRequired holds the nodes that report a shard closed with 4011, with
+	// the generation it was of.
+	shardingRequired map[string]uint64
+	// autoTried and autoStarted are this leader's last attempt to start a reshard
+	// on its own, and its last success.
+	autoTried, autoStarted time.Time
 }
 
 // New makes a leader that waits for Run.
@@ -174,7 +195,7 @@ func (l *Leader) lead(ctx context.Context) {
 			return
 		}
 	}
-	t := &term{ctx: ctx, established: l.now(), grants: newGrants(), unreachable: map[string]string{}}
+	t := &term{ctx: ctx, established: l.now(), grants: newGrants(), unreachable: map[string]string{}, shardingRequired: map[string]uint64{}}
 	l.cur.Store(t)
 	defer l.cur.Store(nil)
 	l.log.Info("became leader", "term", r.CurrentTerm(), "applied", r.AppliedIndex(), "grace", l.deps.Lease())
@@ -184,6 +205,11 @@ func (l *Leader) lead(ctx context.Context) {
 	go func() {
 		defer l.wg.Done()
 		l.refreshBudget(ctx, t)
+	}()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.watchWarm(ctx, t)
 	}()
 	tick := time.NewTicker(l.cfg.ReconcileInterval)
 	defer tick.Stop()

@@ -25,9 +25,19 @@ type Input struct {
 	TotalShards int
 	Members     []fsm.Member
 	// Drained are the operators' drains: such a node comes back draining.
-	Drained     map[string]int64
+	Drained map[string]int64
+	// Gen is the current generation, whose table Assignments is: the plan's writes
+	// name it (0 is the first).
+	Gen         uint64
 	Assignments []fsm.Assignment
-	Gossip      []membership.Member
+	// Reshard is the generation a reshard is starting beside the current one, nil
+	// when none is; ReshardAssignments is its table.
+	Reshard            *fsm.Reshard
+	ReshardAssignments []fsm.Assignment
+	// Warm holds the reshard's shards whose owners report them warm (READY, every
+	// guild arrived), with the epoch of the assignment each runs under.
+	Warm   map[int]uint64
+	Gossip []membership.Member
 	// InRaft holds the nodes in the Raft configuration. A gossip member is recorded
 	// only once it is there: the leader adds it to Raft only after reaching its
 	// cluster port, so a stranger that got into the gossip pool (no key set) but has
@@ -101,30 +111,69 @@ type Write struct {
 // Plan decides one reconcile: the member table in line with gossip and the leases,
 // failures into revocations, then placement by the balancer, each step seeing the
 // steps before it. It does no I/O; the loop around it writes and notes.
+//
+// While a reshard runs, its generation's table is planned beside the current one by
+// the same rules: placed over the nodes by the balancer, each node within ±1 of its
+// weighted share of the new count, and failed over when a node fails. Its planned
+// moves (a rebalance, a drain's) wait for the switch, which makes it the current
+// table: a shard of it being warmed would identify again where it lands. The plan
+// writes the switch once every shard of it is assigned and its owner reports it warm.
 func Plan(in Input) (Decision, error) {
-	p := planner{in: in, members: map[string]fsm.Member{}, asg: map[int]fsm.Assignment{}, held: map[string]int{}}
+	p := planner{in: in, members: map[string]fsm.Member{}, held: map[string]int{}}
 	for _, m := range in.Members {
 		p.members[m.ID] = m
 	}
-	for _, a := range in.Assignments {
-		p.asg[a.Shard] = a
-		p.held[a.Node]++
+	p.tables = append(p.tables, p.newTable(in.Gen, in.TotalShards, in.Assignments, false))
+	if in.Reshard != nil {
+		p.tables = append(p.tables, p.newTable(in.Reshard.Gen, in.Reshard.Total, in.ReshardAssignments, true))
 	}
 	p.reconcileMembers()
-	if err := p.place(); err != nil {
-		return Decision{}, err
+	for _, tb := range p.tables {
+		if err := p.place(tb); err != nil {
+			return Decision{}, err
+		}
 	}
+	p.switchReshard()
 	return p.out, nil
 }
 
 type planner struct {
 	in      Input
 	members map[string]fsm.Member // the state as the writes so far leave it
-	asg     map[int]fsm.Assignment
-	// held counts each node's assignments, of any phase; the member steps of a plan
-	// revoke but never move a shard, so it holds for the whole plan.
+	// tables are the current generation's, then a reshard's, as the writes so far
+	// leave them.
+	tables []*table
+	// held counts each node's assignments, of any phase and generation; the member
+	// steps of a plan revoke but never move a shard, so it holds for the whole plan.
 	held map[string]int
 	out  Decision
+}
+
+// table is one generation's assignments.
+type table struct {
+	gen   uint64
+	total int
+	asg   map[int]fsm.Assignment
+	// next marks a reshard's generation, whose planned moves wait for its switch.
+	next bool
+}
+
+func (p *planner) newTable(gen uint64, total int, asg []fsm.Assignment, next bool) *table {
+	tb := &table{gen: gen, total: total, asg: make(map[int]fsm.Assignment, len(asg)), next: next}
+	for _, a := range asg {
+		tb.asg[a.Shard] = a
+		p.held[a.Node]++
+	}
+	return tb
+}
+
+// eventGen is the generation an event about tb's shards names: a reshard's only,
+// so that the current generation's events read as they always did.
+func (tb *table) eventGen() uint64 {
+	if tb.next {
+		return tb.gen
+	}
+	return 0
 }
 
 func (p *planner) holds(id string) int { return p.held[id] }
@@ -245,30 +294,41 @@ func (p *planner) fail(id, why string) {
 	m := p.members[id]
 	m.State, m.Since = fsm.Failed, p.in.Now.UnixNano()
 	p.members[id] = m
-	var moves []fsm.RevokeMove
-	var shards event.Shards
+	var revokes []Write
+	var failedShards event.Shards
 	held := 0
-	for _, shard := range slices.Sorted(maps.Keys(p.asg)) {
-		a := p.asg[shard]
-		if a.Node != id {
-			continue
+	for _, tb := range p.tables {
+		var moves []fsm.RevokeMove
+		var shards event.Shards
+		for _, shard := range slices.Sorted(maps.Keys(tb.asg)) {
+			a := tb.asg[shard]
+			if a.Node != id {
+				continue
+			}
+			held++
+			if a.Phase == fsm.Assigned {
+				moves = append(moves, fsm.RevokeMove{Shard: a.Shard, ExpectNode: a.Node, ExpectEpoch: a.Epoch})
+				shards = append(shards, a.Shard)
+				a.Phase = fsm.Revoking
+				tb.asg[shard] = a
+			}
 		}
-		held++
-		if a.Phase == fsm.Assigned {
-			moves = append(moves, fsm.RevokeMove{Shard: a.Shard, ExpectNode: a.Node, ExpectEpoch: a.Epoch})
-			shards = append(shards, a.Shard)
-			a.Phase = fsm.Revoking
-			p.asg[shard] = a
+		if !tb.next {
+			failedShards = shards
+		}
+		if len(moves) > 0 {
+			revokes = append(revokes, Write{Cmd: fsm.Revoke{Gen: tb.gen, Moves: moves}, Log: "revoked shards of failed node",
+				Level: slog.LevelInfo, Attrs: []any{"member", id, "shards", shards, "gen", genOf(tb.gen)}})
 		}
 	}
 	p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.MarkFailed{ID: id, At: p.in.Now.UnixNano()}, Failed: id,
 		Log: "node failed", Level: slog.LevelWarn, Attrs: []any{"member", id, "why", why, "shards", held, "reassign_after", p.in.Lease},
-		Events: []event.Event{{Kind: event.NodeFailed, Subject: id, Cause: why, Shards: shards}}})
-	if len(moves) > 0 {
-		p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.Revoke{Moves: moves}, Log: "revoked shards of failed node",
-			Level: slog.LevelInfo, Attrs: []any{"member", id, "shards", shards}})
-	}
+		Events: []event.Event{{Kind: event.NodeFailed, Subject: id, Cause: why, Shards: failedShards}}})
+	p.out.Writes = append(p.out.Writes, revokes...)
 }
+
+// genOf is the generation a table command's Gen names: 0 is the first.
+func genOf(gen uint64) uint64 { return max(gen, fsm.FirstGen) }
 
 // fenced reports whether a failed owner can no longer be running its shards: its
 // process is gone, or the last lease this leader granted it has run out. The owner
@@ -289,11 +349,13 @@ func fenceAt(in Input, owner string) time.Time {
 	return since.Add(in.Lease + in.Lease/10)
 }
 
-// place applies the balancer's plan: revocations for shards to evacuate or
-// rebalance, assignments for unassigned shards and for fenced shards of failed nodes.
-func (p *planner) place() error {
+// place applies the balancer's plan to one generation's table: revocations for
+// shards to evacuate or rebalance, assignments for unassigned shards and for fenced
+// shards of failed nodes. A reshard's generation takes only the placements and the
+// moves off a node that cannot run its shards (failed, left, gone, or unfit).
+func (p *planner) place(tb *table) error {
 	in := p.in
-	bin := balancer.Input{TotalShards: in.TotalShards, MaxMoves: in.MaxMoves}
+	bin := balancer.Input{TotalShards: tb.total, MaxMoves: in.MaxMoves}
 	for _, id := range slices.Sorted(maps.Keys(p.members)) {
 		m := p.members[id]
 		bs, err := balancerState(m.State)
@@ -307,8 +369,8 @@ func (p *planner) place() error {
 		bin.Members = append(bin.Members, balancer.Member{ID: m.ID, Weight: w, State: bs})
 	}
 	forced := make(map[int]fsm.Assignment)
-	for _, shard := range slices.Sorted(maps.Keys(p.asg)) {
-		a := p.asg[shard]
+	for _, shard := range slices.Sorted(maps.Keys(tb.asg)) {
+		a := tb.asg[shard]
 		m, ok := p.members[a.Node]
 		if a.Phase == fsm.Revoking && (!ok || m.State == fsm.Failed || m.State == fsm.Left) && fenced(in, a.Node) {
 			forced[a.Shard] = a // placed as if unassigned, but the move names its old owner
@@ -324,19 +386,21 @@ func (p *planner) place() error {
 	if err != nil {
 		return fmt.Errorf("the balancer refused the state: %w", err)
 	}
-	var revoke fsm.Revoke
-	var assign fsm.Assign
+	revoke, assign := fsm.Revoke{Gen: tb.gen}, fsm.Assign{Gen: tb.gen}
 	var revoked, assigned event.Shards
 	var whys []string
 	for _, mv := range plan.Moves {
-		switch mv.Reason {
-		case balancer.Place:
+		switch {
+		case mv.Reason == balancer.Place:
 			m := fsm.AssignMove{Shard: mv.Shard, To: mv.To}
 			if a, ok := forced[mv.Shard]; ok {
 				m.ExpectNode, m.ExpectEpoch = a.Node, a.Epoch
 			}
 			assign.Moves = append(assign.Moves, m)
 			assigned = append(assigned, mv.Shard)
+		case tb.next && !p.gone(mv.From) && p.in.Grants.Unfit[mv.From] == "":
+			// A planned move of a shard being warmed: it waits for the switch. (A
+			// node Discord rejects the token of cannot warm its shards: they move.)
 		default:
 			revoke.Moves = append(revoke.Moves, fsm.RevokeMove{Shard: mv.Shard, ExpectNode: mv.From, ExpectEpoch: mv.FromEpoch})
 			revoked = append(revoked, mv.Shard)
@@ -347,16 +411,49 @@ func (p *planner) place() error {
 	}
 	if len(revoke.Moves) > 0 {
 		p.out.Writes = append(p.out.Writes, Write{Cmd: revoke, Log: "revoking shards", Level: slog.LevelInfo,
-			Attrs: []any{"shards", revoked, "why", strings.Join(whys, "; "), "plan", plan.Reason}, IfChanged: true,
-			Events: []event.Event{{Kind: event.Revoking, Shards: revoked, Cause: strings.Join(whys, "; ")}}})
+			Attrs: []any{"shards", revoked, "gen", genOf(tb.gen), "why", strings.Join(whys, "; "), "plan", plan.Reason}, IfChanged: true,
+			Events: []event.Event{{Kind: event.Revoking, Shards: revoked, Gen: tb.eventGen(), Cause: strings.Join(whys, "; ")}}})
 	}
 	if len(assign.Moves) > 0 {
 		w := Write{Cmd: assign, Log: "assigned shards", Level: slog.LevelInfo,
-			Attrs: []any{"shards", assigned, "from_failed_nodes", len(forced), "plan", plan.Reason}}
-		w.Events = p.failovers(assign.Moves)
+			Attrs: []any{"shards", assigned, "gen", genOf(tb.gen), "from_failed_nodes", len(forced), "plan", plan.Reason}}
+		w.Events = p.failovers(tb, assign.Moves)
 		p.out.Writes = append(p.out.Writes, w)
 	}
 	return nil
+}
+
+// gone reports whether a shard's owner can no longer run it: failed, left, or no
+// longer a member. Moving such a shard is a failover, never a planned move.
+func (p *planner) gone(owner string) bool {
+	m, ok := p.members[owner]
+	return !ok || m.State == fsm.Failed || m.State == fsm.Left
+}
+
+// switchReshard writes the switch once the reshard's every shard is assigned, its
+// owner active, and warm under that very assignment: from that command on, the new
+// generation delivers and the old one's sessions end.
+func (p *planner) switchReshard() {
+	r := p.in.Reshard
+	if r == nil {
+		return
+	}
+	tb := p.tables[1]
+	for shard := range tb.total {
+		a, ok := tb.asg[shard]
+		if !ok || a.Phase != fsm.Assigned || p.gone(a.Node) {
+			return
+		}
+		if epoch, warm := p.in.Warm[shard]; !warm || epoch != a.Epoch {
+			return
+		}
+	}
+	took := p.in.Now.Sub(time.Unix(0, r.StartedAt)).Round(time.Millisecond)
+	cause := fmt.Sprintf("from %d to %d shards", p.in.TotalShards, r.Total)
+	p.out.Writes = append(p.out.Writes, Write{Cmd: fsm.SwitchReshard{Gen: r.Gen, At: p.in.Now.UnixNano()},
+		Log: "reshard switched: the new generation delivers", Level: slog.LevelInfo,
+		Attrs:  []any{"gen", r.Gen, "from", p.in.TotalShards, "to", r.Total, "took", took},
+		Events: []event.Event{{Kind: event.ReshardSwitched, Gen: r.Gen, Duration: took, Cause: cause}}})
 }
 
 // moveWhy says, in words, why a shard leaves its owner.
@@ -380,7 +477,7 @@ func (p *planner) moveWhy(mv balancer.Move) string {
 
 // failovers are the events of shards of failed nodes reassigned: per failed node,
 // how long its shards waited between the node being marked failed and now.
-func (p *planner) failovers(moves []fsm.AssignMove) []event.Event {
+func (p *planner) failovers(tb *table, moves []fsm.AssignMove) []event.Event {
 	by := map[string]event.Shards{}
 	for _, m := range moves {
 		if m.ExpectNode != "" {
@@ -393,7 +490,7 @@ func (p *planner) failovers(moves []fsm.AssignMove) []event.Event {
 		if p.in.Grants.Refused[node] {
 			cause, reason = "process gone (port refused): no lease wait", event.ReasonProcessGone
 		}
-		e := event.Event{Kind: event.Failover, Subject: node, Shards: by[node], Cause: cause, Reason: reason}
+		e := event.Event{Kind: event.Failover, Subject: node, Shards: by[node], Gen: tb.eventGen(), Cause: cause, Reason: reason}
 		if since, ok := p.in.Grants.FailedAt[node]; ok {
 			e.Duration = p.in.Now.Sub(since).Round(time.Millisecond)
 		} else {

@@ -3,6 +3,7 @@ package leader
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/discluster/discluster/fsm"
@@ -32,8 +33,14 @@ func (l *Leader) reconcile(ctx context.Context, t *term) {
 	t.mu.Lock()
 	in := Input{
 		Now: l.now(), Self: l.cfg.Name, Lease: l.deps.Lease(), Established: t.established, MaxMoves: l.cfg.MaxMoves,
-		TotalShards: f.Config().TotalShards, Members: f.Members(), Drained: f.Drained(), Assignments: f.Assignments(), Gossip: members,
-		InRaft: inRaft, Grants: t.grants.clone(),
+		TotalShards: f.Config().TotalShards, Members: f.Members(), Drained: f.Drained(), Gen: f.Generation(),
+		Assignments: f.Assignments(), Gossip: members, InRaft: inRaft, Grants: t.grants.clone(),
+	}
+	if r, ok := f.Reshard(); ok {
+		in.Reshard, in.ReshardAssignments = &r, f.AssignmentsIn(r.Gen)
+		if t.warm.gen == r.Gen {
+			in.Warm = maps.Clone(t.warm.shards)
+		}
 	}
 	t.mu.Unlock()
 	d, err := Plan(in)
@@ -54,6 +61,7 @@ func (l *Leader) reconcile(ctx context.Context, t *term) {
 			return
 		}
 	}
+	l.autoReshard(ctx, t)
 }
 
 // write makes one write of a plan and what follows from it; false stops the pass,
@@ -119,7 +127,7 @@ func (l *Leader) ensureConfig(ctx context.Context, t *term) error {
 		if l.cfg.Shards != 0 && l.cfg.Shards != cur.TotalShards {
 			t.mu.Lock()
 			if t.configErr == "" {
-				l.log.Warn("ignoring --shards: the cluster already runs another count (resharding is not supported yet)",
+				l.log.Warn("ignoring --shards: the cluster already runs another count (`discluster reshard --shards N` changes it)",
 					"flag", l.cfg.Shards, "cluster", cur.TotalShards)
 				t.configErr = "shards mismatch"
 			}

@@ -26,6 +26,9 @@ type ToLeader struct {
 	Where Leadership
 	Local Service
 	Pool  *Pool
+	// ShardingRequired, when set, is what each renewal reports as
+	// RenewArgs.ShardingRequired.
+	ShardingRequired func() uint64
 }
 
 // leader is the leader's address, or ErrNoLeader with how long there has been none.
@@ -64,14 +67,18 @@ func (t *ToLeader) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, err
 // it may).
 func (t *ToLeader) Renew(ctx context.Context, unfit string) (LeaseGrant, error) {
 	addr, self, err := t.leader()
+	args := RenewArgs{Node: t.Node, Unfit: unfit}
+	if t.ShardingRequired != nil {
+		args.ShardingRequired = t.ShardingRequired()
+	}
 	switch {
 	case err != nil:
 		return LeaseGrant{}, err
 	case self:
-		return t.Local.GrantLease(ctx, RenewArgs{Node: t.Node, Unfit: unfit})
+		return t.Local.GrantLease(ctx, args)
 	}
 	var reply RenewReply
-	if err := t.Pool.Call(ctx, addr, "Renew", &RenewArgs{Node: t.Node, Unfit: unfit}, &reply); err != nil {
+	if err := t.Pool.Call(ctx, addr, "Renew", &args, &reply); err != nil {
 		if ctx.Err() != nil {
 			return LeaseGrant{}, fmt.Errorf("leader %s did not answer in time: %w", addr, err)
 		}
@@ -115,4 +122,20 @@ func (t *ToLeader) IdentifySent(ctx context.Context, shard int) error {
 	cctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	return t.Pool.Call(cctx, addr, "IdentifySent", &IdentifySentArgs{Node: t.Node, Shard: shard}, &IdentifySentReply{})
+}
+
+// Reshard starts or cancels a reshard at the leader.
+func (t *ToLeader) Reshard(ctx context.Context, args ReshardArgs) (fsm.Reshard, error) {
+	addr, self, err := t.leader()
+	switch {
+	case err != nil:
+		return fsm.Reshard{}, err
+	case self:
+		return t.Local.Reshard(ctx, args)
+	}
+	cctx, cancel := context.WithTimeout(ctx, ReshardTimeout+Timeout)
+	defer cancel()
+	var reply ReshardReply
+	err = t.Pool.Call(cctx, addr, "Reshard", &args, &reply)
+	return reply.Reshard, err
 }

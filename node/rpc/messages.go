@@ -30,6 +30,10 @@ type ApplyReply struct {
 type RenewArgs struct {
 	Node  string
 	Unfit string
+	// ShardingRequired, when not 0, is the generation of a shard of the node that
+	// Discord closed with 4011 (too many guilds for the shard count): the leader
+	// starts a reshard.
+	ShardingRequired uint64
 }
 
 // LeaseGrant is a lease the leader gave: valid for Lease from the asker's request,
@@ -100,6 +104,20 @@ type LocalShard struct {
 	// its guilds, so the switch may make it deliver. (Always false for the current
 	// generation's.)
 	Warm bool
+}
+
+// ReshardArgs asks the leader to start a reshard to Shards shards (with Auto, to
+// Discord's recommendation), or with Cancel to drop the one that runs.
+type ReshardArgs struct {
+	Shards int
+	Auto   bool
+	Cancel bool
+}
+
+// ReshardReply is the reshard started or cancelled.
+type ReshardReply struct {
+	Status
+	Reshard fsm.Reshard
 }
 
 // PromiseArgs asks a node to wait for the asker's bootstrap, or (Release) frees it.

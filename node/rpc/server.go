@@ -25,6 +25,10 @@ const MaxSendHops = 2
 // IdentifyTimeout bounds one identify wait at the leader; the asker asks again.
 const IdentifyTimeout = 30 * time.Second
 
+// ReshardTimeout bounds a reshard's start at the leader: Discord's recommendation
+// (GET /gateway/bot, up to 10 s) and a write.
+const ReshardTimeout = 25 * time.Second
+
 // Service is what a node answers on the cluster port.
 type Service interface {
 	Apply(cmd fsm.Command) (*fsm.Result, error)
@@ -40,6 +44,8 @@ type Service interface {
 	// Standing is what this node knows of a caller, checked at every call: a node
 	// removed while its connection stays open is refused from then on.
 	Standing(node string) Standing
+	// Reshard starts or cancels a reshard, at the leader.
+	Reshard(ctx context.Context, args ReshardArgs) (fsm.Reshard, error)
 }
 
 // Standing is what a node knows of another.
@@ -173,6 +179,19 @@ func (r *receiver) Send(args *SendArgs, reply *SendReply) error {
 	if errors.As(err, &retry) {
 		reply.RetryAfter = retry.After
 	}
+	return nil
+}
+
+func (r *receiver) Reshard(args *ReshardArgs, reply *ReshardReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, ReshardTimeout)
+	defer cancel()
+	res, err := r.svc.Reshard(ctx, *args)
+	reply.Reshard = res
+	reply.Set(err)
 	return nil
 }
 

@@ -28,6 +28,10 @@ type stubService struct {
 	standing map[string]Standing
 }
 
+func (s *stubService) Reshard(context.Context, ReshardArgs) (fsm.Reshard, error) {
+	return fsm.Reshard{}, errors.New("not the leader")
+}
+
 func (s *stubService) Standing(node string) Standing {
 	s.mu.Lock()
 	defer s.mu.Unlock()

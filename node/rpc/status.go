@@ -34,6 +34,8 @@ type Status struct {
 var wireCodes = map[string]error{
 	"not_leader": ErrNotLeader, "no_leader": ErrNoLeader, "lease_refused": ErrLeaseRefused,
 	"budget_low": ErrBudgetLow, "not_owner": ErrNotOwner, "not_member": ErrNotMember, "invalid_command": fsm.ErrInvalid,
+	// The leader's refusal of an operator's request (a reshard) reaches the API as one.
+	api.CodeRefused: api.ErrRefused,
 	// A command's refusals keep the API's codes end to end.
 	api.CodeUnknownShard: api.ErrUnknownShard, api.CodeNotReady: api.ErrNotReady, api.CodeOwnerMoving: api.ErrOwnerMoving,
 	api.CodeRateLimited: api.ErrRateLimited, api.CodePayloadTooLarge: api.ErrPayloadTooLarge, api.CodeBadCommand: api.ErrBadCommand,

@@ -7,11 +7,16 @@ import (
 	"time"
 
 	"github.com/discluster/discluster/internal/backoff"
+	"github.com/discluster/discluster/node/event"
 	"github.com/discluster/discluster/shard"
 )
 
 // closeAuthenticationFailed is the gateway's close code for a token it rejects.
 const closeAuthenticationFailed = 4004
+
+// closeShardingRequired is the gateway's close code for a shard with too many guilds
+// for the shard count.
+const closeShardingRequired = 4011
 
 // gateway is what this node knows of Discord's gateway for all its shards: the URL
 // from one GET /gateway/bot per node, and whether Discord accepts the bot token. A
@@ -129,10 +134,19 @@ func (r *Runner) watchGateway() {
 }
 
 // fatalClose is a shard's fatal close: 4004 means the token, which every shard of
-// this node shares, was rejected.
+// this node shares, was rejected; 4011 that the cluster needs more shards, which the
+// event tells the leader (with the node's lease renewals), and the leader reshards.
 func (r *Runner) fatalClose(l shard.Lifecycle) {
 	var fe *shard.FatalError
-	if !errors.As(l.Err, &fe) || fe.Code != closeAuthenticationFailed {
+	if !errors.As(l.Err, &fe) {
+		return
+	}
+	if fe.Code == closeShardingRequired {
+		r.log.Error("DISCORD REQUIRES MORE SHARDS (close 4011): the leader starts a reshard", "shard", l.ShardID)
+		r.deps.Notify.Notify(event.Event{Kind: event.ShardingRequired, Shards: event.Shards{l.ShardID}, Cause: fe.Cause})
+		return
+	}
+	if fe.Code != closeAuthenticationFailed {
 		return
 	}
 	why := fmt.Sprintf("Discord rejected the bot token (close %d at the gateway, shard %d): this node holds no shards until it is accepted; check --token or DISCLUSTER_TOKEN on this node", fe.Code, l.ShardID)
