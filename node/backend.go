@@ -211,10 +211,13 @@ func (n *Node) status(ctx context.Context, all bool) api.Status {
 				count[a.Node]++
 				s.Node, s.Epoch, s.Phase, s.State = a.Node, a.Epoch, a.Phase.String(), "unknown"
 				if r, ok := n.fsm.Resume(id); ok && r.Resumable() {
-					s.Seq, s.Checkpoint = r.Seq, r.Seq
+					s.Seq, s.Checkpoint, s.Session = r.Seq, r.Seq, r.SessionID
 				}
 				if l, ok := live[id]; ok && liveOwner[id] == a.Node {
 					s.State, s.Seq, s.Cluster = l.Info.State.String(), l.Info.Seq, l.Cluster
+					if l.Info.SessionID != "" {
+						s.Session = l.Info.SessionID
+					}
 					s.Latency = float64(l.Info.Latency) / float64(time.Millisecond)
 					s.LastEvent, s.Error = l.Info.LastEvent, l.Info.Err
 				} else if ms, ok := byID[a.Node]; ok && ms.Lease != nil && !ms.Lease.Held {

@@ -185,7 +185,7 @@ func (n *Node) start(id membership.Identity) error {
 	loopback := IsLoopback(cfg.HTTPAddr)
 	auth := api.Auth{Token: cfg.HTTPToken.Reveal(), Reads: !loopback, InsecureWrites: loopback && cfg.HTTPInsecureLoopback}
 	// Every request is bounded in time and size: a slow or idle client holds nothing.
-	handler := api.Handler(backend{n}, auth, api.WithMetrics(n.metrics.Handler()), api.WithPprof(metrics.Pprof()))
+	handler := api.Handler(backend{n}, auth, api.WithMetrics(n.metrics.Handler()), api.WithPprof(metrics.Pprof()), n.webView())
 	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	serve := n.http.Serve

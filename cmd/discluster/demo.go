@@ -162,6 +162,7 @@ func runDemo(c *cli.Context) error {
 		fmt.Fprintf(w, "\ntry, in another terminal:\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 		fmt.Fprintf(tw, "  %s status --addr %s\tthe cluster as one agent sees it\n", prog, httpAddrs[0])
+		fmt.Fprintf(tw, "  open http://%s/ui/\tthe web view in a browser: every shard live, drains\n", httpAddrs[0])
 		if crash.Running() {
 			fmt.Fprintf(tw, "  kill -9 %d\tcrash %s: its shards resume on the others\n", crash.PID(), crash.Name())
 		}

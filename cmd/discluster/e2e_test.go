@@ -569,7 +569,7 @@ func TestE2EDemo(t *testing.T) {
 			if len(pids) != 4 {
 				t.Fatalf("found PIDs %v in the demo's output, want 4", pids)
 			}
-			for _, want := range []string{"kill -9 ", "kill -STOP ", "status --addr 127.0.0.1:", "drain node-", "data, logs and delivered events: " + tmp} {
+			for _, want := range []string{"kill -9 ", "kill -STOP ", "status --addr 127.0.0.1:", "open http://127.0.0.1:", "drain node-", "data, logs and delivered events: " + tmp} {
 				if !strings.Contains(out(), want) {
 					t.Errorf("the demo does not suggest %q", want)
 				}

@@ -39,13 +39,17 @@ var allowed = map[string][]string{
 	"internal/fakeclock": nil,
 	"internal/redistest": {"internal/proccluster"},
 	"internal/natstest":  {"internal/proccluster"},
+	// For tests only: headless Chromium, driven over the DevTools protocol.
+	"internal/browsertest": {"github.com/chromedp/"},
 	// The agent's rooms, from the bottom up. Each room imports only rooms below it.
 	"node/event": nil,
 	"node/sink":  {"shard", "internal/backoff", "github.com/redis/go-redis/v9", "github.com/vmihailenco/msgpack/v5", "github.com/nats-io/nats.go"},
 	// The cut-over rule of a reshard: bookkeeping over shard's events, no room.
 	"node/cutover": {"shard"},
 	// The API is imported by bots: types, routes and a client, nothing of the agent.
-	"node/api":        {"node/event"},
+	"node/api": {"node/event"},
+	// The web view's files, embedded: the standard library only.
+	"node/api/ui":     nil,
 	"node/rpc":        {"fsm", "shard", "node/api", "node/event"},
 	"node/membership": {"internal/backoff", "internal/logbridge", "transport", "github.com/hashicorp/"},
 	"node/leader": {"balancer", "fsm", "shard", "internal/backoff", "node/api", "node/event", "node/membership", "node/rpc",
@@ -54,7 +58,7 @@ var allowed = map[string][]string{
 	// Prometheus and pprof for the API: reads the rooms through interfaces of its own.
 	"node/metrics": {"shard", "node/api", "node/event", "node/sink", "github.com/prometheus/client_golang/"},
 	// The agent wires the rooms to each other, to Raft and its store.
-	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/certs", "internal/logbridge", "internal/storecheck", "node/api", "node/event",
+	"node": {"fsm", "shard", "transport", "internal/backoff", "internal/certs", "internal/logbridge", "internal/storecheck", "node/api", "node/api/ui", "node/event",
 		"node/leader", "node/membership", "node/metrics", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
 	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff", "internal/certs",
@@ -77,7 +81,7 @@ func TestRulesKeepTheInvariants(t *testing.T) {
 				t.Errorf("%s may import node: only the binary, and the examples of embedding it, wire the agent", pkg)
 			case r == "shard/gatewaytest" && pkg != "cmd/discluster":
 				t.Errorf("%s may import the fake Discord: production code never does (the binary serves it for demo and fake-discord only)", pkg)
-			case r == "internal/testlock" || r == "internal/fakeclock" || r == "internal/redistest" || r == "internal/natstest":
+			case r == "internal/testlock" || r == "internal/fakeclock" || r == "internal/redistest" || r == "internal/browsertest" || r == "internal/natstest":
 				t.Errorf("%s may import %s, which is for tests only", pkg, r)
 			case r == pkg:
 				t.Errorf("%s lists itself", pkg)
@@ -97,6 +101,8 @@ var notInDeps = map[string][]string{
 	"fsm":        {module + "/shard", module + "/node", module + "/node/"},
 	"shard":      {module + "/node", module + "/node/", module + "/fsm", module + "/shard/gatewaytest"},
 	"balancer":   {"github.com/"},
+	// The web view is files: nothing to depend on.
+	"node/api/ui": {"github.com/", module + "/"},
 	// The cut-over rule reaches no room and no replicated state: the runner feeds it.
 	"node/cutover": {module + "/node/", module + "/fsm"},
 	// A worker in another process reads the streams, not discluster's code.

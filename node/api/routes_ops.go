@@ -13,6 +13,9 @@ type Option func(*options)
 type options struct {
 	metrics http.Handler
 	pprof   http.Handler
+	ui      http.Handler
+	// allowOrigin says which other web origins may call the API from a browser.
+	allowOrigin func(origin string) bool
 }
 
 // WithMetrics serves h (a Prometheus exposition) at GET /metrics, to the callers
@@ -24,13 +27,16 @@ func WithMetrics(h http.Handler) Option { return func(o *options) { o.metrics = 
 func WithPprof(h http.Handler) Option { return func(o *options) { o.pprof = h } }
 
 // routes adds the options' routes to mux.
-func (o options) routes(mux *http.ServeMux, read, write func(http.HandlerFunc) http.HandlerFunc) {
+func (o options) routes(mux *http.ServeMux, auth Auth, read, write func(http.HandlerFunc) http.HandlerFunc) {
 	if o.metrics != nil {
 		mux.HandleFunc("GET /metrics", read(o.metrics.ServeHTTP))
 	}
 	if o.pprof != nil {
 		// Every method: pprof's symbol route takes a POST.
 		mux.HandleFunc("/debug/pprof/", write(o.pprof.ServeHTTP))
+	}
+	if o.ui != nil {
+		o.uiRoutes(mux, auth)
 	}
 }
 

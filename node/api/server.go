@@ -86,7 +86,7 @@ func Handler(b Backend, auth Auth, opts ...Option) http.Handler {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	o.routes(mux, read, write)
+	o.routes(mux, auth, read, write)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: "no such route: " + r.Method + " " + r.URL.Path, Code: CodeNotFound})
 	})
@@ -161,28 +161,40 @@ func Handler(b Backend, auth Auth, opts ...Option) http.Handler {
 	// Commands change what the bot does on Discord: a write's privilege.
 	mux.HandleFunc("POST /v1/shards/{id}/send", write(sendRoute(b, false)))
 	mux.HandleFunc("POST /v1/guilds/{guild_id}/send", write(sendRoute(b, true)))
-	return limitBody(mux)
+	return o.cors(limitBody(mux))
 }
 
 // guard lets a request through to h when auth allows it.
 func (a Auth) guard(isWrite bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case a.Token != "":
-			if isWrite || a.Reads {
-				got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
-					w.Header().Set("WWW-Authenticate", `Bearer realm="discluster"`)
-					writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "this route needs the agent's API token: send Authorization: Bearer <token> (discluster reads it from --http-token-file or DISCLUSTER_HTTP_TOKEN)", Code: CodeUnauthorized})
-					return
-				}
-			}
-		case isWrite && !a.InsecureWrites:
-			writeJSON(w, http.StatusForbidden, ErrorBody{Error: "the agent has no API token, so nothing may change the cluster through it: start it with --http-token-file (or DISCLUSTER_HTTP_TOKEN), or with --http-insecure-loopback to allow writes from loopback without one", Code: CodeForbidden})
+		if a.refuse(w, r, isWrite) {
 			return
 		}
 		h(w, r)
 	}
+}
+
+// refuse answers a request auth does not let through, and says so. A read may carry
+// the web view's cookie instead of the token (webview.go); a write never: a cookie
+// rides along with any request the browser makes, the token only with the page's
+// own.
+func (a Auth) refuse(w http.ResponseWriter, r *http.Request, isWrite bool) bool {
+	switch {
+	case a.Token != "":
+		if isWrite || a.Reads {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) == 1 || !isWrite && a.hasUICookie(r, time.Now()) {
+				return false
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="discluster"`)
+			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "this route needs the agent's API token: send Authorization: Bearer <token> (discluster reads it from --http-token-file or DISCLUSTER_HTTP_TOKEN)", Code: CodeUnauthorized})
+			return true
+		}
+	case isWrite && !a.InsecureWrites:
+		writeJSON(w, http.StatusForbidden, ErrorBody{Error: "the agent has no API token, so nothing may change the cluster through it: start it with --http-token-file (or DISCLUSTER_HTTP_TOKEN), or with --http-insecure-loopback to allow writes from loopback without one", Code: CodeForbidden})
+		return true
+	}
+	return false
 }
 
 // limitBody bounds every request's body to MaxBody.

@@ -74,6 +74,9 @@ type ShardStatus struct {
 	Phase   string `json:"phase,omitempty"` // assigned, revoking; "" when unassigned
 	Cluster int    `json:"cluster"`
 	State   string `json:"state"` // the shard's own state on its owner, or "unassigned", "unknown"
+	// Session is the Discord session the shard runs, or resumes next: a session id
+	// is no credential without the bot token, and the sinks carry it with each event.
+	Session string `json:"session,omitempty"`
 	Seq     int64  `json:"seq"`
 	// Checkpoint is the seq the replicated state holds: where the shard resumes if its
 	// node dies now.
