@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/discluster/discluster/internal/browsertest"
+	"github.com/discluster/discluster/internal/testlock"
 	"github.com/discluster/discluster/node/api"
 )
 
@@ -32,6 +33,10 @@ type webViewFigures struct {
 // measures it: the first render, single updates, and the failover of one member's
 // shards to the others.
 func measureWebView(t testing.TB, total, nodes int) webViewFigures {
+	// Chromium drawing 20,000 cells keeps both cores busy for seconds: the cluster
+	// tests of other packages, whose heartbeats it would starve, wait for it, and
+	// it measures a quiet machine.
+	testlock.Cluster(t)
 	f := newFakeCluster(total, nodes)
 	url := serve(t, f, api.Auth{})
 	b := browsertest.Start(t, 1400, 1000)
