@@ -51,13 +51,18 @@ func TestCommandsReachTheirShardThroughAnyNode(t *testing.T) {
 	if forwarded != shards-1 {
 		t.Fatalf("%d commands were forwarded, want %d", forwarded, shards-1)
 	}
-	st := c.fake.Stats()
-	for id := range shards {
-		sh := st.Shards[id]
-		if sh.Commands[3] != 1 || !strings.Contains(string(sh.LastCommand), fmt.Sprintf(`"shard %d"`, id)) {
-			t.Errorf("shard %d: the fake got %v, last %s; want its one presence update", id, sh.Commands, sh.LastCommand)
+	// Sent means written on the connection; the fake counts a command once it read
+	// it, a moment later.
+	waitFor(t, 10*time.Second, "every shard's presence update at the fake", func() error {
+		st := c.fake.Stats()
+		for id := range shards {
+			sh := st.Shards[id]
+			if sh.Commands[3] != 1 || !strings.Contains(string(sh.LastCommand), fmt.Sprintf(`"shard %d"`, id)) {
+				return fmt.Errorf("shard %d: the fake got %v, last %s; want its one presence update", id, sh.Commands, sh.LastCommand)
+			}
 		}
-	}
+		return nil
+	})
 
 	// By guild: (guild_id >> 22) % shards.
 	guild := uint64(4)<<22 | 12345
@@ -66,9 +71,12 @@ func TestCommandsReachTheirShardThroughAnyNode(t *testing.T) {
 	if err != nil || sent.Shard != 4 {
 		t.Fatalf("by guild: %+v, %v; want shard 4", sent, err)
 	}
-	if got := c.fake.Stats().Shards[4].Commands[4]; got != 1 {
-		t.Fatalf("shard 4 got %d voice state updates, want 1", got)
-	}
+	waitFor(t, 10*time.Second, "the voice state update at the fake", func() error {
+		if got := c.fake.Stats().Shards[4].Commands[4]; got != 1 {
+			return fmt.Errorf("shard 4 got %d voice state updates, want 1", got)
+		}
+		return nil
+	})
 	// A guild's command sent to another shard is refused: Discord would ignore it.
 	var ae *api.Error
 	if _, err := api.NewClient(nodes[0].HTTPAddr()).Send(ctx, api.Target{Shard: 3}, voice); !errors.As(err, &ae) || ae.Code != api.CodeBadCommand {
@@ -88,13 +96,16 @@ func TestCommandsReachTheirShardThroughAnyNode(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != api.CodeUnknownShard {
 		t.Fatalf("a shard past the count: %v, want %s", err, api.CodeUnknownShard)
 	}
-	total := 0
-	for _, sh := range c.fake.Stats().Shards {
-		for _, n := range sh.Commands {
-			total += n
+	waitFor(t, 10*time.Second, "the fake to have every command sent, and no other", func() error {
+		total := 0
+		for _, sh := range c.fake.Stats().Shards {
+			for _, n := range sh.Commands {
+				total += n
+			}
 		}
-	}
-	if total != shards+2 {
-		t.Fatalf("the fake got %d commands, want %d", total, shards+2)
-	}
+		if total != shards+2 {
+			return fmt.Errorf("the fake got %d commands, want %d", total, shards+2)
+		}
+		return nil
+	})
 }

@@ -36,10 +36,10 @@ func TestIdentifyGrantedOnlyToTheOwnerWithALease(t *testing.T) {
 			t.Errorf("%s: grant %v, want rpc.ErrNotOwner", tc.name, err)
 		}
 	}
-	if err := n.runner.MayLogin(0, a.Epoch); err != nil {
+	if err := n.runner.MayLogin(0, 0, a.Epoch); err != nil {
 		t.Fatalf("the owner with a lease may not log in: %v", err)
 	}
-	if err := n.runner.MayLogin(0, a.Epoch+1); !errors.Is(err, rpc.ErrNotOwner) {
+	if err := n.runner.MayLogin(0, 0, a.Epoch+1); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Errorf("login at another epoch: %v, want rpc.ErrNotOwner", err)
 	}
 	// Without a lease, neither the leader nor the node lets the owner log in: see

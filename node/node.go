@@ -179,7 +179,7 @@ func (n *Node) start(id membership.Identity) error {
 		Sink: n.metrics.Sink(n.eventSink()), Events: eventSet(cfg.Events), Observer: n.metrics, Logger: n.log,
 	}, runner.Deps{
 		FSM: n.fsm, Leader: n.toLeader, Proposer: proposer{n}, LeaderAddr: n.leaderAddr, Notify: notifier{n},
-		Lease: n.leaseDuration, GatewayBot: n.gatewayBot,
+		Lease: n.leaseDuration, GatewayBot: n.gatewayBot, Cuts: n.pool.Cut,
 	})
 
 	loopback := IsLoopback(cfg.HTTPAddr)

@@ -45,6 +45,10 @@ func (s service) Send(ctx context.Context, args rpc.SendArgs) (string, error) {
 	return s.n.send(ctx, args)
 }
 
+func (s service) Cut(args rpc.CutArgs) (map[int][]rpc.CutKey, bool) {
+	return s.n.runner.Cut(args.Gen, args.Total, args.Shards)
+}
+
 func (s service) Standing(node string) rpc.Standing {
 	var st rpc.Standing
 	if m, ok := s.n.fsm.Member(node); ok && m.State != fsm.Left {

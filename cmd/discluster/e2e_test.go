@@ -87,7 +87,11 @@ type agentProc struct {
 	argsBase []string
 }
 
-func newE2E(t *testing.T, shards int) *e2e {
+func newE2E(t *testing.T, shards int) *e2e { return newE2EFake(t, shards) }
+
+// newE2EFake is newE2E with fakeArgs added to (and, being later, overriding) the
+// fake's flags.
+func newE2EFake(t *testing.T, shards int, fakeArgs ...string) *e2e {
 	t.Helper()
 	testlock.Cluster(t)
 	e := &e2e{t: t, bin: binary(t), dir: t.TempDir()}
@@ -112,11 +116,12 @@ func newE2E(t *testing.T, shards int) *e2e {
 		t.Fatal(err)
 	}
 	e.fakeA = loop(ports[0])
-	e.fake = e.start("fake", "fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", e2eToken,
-		// Half the agents' identify window and a long heartbeat grace: the fake
-		// measures arrivals, and on a loaded CI machine an IDENTIFY or a heartbeat
-		// can reach it 100 ms late without any rule having been broken.
-		"--identify-window", "50ms", "--heartbeat-interval", "2s", "--heartbeat-timeout", "5s", "--event-rate", "20")
+	// Half the agents' identify window and a long heartbeat grace: the fake measures
+	// arrivals, and on a loaded CI machine an IDENTIFY or a heartbeat can reach it
+	// 100 ms late without any rule having been broken.
+	args := []string{"fake-discord", "--addr", e.fakeA, "--shards", strconv.Itoa(shards), "--token", e2eToken,
+		"--identify-window", "50ms", "--heartbeat-interval", "2s", "--heartbeat-timeout", "5s", "--event-rate", "20"}
+	e.fake = e.start("fake", append(args, fakeArgs...)...)
 	if err := e.fake.WaitHTTP(context.Background(), "http://"+e.fakeA+proccluster.FakeStatsPath, 15*time.Second); err != nil {
 		t.Fatalf("the fake not up: %v", err)
 	}

@@ -54,7 +54,7 @@ var allowed = map[string][]string{
 	"node/membership": {"internal/backoff", "internal/logbridge", "transport", "github.com/hashicorp/"},
 	"node/leader": {"balancer", "fsm", "shard", "internal/backoff", "node/api", "node/event", "node/membership", "node/rpc",
 		"github.com/hashicorp/raft"},
-	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/event", "node/rpc", "node/sink"},
+	"node/runner": {"fsm", "shard", "internal/backoff", "node/api", "node/cutover", "node/event", "node/rpc", "node/sink"},
 	// Prometheus and pprof for the API: reads the rooms through interfaces of its own.
 	"node/metrics": {"shard", "node/api", "node/event", "node/sink", "github.com/prometheus/client_golang/"},
 	// The agent wires the rooms to each other, to Raft and its store.

@@ -106,6 +106,31 @@ type LocalShard struct {
 	Warm bool
 }
 
+// CutArgs asks a node for its cut of generation Gen, which a reshard's switch ended:
+// for each of Shards (of a generation of Total), the last event it delivered of each
+// of the shard's guilds.
+type CutArgs struct {
+	Gen    uint64
+	Total  int
+	Shards []int
+}
+
+// CutKey names one event across generations, its guild and a hash of its type and
+// d, and how long before the old generation stopped it was delivered there.
+type CutKey struct {
+	Guild uint64
+	Hash  uint64
+	Age   time.Duration
+}
+
+// CutReply is a node's cut. Final is false while the generation still delivers
+// there: ask again.
+type CutReply struct {
+	Status
+	Final bool
+	Keys  map[int][]CutKey
+}
+
 // ReshardArgs asks the leader to start a reshard to Shards shards (with Auto, to
 // Discord's recommendation), or with Cancel to drop the one that runs.
 type ReshardArgs struct {

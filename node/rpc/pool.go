@@ -125,3 +125,10 @@ func (p *Pool) Send(ctx context.Context, addr string, args SendArgs) (string, er
 	}
 	return reply.Node, err
 }
+
+// Cut asks the node at addr for its cut of an ended generation.
+func (p *Pool) Cut(ctx context.Context, addr string, args CutArgs) (map[int][]CutKey, bool, error) {
+	var reply CutReply
+	err := p.Call(ctx, addr, "Cut", &args, &reply)
+	return reply.Keys, reply.Final, err
+}

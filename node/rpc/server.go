@@ -41,6 +41,8 @@ type Service interface {
 	// Send writes a command on a shard's connection here, or forwards it toward the
 	// shard's owner (see MaxSendHops).
 	Send(ctx context.Context, args SendArgs) (node string, err error)
+	// Cut is this node's cut of a generation a reshard ended (see CutArgs).
+	Cut(args CutArgs) (keys map[int][]CutKey, final bool)
 	// Standing is what this node knows of a caller, checked at every call: a node
 	// removed while its connection stays open is refused from then on.
 	Standing(node string) Standing
@@ -201,6 +203,15 @@ func (r *receiver) Shards(args *ShardsArgs, reply *ShardsReply) error {
 		return nil
 	}
 	*reply = r.svc.Shards()
+	return nil
+}
+
+func (r *receiver) Cut(args *CutArgs, reply *CutReply) error {
+	if err := r.admit(needReplicated); err != nil {
+		reply.Set(err)
+		return nil
+	}
+	reply.Keys, reply.Final = r.svc.Cut(*args)
 	return nil
 }
 

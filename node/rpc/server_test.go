@@ -28,6 +28,8 @@ type stubService struct {
 	standing map[string]Standing
 }
 
+func (s *stubService) Cut(CutArgs) (map[int][]CutKey, bool) { return nil, true }
+
 func (s *stubService) Reshard(context.Context, ReshardArgs) (fsm.Reshard, error) {
 	return fsm.Reshard{}, errors.New("not the leader")
 }

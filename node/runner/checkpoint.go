@@ -2,18 +2,26 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/discluster/discluster/fsm"
 	"github.com/discluster/discluster/node/event"
 )
 
+// writeReleases writes the releases of every generation, one command each.
 func (r *Runner) writeReleases() {
-	if len(r.releases) == 0 {
+	for _, g := range r.gens {
+		r.writeGenerationReleases(g)
+	}
+}
+
+func (r *Runner) writeGenerationReleases(g *generation) {
+	if len(g.releases) == 0 {
 		return
 	}
-	cmd := fsm.Released{Node: r.cfg.Name, At: r.now().UnixNano()}
-	for _, rel := range r.releases {
+	cmd := fsm.Released{Gen: g.gen, Node: r.cfg.Name, At: r.now().UnixNano()}
+	for _, rel := range g.releases {
 		cmd.Shards = append(cmd.Shards, rel)
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
@@ -26,24 +34,35 @@ func (r *Runner) writeReleases() {
 	ids := make(event.Shards, 0, len(cmd.Shards))
 	for _, rel := range cmd.Shards {
 		ids = append(ids, rel.Shard)
-		delete(r.releases, rel.Shard)
-		delete(r.suspended, rel.Shard)
-		r.released[rel.Shard] = rel.Epoch
+		delete(g.releases, rel.Shard)
+		delete(g.suspended, rel.Shard)
+		g.released[rel.Shard] = rel.Epoch
 	}
-	r.log.Info("released shards", "shards", ids, "applied", res.Applied, "stale", len(res.Stale))
+	r.log.Info("released shards", "shards", ids, "generation", g.gen, "applied", res.Applied, "stale", len(res.Stale))
 	r.deps.Notify.Notify(event.Event{Kind: event.HandedOff, Shards: ids})
 }
 
 // writeCheckpoint writes the handled position of every shard that moved since the
-// last checkpoint, in one command, while the lease holds.
+// last checkpoint, one command per generation, while the lease holds.
 func (r *Runner) writeCheckpoint() {
-	if !r.lease.valid(r.now()) || len(r.running) == 0 {
+	if !r.lease.valid(r.now()) {
 		return
 	}
-	cmd := fsm.Checkpoint{Node: r.cfg.Name, At: r.now().UnixNano()}
+	for _, g := range r.gens {
+		if !g.ending.Load() {
+			r.writeGenerationCheckpoint(g)
+		}
+	}
+}
+
+func (r *Runner) writeGenerationCheckpoint(g *generation) {
+	if len(g.running) == 0 {
+		return
+	}
+	cmd := fsm.Checkpoint{Gen: g.gen, Node: r.cfg.Name, At: r.now().UnixNano()}
 	r.mu.Lock()
-	for id, epoch := range r.running {
-		c := r.clusters[r.clusterOf[id]]
+	for id, epoch := range g.running {
+		c := g.clusters[g.clusterOf[id]]
 		if c == nil {
 			continue
 		}
@@ -51,10 +70,11 @@ func (r *Runner) writeCheckpoint() {
 		if !ok || !pos.Resumable() {
 			continue
 		}
+		pos = g.trail(id, pos)
 		if pos.ResumeURL == "" {
-			pos.ResumeURL = r.checkpoint[id].ResumeURL
+			pos.ResumeURL = g.checkpoint[id].ResumeURL
 		}
-		if r.checkpoint[id] == pos {
+		if g.checkpoint[id] == pos {
 			continue
 		}
 		cmd.Entries = append(cmd.Entries, fsm.CheckpointEntry{Shard: id, Epoch: epoch, Resume: pos})
@@ -70,7 +90,7 @@ func (r *Runner) writeCheckpoint() {
 		return
 	}
 	for _, e := range cmd.Entries {
-		r.checkpoint[e.Shard] = e.Resume
+		g.checkpoint[e.Shard] = e.Resume
 	}
 }
 
@@ -87,23 +107,34 @@ func (r *Runner) StopAll(ctx context.Context, checkpoint bool) error {
 	// The run goroutine owns the maps, so the work runs there.
 	f := func() {
 		r.halted = true
-		cmd := fsm.Checkpoint{Node: r.cfg.Name, At: r.now().UnixNano()}
-		for id, epoch := range r.running {
-			pos := r.stopShard(id)
-			if pos.Resumable() {
-				cmd.Entries = append(cmd.Entries, fsm.CheckpointEntry{Shard: id, Epoch: epoch, Resume: pos})
+		var cmds []fsm.Checkpoint
+		for _, g := range r.gens {
+			cmd := fsm.Checkpoint{Gen: g.gen, Node: r.cfg.Name, At: r.now().UnixNano()}
+			for id, epoch := range g.running {
+				pos := r.stopShard(g, id)
+				if pos.Resumable() {
+					cmd.Entries = append(cmd.Entries, fsm.CheckpointEntry{Shard: id, Epoch: epoch, Resume: pos})
+				}
+				delete(g.running, id)
+				delete(g.checkpoint, id)
 			}
-			delete(r.running, id)
-			delete(r.checkpoint, id)
+			if len(cmd.Entries) > 0 {
+				cmds = append(cmds, cmd)
+			}
 		}
-		if checkpoint && len(cmd.Entries) > 0 {
-			wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
-			defer cancel()
-			_, err := r.deps.Proposer.Write(wctx, cmd)
-			done <- err
+		if !checkpoint || len(cmds) == 0 {
+			done <- nil
 			return
 		}
-		done <- nil
+		wctx, cancel := context.WithTimeout(ctx, finalWriteTimeout)
+		defer cancel()
+		var errs []error
+		for _, cmd := range cmds {
+			if _, err := r.deps.Proposer.Write(wctx, cmd); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		done <- errors.Join(errs...)
 	}
 	select {
 	case r.reqs <- f:

@@ -136,14 +136,14 @@ func (r *Runner) watchGateway() {
 // fatalClose is a shard's fatal close: 4004 means the token, which every shard of
 // this node shares, was rejected; 4011 that the cluster needs more shards, which the
 // event tells the leader (with the node's lease renewals), and the leader reshards.
-func (r *Runner) fatalClose(l shard.Lifecycle) {
+func (r *Runner) fatalClose(g *generation, l shard.Lifecycle) {
 	var fe *shard.FatalError
 	if !errors.As(l.Err, &fe) {
 		return
 	}
 	if fe.Code == closeShardingRequired {
-		r.log.Error("DISCORD REQUIRES MORE SHARDS (close 4011): the leader starts a reshard", "shard", l.ShardID)
-		r.deps.Notify.Notify(event.Event{Kind: event.ShardingRequired, Shards: event.Shards{l.ShardID}, Cause: fe.Cause})
+		r.log.Error("DISCORD REQUIRES MORE SHARDS (close 4011): the leader starts a reshard", "shard", l.ShardID, "generation", g.gen)
+		r.deps.Notify.Notify(event.Event{Kind: event.ShardingRequired, Shards: event.Shards{l.ShardID}, Gen: g.gen, Cause: fe.Cause})
 		return
 	}
 	if fe.Code != closeAuthenticationFailed {

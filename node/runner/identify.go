@@ -17,16 +17,17 @@ import (
 const maxGrantAge = shard.GrantDeadline / 2
 
 // MayLogin is the last check before a shard of this node writes IDENTIFY or RESUME:
-// the node holds its lease and its state machine still gives it the shard at epoch.
+// the node holds its lease and its state machine still gives it the shard of
+// generation gen (0: the current one) at epoch.
 // A lease holds only while this node's state has caught up with the leader's at the
 // last renewal, and a leader moves a shard off a node only after revoking it (which
 // the node sees) or after that node's lease ran out; so a shard that passes here is
 // not running anywhere else.
-func (r *Runner) MayLogin(shardID int, epoch uint64) error {
+func (r *Runner) MayLogin(gen uint64, shardID int, epoch uint64) error {
 	if !r.lease.valid(r.now()) {
 		return fmt.Errorf("no lease: %s", r.lease.status(r.now()).Reason)
 	}
-	a, ok := r.deps.FSM.Assignment(shardID)
+	a, ok := r.deps.FSM.AssignmentIn(gen, shardID)
 	switch {
 	case !ok || a.Node != r.cfg.Name || a.Epoch != epoch:
 		return fmt.Errorf("%w: shard %d moved (now %q at epoch %d, ran here at %d)", rpc.ErrNotOwner, shardID, a.Node, a.Epoch, epoch)
@@ -41,6 +42,7 @@ func (r *Runner) MayLogin(shardID int, epoch uint64) error {
 // IDENTIFY written, so that the leader times the bucket's next grant from the write.
 type identifyClient struct {
 	r     *Runner
+	gen   uint64 // the shard's generation
 	epoch uint64 // the assignment the shard runs under: the leader grants only to it
 }
 
@@ -69,12 +71,12 @@ func (g *identifyClient) Wait(ctx context.Context, shardID int) error {
 	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	began := r.now()
 	for {
-		err := r.MayLogin(shardID, g.epoch)
+		err := r.MayLogin(g.gen, shardID, g.epoch)
 		if err == nil { // else asking would be refused; the supervisor stops the shard soon
 			asked := r.now()
 			var leader string
 			var waited time.Duration
-			leader, waited, err = r.deps.Leader.Identify(ctx, 0, shardID, g.epoch)
+			leader, waited, err = r.deps.Leader.Identify(ctx, g.gen, shardID, g.epoch)
 			// The grant is at most this old: the round trip less the wait at the
 			// leader. The leader times the bucket's next grant from this one if no
 			// report comes within shard.GrantDeadline; an IDENTIFY written later than

@@ -33,8 +33,10 @@ func (r *Runner) Backlog() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, c := range r.clusters {
-		n += c.Queued()
+	for _, g := range r.gens {
+		for _, c := range g.clusters {
+			n += c.Queued()
+		}
 	}
 	return n
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/discluster/discluster/fsm"
@@ -68,6 +67,9 @@ type Deps struct {
 	// Now is the clock of the lease; time.Now when nil.
 	Now        func() time.Time
 	GatewayBot func(ctx context.Context) (shard.GatewayBot, error)
+	// Cuts asks the node at addr for its cut of an ended generation (Runner.Cut
+	// there); nil: no other node is asked.
+	Cuts func(ctx context.Context, addr string, args rpc.CutArgs) (keys map[int][]rpc.CutKey, final bool, err error)
 }
 
 // Runner is the node's shard supervisor.
@@ -87,33 +89,17 @@ type Runner struct {
 	wg     sync.WaitGroup
 	halted bool // after StopAll: start nothing more
 
-	// Only the run goroutine touches these, but for clusters, which it writes under
-	// mu so that status can read it.
-	clusters   map[int]*shard.Cluster
-	running    map[int]uint64         // shard → the epoch it runs under
-	suspended  map[int]suspendedShard // stopped here while still assigned here
-	releases   map[int]fsm.Release    // waiting to be written
-	released   map[int]uint64         // written, by shard, at the epoch: until this replica applies it
-	checkpoint map[int]fsm.ResumeData // last written, by shard
+	// gens are this node's shards by generation: the current one's, and during a
+	// reshard the new one's. The run goroutine adds and removes them, under mu.
+	mu   sync.Mutex
+	gens map[uint64]*generation
+	// cuts are the final cuts of the generations that ended here at a switch, which
+	// the new generation's owners ask for (see cut.go); under mu.
+	cuts map[uint64]*endedCut
 
-	mu        sync.Mutex
-	stopping  map[int]bool // being stopped here: a failing sink may give up on them
-	abandoned map[int]bool // stopping, and an event was not delivered: deliver no more
-	// anyAbandoned counts abandoned's entries, so that the delivery of each event
-	// looks at the map only while a shard is being given up on.
-	anyAbandoned atomic.Int32
-	clusterOf    map[int]int
-	epochOf      map[int]uint64
-	started      map[int]time.Time // when a shard was started here, for the resume event
-	resumed      []resumedShard    // resumes not yet noted; see noteResumed
-
+	resumed    []resumedShard // resumes not yet noted, under mu; see noteResumed
 	sinkHealth sinkHealth
 	memberReqs memberRequests // all-members requests, by guild: see allMembersWindow
-}
-
-type suspendedShard struct {
-	epoch uint64
-	state shard.ResumeState
 }
 
 // New makes a runner; Run runs it.
@@ -128,11 +114,7 @@ func New(cfg Config, deps Deps) *Runner {
 	return &Runner{
 		cfg: cfg, deps: deps, log: cfg.Logger, gw: newGateway(cfg.GatewayURL), pokeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		reqs: make(chan func()), done: make(chan struct{}),
-		clusters: make(map[int]*shard.Cluster), running: make(map[int]uint64),
-		suspended: make(map[int]suspendedShard), releases: make(map[int]fsm.Release), released: make(map[int]uint64),
-		checkpoint: make(map[int]fsm.ResumeData),
-		stopping:   make(map[int]bool), abandoned: make(map[int]bool),
-		clusterOf: make(map[int]int), epochOf: make(map[int]uint64), started: make(map[int]time.Time),
+		gens: make(map[uint64]*generation), cuts: make(map[uint64]*endedCut),
 	}
 }
 
@@ -178,13 +160,60 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 }
 
-// pass brings the shards running here in line with the state machine and the lease.
+// pass brings the shards running here in line with the state machine and the lease:
+// each generation the state runs (the current one, and a reshard's), and the end of
+// those it no longer does.
 func (r *Runner) pass() {
 	leaseOK := r.lease.valid(r.now())
 	// A node whose token Discord rejects runs nothing: the leader moves its shards.
 	unfit := r.gw.unfit()
+	f := r.deps.FSM
+	cur := f.Generation()
+	want := map[uint64]generationRole{}
+	if total := f.Config().TotalShards; total > 0 {
+		want[cur] = generationRole{total: total}
+	}
+	next, resharding := f.Reshard()
+	if resharding {
+		want[next.Gen] = generationRole{total: next.Total, next: true}
+		if role, ok := want[cur]; ok {
+			role.succeeded = true
+			want[cur] = role
+		}
+	}
+	for gen, g := range r.gens {
+		if _, ok := want[gen]; !ok {
+			r.endGeneration(g, gen < cur)
+		}
+	}
+	for gen, role := range want {
+		g := r.gens[gen]
+		if g == nil {
+			g = newGeneration(gen, role.total)
+			r.mu.Lock()
+			r.gens[gen] = g
+			r.mu.Unlock()
+		}
+		r.setRole(g, role)
+		r.passGeneration(g, leaseOK, unfit)
+	}
+	r.writeReleases()
+}
+
+// generationRole is what the state makes of a generation now.
+type generationRole struct {
+	total int
+	// next: a reshard's generation, before its switch: its events are held back.
+	next bool
+	// succeeded: the current generation while a reshard starts its successor: what it
+	// delivers is tracked, for the cut at the switch.
+	succeeded bool
+}
+
+// passGeneration brings one generation's shards in line with its table and the lease.
+func (r *Runner) passGeneration(g *generation, leaseOK bool, unfit string) {
 	want := make(map[int]fsm.Assignment)
-	for _, a := range r.deps.FSM.ShardsOf(r.cfg.Name) {
+	for _, a := range r.deps.FSM.ShardsOfIn(g.gen, r.cfg.Name) {
 		want[a.Shard] = a
 	}
 	type stop struct {
@@ -192,11 +221,11 @@ func (r *Runner) pass() {
 		epoch uint64
 	}
 	var stops []stop
-	for id, epoch := range r.running {
+	for id, epoch := range g.running {
 		a, ok := want[id]
 		switch {
 		case !ok || a.Epoch != epoch:
-			r.log.Warn("shard moved away while running here; stopping it", "shard", id)
+			r.log.Warn("shard moved away while running here; stopping it", "shard", id, "generation", g.gen)
 			stops = append(stops, stop{id: id, epoch: epoch})
 		case a.Phase == fsm.Revoking, !leaseOK, unfit != "":
 			stops = append(stops, stop{id: id, epoch: epoch})
@@ -209,16 +238,16 @@ func (r *Runner) pass() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				finals[i] = r.stopShard(st.id)
+				finals[i] = r.stopShard(g, st.id)
 			}()
 		}
 		wg.Wait()
 		var ids event.Shards
 		for i, st := range stops {
-			delete(r.running, st.id)
-			delete(r.checkpoint, st.id)
+			delete(g.running, st.id)
+			delete(g.checkpoint, st.id)
 			if a, ok := want[st.id]; ok && a.Epoch == st.epoch {
-				r.suspended[st.id] = suspendedShard{epoch: st.epoch, state: finals[i]}
+				g.suspended[st.id] = suspendedShard{epoch: st.epoch, state: finals[i]}
 			}
 			ids = append(ids, st.id)
 		}
@@ -238,123 +267,129 @@ func (r *Runner) pass() {
 		if a.Phase != fsm.Revoking {
 			continue
 		}
-		if _, pending := r.releases[id]; pending || r.released[id] == a.Epoch {
+		if _, pending := g.releases[id]; pending || g.released[id] == a.Epoch {
 			continue // written already; this replica has not applied it yet
 		}
 		var pos fsm.ResumeData
-		if sp, ok := r.suspended[id]; ok && sp.epoch == a.Epoch {
+		if sp, ok := g.suspended[id]; ok && sp.epoch == a.Epoch {
 			pos = sp.state
-		} else if res, ok := r.deps.FSM.Resume(id); ok {
+		} else if res, ok := r.deps.FSM.ResumeIn(g.gen, id); ok {
 			pos = res.Position
 		}
-		r.releases[id] = fsm.Release{Shard: id, Epoch: a.Epoch, Resume: pos}
+		g.releases[id] = fsm.Release{Shard: id, Epoch: a.Epoch, Resume: pos}
 	}
-	for id, sp := range r.suspended {
+	for id, sp := range g.suspended {
 		if a, ok := want[id]; !ok || a.Epoch != sp.epoch {
-			delete(r.suspended, id)
+			delete(g.suspended, id)
 		}
 	}
-	for id, epoch := range r.released {
+	for id, epoch := range g.released {
 		if a, ok := want[id]; !ok || a.Epoch != epoch || a.Phase != fsm.Revoking {
-			delete(r.released, id)
+			delete(g.released, id)
 		}
 	}
-	if leaseOK && unfit == "" {
+	if leaseOK && unfit == "" && !r.halted {
 		for id, a := range want {
-			if _, ok := r.running[id]; ok || a.Phase != fsm.Assigned {
+			if _, ok := g.running[id]; ok || a.Phase != fsm.Assigned {
 				continue
 			}
-			if err := r.startShard(a); err != nil {
+			if err := r.startShard(g, a); err != nil {
 				// Waiting for the gateway's URL is reported once, by its watcher.
 				if !errors.As(err, new(errNotYet)) {
-					r.log.Error("cannot start shard", "shard", id, "err", err)
+					r.log.Error("cannot start shard", "shard", id, "generation", g.gen, "err", err)
 				}
 				continue
 			}
-			r.running[id] = a.Epoch
+			g.running[id] = a.Epoch
 		}
 	}
-	r.writeReleases()
 }
 
 // startShard starts a shard in its local cluster, resuming when it can.
-func (r *Runner) startShard(a fsm.Assignment) error {
+func (r *Runner) startShard(g *generation, a fsm.Assignment) error {
 	url, err := r.gw.ready()
 	if err != nil {
 		return errNotYet{err}
 	}
-	cfg := r.deps.FSM.Config()
 	resume, from := shard.ResumeState{}, "identify"
-	if sp, ok := r.suspended[a.Shard]; ok && sp.epoch == a.Epoch && sp.state.Resumable() {
+	if sp, ok := g.suspended[a.Shard]; ok && sp.epoch == a.Epoch && sp.state.Resumable() {
 		resume, from = sp.state, "own suspended state"
-	} else if res, ok := r.deps.FSM.Resume(a.Shard); ok && res.Resumable() && !r.cfg.NoSessionStealing {
+	} else if res, ok := r.deps.FSM.ResumeIn(g.gen, a.Shard); ok && res.Resumable() && !r.cfg.NoSessionStealing {
 		resume, from = res.Position, "replicated state"
 	}
 	cid := a.Shard / r.cfg.ShardsPerCluster
-	c, err := r.cluster(cid)
+	c, err := r.cluster(g, cid)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.clusterOf[a.Shard] = cid
-	r.epochOf[a.Shard] = a.Epoch
-	r.started[a.Shard] = r.now()
+	g.clusterOf[a.Shard] = cid
+	g.epochOf[a.Shard] = a.Epoch
+	g.started[a.Shard] = r.now()
+	if g.holding {
+		g.hold[a.Shard] = newHeldShard()
+	}
 	r.mu.Unlock()
+	gen := g.gen
 	err = c.Add(shard.Config{
-		Token: r.cfg.Token, ShardID: a.Shard, ShardCount: cfg.TotalShards, Intents: r.cfg.Intents,
+		Token: r.cfg.Token, ShardID: a.Shard, ShardCount: g.total, Intents: r.cfg.Intents,
 		GatewayURL: url, APIBase: r.cfg.APIBase, Compression: r.cfg.Compression,
-		Resume: resume, Gate: &identifyClient{r: r, epoch: a.Epoch}, Logger: r.log, // the shard adds its id
-		Permit:         func() error { return r.MayLogin(a.Shard, a.Epoch) },
+		Resume: resume, Gate: &identifyClient{r: r, gen: gen, epoch: a.Epoch}, Logger: r.log, // the shard adds its id
+		Permit:         func() error { return r.MayLogin(gen, a.Shard, a.Epoch) },
 		ObserveLatency: r.latencyObserver(),
 	})
 	if err != nil {
 		return err
 	}
-	delete(r.suspended, a.Shard)
-	r.log.Info("shard starting", "shard", a.Shard, "epoch", a.Epoch, "from", from, "seq", resume.Seq)
+	delete(g.suspended, a.Shard)
+	r.log.Info("shard starting", "shard", a.Shard, "generation", g.gen, "epoch", a.Epoch, "from", from, "seq", resume.Seq)
 	return nil
 }
 
-func (r *Runner) cluster(id int) (*shard.Cluster, error) {
-	if c, ok := r.clusters[id]; ok {
+func (r *Runner) cluster(g *generation, id int) (*shard.Cluster, error) {
+	if c, ok := g.clusters[id]; ok {
 		return c, nil
 	}
 	c, err := shard.NewCluster(shard.ClusterConfig{
-		ID: id, Logger: r.log,
-		BatchHandler: func(evs []shard.Event, errs []error) { r.deliverBatch(id, evs, errs) },
-		Observe:      r.observe,
+		ID: id, Logger: r.log.With("generation", g.gen),
+		BatchHandler: func(evs []shard.Event, errs []error) { r.deliverBatch(g, id, evs, errs) },
+		Observe:      func(l shard.Lifecycle) { r.observe(g, l) },
 	})
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.clusters[id] = c
+	g.clusters[id] = c
 	r.mu.Unlock()
 	return c, nil
 }
 
 // stopShard stops a shard with a resumable close once its queued events were
 // delivered, and returns its final position: the session at the last event the sink
-// accepted, which is where the next owner resumes.
-func (r *Runner) stopShard(id int) shard.ResumeState {
+// accepted, which is where the next owner resumes. A shard holding its events back
+// (a reshard's generation) stops at the position before the oldest it holds, so
+// that its next owner holds them back again.
+func (r *Runner) stopShard(g *generation, id int) shard.ResumeState {
 	r.mu.Lock()
-	cid := r.clusterOf[id]
-	r.stopping[id] = true
+	cid := g.clusterOf[id]
+	g.stopping[id] = true
 	r.mu.Unlock()
-	c := r.clusters[cid]
+	c := g.clusters[cid]
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
 	pos, err := c.Remove(ctx, id)
 	if err != nil && !errors.Is(err, shard.ErrUnknownShard) {
-		r.log.Warn("shard stop", "shard", id, "err", err)
+		r.log.Warn("shard stop", "shard", id, "generation", g.gen, "err", err)
 	}
 	r.mu.Lock()
-	delete(r.clusterOf, id)
-	delete(r.epochOf, id)
-	delete(r.stopping, id)
-	if r.abandoned[id] {
-		delete(r.abandoned, id)
-		r.anyAbandoned.Add(-1)
+	pos = g.trail(id, pos)
+	delete(g.hold, id)
+	delete(g.clusterOf, id)
+	delete(g.epochOf, id)
+	delete(g.stopping, id)
+	if g.abandoned[id] {
+		delete(g.abandoned, id)
+		g.anyAbandoned.Add(-1)
 	}
 	r.mu.Unlock()
 	return pos
@@ -370,31 +405,73 @@ func (r *Runner) Kill() {
 	r.cancel()
 	<-r.done
 	r.wg.Wait()
-	for _, c := range r.clusters {
-		c.Kill()
+	for _, g := range r.gens {
+		for _, c := range g.clusters {
+			c.Kill()
+		}
 	}
 }
 
-// Shards is this node's view of its own shards, for status.
+// Shards is this node's view of its own shards, of every generation, for status.
 func (r *Runner) Shards() []rpc.LocalShard {
-	r.mu.Lock()
-	clusters := make([]*shard.Cluster, 0, len(r.clusters))
-	for _, c := range r.clusters {
-		clusters = append(clusters, c)
+	type clusterOf struct {
+		g *generation
+		c *shard.Cluster
 	}
-	clusterOf := make(map[int]int, len(r.clusterOf))
-	epochOf := make(map[int]uint64, len(r.epochOf))
-	for k, v := range r.clusterOf {
-		clusterOf[k], epochOf[k] = v, r.epochOf[k]
+	now := r.now()
+	current := r.deliveryCurrent()
+	r.mu.Lock()
+	var clusters []clusterOf
+	type placed struct {
+		cluster int
+		epoch   uint64
+		warm    bool
+	}
+	where := map[*generation]map[int]placed{}
+	for _, g := range r.gens {
+		for _, c := range g.clusters {
+			clusters = append(clusters, clusterOf{g, c})
+		}
+		m := make(map[int]placed, len(g.clusterOf))
+		for id, cid := range g.clusterOf {
+			m[id] = placed{cid, g.epochOf[id], current && g.warm(id, now)}
+		}
+		where[g] = m
 	}
 	r.mu.Unlock()
 	var out []rpc.LocalShard
-	for _, c := range clusters {
-		for _, info := range c.Info() {
-			out = append(out, rpc.LocalShard{Info: info, Cluster: clusterOf[info.ShardID], Epoch: epochOf[info.ShardID]})
+	for _, gc := range clusters {
+		for _, info := range gc.c.Info() {
+			p := where[gc.g][info.ShardID]
+			out = append(out, rpc.LocalShard{Info: info, Cluster: p.cluster, Epoch: p.epoch, Gen: gc.g.gen, Warm: p.warm})
 		}
 	}
 	return out
+}
+
+// maxSwitchBacklog is the most events the current generation's queues may hold
+// here for a reshard's shards here to count as warm: the cut-over needs the old
+// generation's delivery to be current at the switch (see cutover), so the switch
+// waits out a failing or lagging sink.
+const maxSwitchBacklog = 1000
+
+// deliveryCurrent reports the sink healthy and the generations that deliver here no
+// more than maxSwitchBacklog behind.
+func (r *Runner) deliveryCurrent() bool {
+	if r.sinkHealth.failing.Load() {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, g := range r.gens {
+		if g.tracking.Load() {
+			for _, c := range g.clusters {
+				n += c.Queued()
+			}
+		}
+	}
+	return n <= maxSwitchBacklog
 }
 
 // Sink is the sink's health, for status.

@@ -43,34 +43,34 @@ func TestNoLoginWithoutALease(t *testing.T) {
 	clk := fakeclock.New(time.Unix(1_000_000, 0))
 	r := New(Config{Name: "a", ShardsPerCluster: 2, CheckpointInterval: time.Second, Logger: slog.New(slog.DiscardHandler)},
 		Deps{FSM: f, Now: clk.Now, Lease: func() time.Duration { return 5 * time.Second }})
-	if err := r.MayLogin(0, a.Epoch); err == nil {
+	if err := r.MayLogin(0, 0, a.Epoch); err == nil {
 		t.Fatal("a shard logs in before the node ever held a lease")
 	}
 	r.lease.mu.Lock()
 	r.lease.until = clk.Now().Add(5 * time.Second)
 	r.lease.mu.Unlock()
-	if err := r.MayLogin(0, a.Epoch); err != nil {
+	if err := r.MayLogin(0, 0, a.Epoch); err != nil {
 		t.Fatalf("the owner with a lease may not log in: %v", err)
 	}
-	if err := r.MayLogin(0, a.Epoch+1); !errors.Is(err, rpc.ErrNotOwner) {
+	if err := r.MayLogin(0, 0, a.Epoch+1); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Fatalf("login at another epoch: %v, want ErrNotOwner", err)
 	}
-	if err := r.MayLogin(1, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
+	if err := r.MayLogin(0, 1, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Fatalf("login of an unassigned shard: %v, want ErrNotOwner", err)
 	}
 	clk.Add(5*time.Second - time.Nanosecond)
-	if err := r.MayLogin(0, a.Epoch); err != nil {
+	if err := r.MayLogin(0, 0, a.Epoch); err != nil {
 		t.Fatalf("login just inside the lease: %v", err)
 	}
 	clk.Add(time.Nanosecond)
-	if err := r.MayLogin(0, a.Epoch); err == nil {
+	if err := r.MayLogin(0, 0, a.Epoch); err == nil {
 		t.Fatal("a shard logs in once the lease ran out")
 	}
 	apply(t, f, fsm.Revoke{Moves: []fsm.RevokeMove{{Shard: 0, ExpectNode: "a", ExpectEpoch: a.Epoch}}})
 	r.lease.mu.Lock()
 	r.lease.until = clk.Now().Add(5 * time.Second)
 	r.lease.mu.Unlock()
-	if err := r.MayLogin(0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
+	if err := r.MayLogin(0, 0, a.Epoch); !errors.Is(err, rpc.ErrNotOwner) {
 		t.Fatalf("login of a shard being handed off: %v, want ErrNotOwner", err)
 	}
 }
@@ -106,5 +106,37 @@ func TestAllMembersRequestsPerGuild(t *testing.T) {
 		if g, ok := allMembersGuild(json.RawMessage(d)); ok != all || ok && g != 81384788765712384 {
 			t.Errorf("%s: %d, %v; want all=%v", d, g, ok, all)
 		}
+	}
+}
+
+// A reshard's shards count as warm only while delivery here is current: the
+// cut-over needs the old generation's deliveries up to date at the switch, so a
+// failing sink holds the switch back.
+func TestNoWarmShardsWhileTheSinkFails(t *testing.T) {
+	r := New(Config{Name: "a", ShardsPerCluster: 2, CheckpointInterval: time.Second, Logger: slog.New(slog.DiscardHandler)},
+		Deps{FSM: fsm.New(), Lease: func() time.Duration { return 5 * time.Second }})
+	now := time.Unix(1_000_000, 0)
+	g := newGeneration(2, 4)
+	h := newHeldShard()
+	h.ready, h.readyAt = true, now
+	g.hold[1] = h
+	r.gens[2] = g
+	if !r.deliveryCurrent() || !g.warm(1, now) {
+		t.Fatal("a READY shard with its guilds and a healthy sink is not warm")
+	}
+	r.sinkHealth.record(errors.New("redis: connection refused"), now)
+	if r.deliveryCurrent() {
+		t.Fatal("delivery counts as current while the sink fails")
+	}
+	r.sinkHealth.record(nil, now)
+	if !r.deliveryCurrent() {
+		t.Fatal("delivery not current once the sink recovered")
+	}
+	h.expect[42] = true // a guild READY named that has not arrived
+	if g.warm(1, now.Add(warmTimeout-time.Second)) {
+		t.Fatal("warm before every guild arrived")
+	}
+	if !g.warm(1, now.Add(warmTimeout+time.Second)) {
+		t.Fatal("a guild in an outage holds the shard back past the timeout")
 	}
 }

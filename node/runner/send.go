@@ -16,17 +16,23 @@ import (
 // a shard that does not run here, or not safely, is api.ErrOwnerMoving; one still
 // connecting api.ErrNotReady; a full send limit an *api.RetryError.
 func (r *Runner) Send(ctx context.Context, shardID int, epoch uint64, op int, d json.RawMessage) (err error) {
+	gen := r.deps.FSM.Generation()
 	r.mu.Lock()
-	cid, ok := r.clusterOf[shardID]
-	runEpoch := r.epochOf[shardID]
-	c := r.clusters[cid]
+	var cid int
+	var runEpoch uint64
+	var c *shard.Cluster
+	g, ok := r.gens[gen]
+	if ok {
+		cid, ok = g.clusterOf[shardID]
+		runEpoch, c = g.epochOf[shardID], g.clusters[cid]
+	}
 	r.mu.Unlock()
 	if !ok || c == nil || runEpoch < epoch {
 		return fmt.Errorf("%w: shard %d does not run on %s at epoch %d", api.ErrOwnerMoving, shardID, r.cfg.Name, epoch)
 	}
 	// The lease and the assignment, as before a login: a node that may not log in
 	// may not speak for the shard either.
-	if err = r.MayLogin(shardID, runEpoch); err != nil {
+	if err = r.MayLogin(gen, shardID, runEpoch); err != nil {
 		return fmt.Errorf("%w: %v", api.ErrOwnerMoving, err)
 	}
 	if op == opRequestGuildMembers {
