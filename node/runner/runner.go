@@ -186,6 +186,8 @@ func (r *Runner) pass() {
 			r.endGeneration(g, gen < cur)
 		}
 	}
+	// Roles first: the current generation tracks its deliveries before any shard of
+	// its successor starts.
 	for gen, role := range want {
 		g := r.gens[gen]
 		if g == nil {
@@ -195,7 +197,9 @@ func (r *Runner) pass() {
 			r.mu.Unlock()
 		}
 		r.setRole(g, role)
-		r.passGeneration(g, leaseOK, unfit)
+	}
+	for gen := range want {
+		r.passGeneration(r.gens[gen], leaseOK, unfit)
 	}
 	r.writeReleases()
 }
