@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,21 +34,26 @@ type envelope struct {
 	T  string          `json:"t"`
 }
 
-var errNotObject = errors.New("gateway payload is not a JSON object")
-
-// decodeEnvelope parses one uncompressed gateway payload. The returned D does not
-// alias p, so the caller may reuse p.
+// decodeEnvelope parses one uncompressed gateway payload: exactly one JSON value,
+// with white space around it at most. The returned D does not alias p, so the
+// caller may reuse p.
 func decodeEnvelope(p []byte) (envelope, error) {
-	var env envelope
-	if err := json.Unmarshal(p, &env); err != nil {
-		return envelope{}, fmt.Errorf("decode gateway payload: %w", err)
+	env, n, err := scanEnvelope(p)
+	if err == errIncomplete {
+		err = errors.New("decode gateway payload: unexpected end of JSON input")
 	}
-	return env, env.check()
+	if err != nil {
+		return envelope{}, err
+	}
+	if skipSpace(p, n) != len(p) {
+		return envelope{}, fmt.Errorf("decode gateway payload: data after the payload at offset %d", n)
+	}
+	env.D = bytes.Clone(env.D)
+	return env, nil
 }
 
-// check rejects payloads that are valid JSON but not gateway envelopes: a top-level
-// array or string unmarshals into the struct as an error already, but "null" does
-// not, and a payload without "op" would silently look like a dispatch.
+// check rejects payloads that are valid JSON but not gateway envelopes: a payload
+// without "op" would silently look like a dispatch.
 func (e *envelope) check() error {
 	if e.Op == OpDispatch && e.T == "" {
 		return errors.New("decode gateway payload: dispatch without an event name (t)")

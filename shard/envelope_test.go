@@ -3,8 +3,11 @@ package shard
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -136,6 +139,159 @@ func TestDocumentedFramesDecode(t *testing.T) {
 		}
 		if string(whole.D) != "null" && !bytes.Equal(env.D, whole.D) {
 			t.Errorf("%s: d %s, want %s", fr.file, env.D, whole.D)
+		}
+	}
+}
+
+// referenceEnvelope decodes p with encoding/json as the scanner promises to: the
+// payload one JSON object, its members in order, keys matched exactly after
+// unescaping, the last of duplicate keys winning, null leaving a field as it was,
+// any member of the wrong type an error.
+func referenceEnvelope(p []byte) (envelope, error) {
+	var env envelope
+	if !json.Valid(p) {
+		return env, errors.New("invalid JSON")
+	}
+	var members []json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(p))
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return env, errors.New("not an object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return env, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return env, err
+		}
+		members = append(members, v)
+		key := tok.(string)
+		null := string(v) == "null"
+		switch {
+		case key == "op" && !null:
+			err = json.Unmarshal(v, &env.Op)
+		case key == "s" && !null:
+			err = json.Unmarshal(v, &env.S)
+		case key == "t" && !null:
+			err = json.Unmarshal(v, &env.T)
+		case key == "d":
+			env.D = v
+		}
+		if err != nil {
+			return env, err
+		}
+	}
+	return env, env.check()
+}
+
+// FuzzScanEnvelope holds the scanner to what scan.go promises, against encoding/json:
+// the same payloads accepted, the same op, s, t and d, d byte for byte as sent; and a
+// stream of payloads, cut anywhere, reads back the same.
+func FuzzScanEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{"op":0,"s":42,"t":"MESSAGE_CREATE","d":{"id":"1"}}`,
+		`{"t":"MESSAGE_CREATE","s":2,"op":0,"d":{"content":"h\u00e9\"llo","a":[1,-2.5e+3,true,false,null,{}]}}`,
+		`{"op":10,"d":{"heartbeat_interval":41250}}`, `{"op":11}`, `{"op":9,"d":true}`, `null`, `{}`,
+		`{"op":1e400}`, `{"op":1.0}`, `{"op":-0}`, `{"s":9223372036854775808,"t":"X"}`, `{"d":"\ud800"}`,
+		`{"t":5,"t":"X"}`, `{"t":"X","t":null}`, `{"\u006fp":1}`, `{"OP":1,"t":"A"}`, `{"t":"A\u0042"}`,
+		"{\"t\":\"\xff\"}", `{"t":"X","d":01}`, `{"t":"X","d":[1,]}`, ` {"t":"X"} `, `{"t":"X"}{}`,
+		`{"t":"X","d":"` + "\x01" + `"}`, `{"t":"X","d":"\x"}`, `{"t":"X","d":tru}`, `[1]`, `"s"`,
+	} {
+		f.Add([]byte(s))
+	}
+	for _, fr := range documentedFrames(f) {
+		f.Add(fr.raw)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got, gotErr := decodeEnvelope(p)
+		want, wantErr := referenceEnvelope(p)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("%q: scanner err %v, encoding/json err %v", p, gotErr, wantErr)
+		}
+		if gotErr != nil {
+			return
+		}
+		if got.Op != want.Op || got.S != want.S || got.T != want.T || !bytes.Equal(got.D, want.D) {
+			t.Fatalf("%q: scanner %d %d %q %q, encoding/json %d %d %q %q", p, got.Op, got.S, got.T, got.D, want.Op, want.S, want.T, want.D)
+		}
+		if got.D != nil && !json.Valid(got.D) {
+			t.Fatalf("%q: d is not valid JSON: %q", p, got.D)
+		}
+		// The same payload three times in a stream, delivered in pieces, reads back the
+		// same three times whatever the pieces.
+		stream := bytes.Repeat(append(bytes.Clone(p), '\n'), 3)
+		r := &streamReader{r: &chunkReader{data: stream, sizes: p}}
+		for k := range 3 {
+			var env envelope
+			if err := r.next(&env); err != nil {
+				t.Fatalf("%q: stream payload %d: %v", p, k, err)
+			}
+			if env.Op != want.Op || env.S != want.S || env.T != want.T || !bytes.Equal(env.D, want.D) {
+				t.Fatalf("%q: stream payload %d: %d %d %q %q", p, k, env.Op, env.S, env.T, env.D)
+			}
+		}
+		var env envelope
+		if err := r.next(&env); err != io.EOF {
+			t.Fatalf("%q: after the stream: %v, want EOF", p, err)
+		}
+	})
+}
+
+// chunkReader returns data in pieces whose sizes come from sizes (1 to 256 bytes).
+type chunkReader struct {
+	data  []byte
+	sizes []byte
+	k     int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := 1
+	if len(c.sizes) > 0 {
+		n += int(c.sizes[c.k%len(c.sizes)])
+		c.k++
+	}
+	n = copy(p, c.data[:min(n, len(c.data))])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func TestScanEnvelopeNestingLimit(t *testing.T) {
+	// encoding/json allows 10,000 levels of nesting, the envelope being the first.
+	ok := `{"t":"X","d":` + strings.Repeat("[", maxNestingDepth-1) + strings.Repeat("]", maxNestingDepth-1) + `}`
+	if _, err := decodeEnvelope([]byte(ok)); err != nil {
+		t.Fatalf("%d levels: %v", maxNestingDepth, err)
+	}
+	deep := `{"t":"X","d":` + strings.Repeat("[", maxNestingDepth) + strings.Repeat("]", maxNestingDepth) + `}`
+	if _, err := decodeEnvelope([]byte(deep)); err == nil {
+		t.Fatalf("%d levels accepted", maxNestingDepth+1)
+	}
+	if err := json.Unmarshal([]byte(deep), new(any)); err == nil {
+		t.Fatal("encoding/json's limit moved")
+	}
+	if err := json.Unmarshal([]byte(ok), new(any)); err != nil {
+		t.Fatalf("encoding/json's limit moved: %v", err)
+	}
+}
+
+// A payload that arrives in many reads (a large READY) is scanned whole once, not
+// once per read: the framer carries its position from read to read.
+func TestStreamReaderLargePayloadInPieces(t *testing.T) {
+	big := `{"t":"READY","s":1,"op":0,"d":{"guilds":[` + strings.Repeat(`{"id":"1","name":"x \"}]"},`, 50000) + `{}]}}`
+	stream := big + big
+	r := &streamReader{r: &chunkReader{data: []byte(stream), sizes: []byte{255}}}
+	for k := range 2 {
+		var env envelope
+		if err := r.next(&env); err != nil {
+			t.Fatal(err)
+		}
+		if env.T != "READY" || !json.Valid(env.D) || len(env.D) != len(big)-len(`{"t":"READY","s":1,"op":0,"d":}`) {
+			t.Fatalf("payload %d: %q, d of %d bytes", k, env.T, len(env.D))
 		}
 	}
 }

@@ -1,9 +1,9 @@
 package shard
 
 import (
+	"bytes"
 	"compress/zlib"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,24 +122,123 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// streamReader decodes one JSON payload after another from a decompressed stream.
+// streamReader reads one payload after another from a decompressed stream. It asks
+// the decompressor for more bytes only while the payload in its buffer is
+// incomplete: a zlib or zstd reader blocks for the next websocket message once the
+// current one is used up, so reading ahead of a complete payload would hold it back
+// until the gateway sent something else. Each payload is scanned once when its
+// bytes arrived in one read (the common case: the decompressor hands over all it
+// has); a payload that takes several reads is framed by a cheap resumable pass
+// (frameEnd) and then scanned once whole, so a large READY is not rescanned per read.
 type streamReader struct {
-	dec     *json.Decoder
-	closeFn func()
+	r          io.Reader
+	buf        []byte
+	start, end int // the unread bytes: buf[start:end]
+	frame      framer
+	closeFn    func()
 }
 
+// streamReadSize is the least free space offered to the decompressor per read.
+const streamReadSize = 16 << 10
+
 func (s *streamReader) next(env *envelope) error {
-	*env = envelope{}
-	if err := s.dec.Decode(env); err != nil {
-		return err
+	framing := false
+	for {
+		if s.start < s.end {
+			data := s.buf[s.start:s.end]
+			complete := true
+			if framing {
+				complete = s.frame.scan(data)
+			}
+			if complete {
+				e, n, err := scanEnvelope(data)
+				if err == nil {
+					s.start += n
+					e.D = bytes.Clone(e.D) // the handler owns Data; buf is reused
+					*env = e
+					return nil
+				}
+				if err != errIncomplete {
+					return err
+				}
+				if !framing {
+					framing = true
+					s.frame = framer{}
+					s.frame.scan(data)
+				}
+			}
+		}
+		if s.start > 0 {
+			s.end = copy(s.buf, s.buf[s.start:s.end])
+			s.start = 0
+		}
+		if len(s.buf)-s.end < streamReadSize {
+			s.buf = append(s.buf[:s.end], make([]byte, max(streamReadSize, len(s.buf)))...)
+			s.buf = s.buf[:cap(s.buf)]
+		}
+		n, err := s.r.Read(s.buf[s.end:])
+		s.end += n
+		if err != nil && n == 0 {
+			if err == io.EOF && skipSpace(s.buf[:s.end], 0) != s.end {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
 	}
-	return env.check()
 }
 
 func (s *streamReader) close() {
 	if s.closeFn != nil {
 		s.closeFn()
 	}
+}
+
+// framer finds where the top-level value starting a buffer ends, without validating
+// it, resumably: each call goes on from where the last stopped, so framing a
+// payload costs one pass however many reads it arrives in.
+type framer struct {
+	pos      int // bytes of the value examined
+	depth    int
+	started  bool
+	inString bool
+	escaped  bool
+}
+
+// scan examines data (the value's bytes so far: those of the last call and more)
+// and reports whether the
+// first value in it is complete. A value that is not an object or array is left to
+// the scanner at once.
+func (f *framer) scan(data []byte) bool {
+	for ; f.pos < len(data); f.pos++ {
+		c := data[f.pos]
+		switch {
+		case f.inString:
+			switch {
+			case f.escaped:
+				f.escaped = false
+			case c == '\\':
+				f.escaped = true
+			case c == '"':
+				f.inString = false
+			}
+		case c == '"':
+			f.inString = true
+		case c == '{' || c == '[':
+			f.depth++
+			f.started = true
+		case c == '}' || c == ']':
+			f.depth--
+			if f.depth <= 0 {
+				return true
+			}
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		default:
+			if !f.started {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // plainReader reads one uncompressed payload per text message.
@@ -188,7 +287,7 @@ func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression, 
 		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
-		return &streamReader{dec: json.NewDecoder(&countingReader{r: &lazyZlib{src: src}, n: &counts.payload})}, nil
+		return &streamReader{r: &countingReader{r: &lazyZlib{src: src}, n: &counts.payload}}, nil
 	case CompressionZstdStream:
 		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
@@ -199,7 +298,7 @@ func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression, 
 		if err != nil {
 			return nil, fmt.Errorf("zstd-stream decoder: %w", err)
 		}
-		return &streamReader{dec: json.NewDecoder(&countingReader{r: zr, n: &counts.payload}), closeFn: zr.Close}, nil
+		return &streamReader{r: &countingReader{r: zr, n: &counts.payload}, closeFn: zr.Close}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
