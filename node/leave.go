@@ -71,7 +71,7 @@ func (n *Node) leave(ctx context.Context) error {
 	n.leaveMu.Unlock()
 	start := time.Now()
 	var errs []error
-	if len(n.fsm.ShardsOf(n.cfg.Name)) > 0 && n.othersCanTakeShards() {
+	if n.toHandOff() > 0 && n.othersCanTakeShards() {
 		n.log.Info("leaving: handing shards off")
 		if _, err := n.write(ctx, fsm.Drain{ID: n.cfg.Name, At: time.Now().UnixNano()}); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
@@ -79,8 +79,16 @@ func (n *Node) leave(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
 	}
-	if k := len(n.fsm.ShardsOf(n.cfg.Name)); k > 0 {
+	if k := n.toHandOff(); k > 0 {
 		n.log.Info("leaving: no node left to take shards; stopping them resumably and writing their final positions", "shards", k)
+	}
+	if r, ok := n.fsm.Reshard(); ok {
+		if k := len(n.fsm.ShardsOfIn(r.Gen, n.cfg.Name)); k > 0 {
+			// An operator's drain keeps them here until the switch: stopped at the
+			// position before the oldest event each held, they fail over once this
+			// node is gone, and their next owners hold those events again.
+			n.log.Info("leaving: the reshard's shards here stop with their positions; the leader fails them over", "shards", k, "gen", r.Gen)
+		}
 	}
 	if err := n.runner.StopAll(ctx, true); err != nil {
 		// Not the operator's error: a whole cluster stopping at once loses its quorum
@@ -99,6 +107,21 @@ func (n *Node) leave(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// toHandOff is how many shards this node's leave waits to see moved: its shards of
+// the current generation and, while a reshard runs, those of the new one, which the
+// leader moves off a leaving node at once (see leader.Plan) rather than after the
+// switch, which may be minutes away. Under an operator's drain the leader keeps the
+// new ones here until the switch, so the leave does not wait for them.
+func (n *Node) toHandOff() int {
+	k := len(n.fsm.ShardsOf(n.cfg.Name))
+	if r, ok := n.fsm.Reshard(); ok {
+		if _, operator := n.fsm.Drained()[n.cfg.Name]; !operator {
+			k += len(n.fsm.ShardsOfIn(r.Gen, n.cfg.Name))
+		}
+	}
+	return k
+}
+
 // othersCanTakeShards reports whether another node could take this one's shards: a
 // member alive in the state and in gossip, with weight.
 func (n *Node) othersCanTakeShards() bool {
@@ -114,13 +137,13 @@ func (n *Node) othersCanTakeShards() bool {
 	return false
 }
 
-// waitNoShards waits until this node holds no shard, or until no other node is left
-// to take one (the whole cluster is stopping): then the shards stop here, with their
-// final positions, and the next start resumes them.
+// waitNoShards waits until this node holds no shard to hand off, or until no other
+// node is left to take one (the whole cluster is stopping): then the shards stop
+// here, with their final positions, and the next start resumes them.
 func (n *Node) waitNoShards(ctx context.Context) error {
 	after := uint64(0)
 	for {
-		if len(n.fsm.ShardsOf(n.cfg.Name)) == 0 || !n.othersCanTakeShards() {
+		if n.toHandOff() == 0 || !n.othersCanTakeShards() {
 			return nil
 		}
 		// Gossip sees another node leave before the state does: look again soon.
@@ -128,7 +151,7 @@ func (n *Node) waitNoShards(ctx context.Context) error {
 		idx, err := n.fsm.WaitChange(wctx, after)
 		cancel()
 		if ctx.Err() != nil {
-			return fmt.Errorf("%d shards still here: %w", len(n.fsm.ShardsOf(n.cfg.Name)), ctx.Err())
+			return fmt.Errorf("%d shards still here: %w", n.toHandOff(), ctx.Err())
 		}
 		if err == nil {
 			after = idx

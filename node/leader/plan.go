@@ -115,8 +115,12 @@ type Write struct {
 // While a reshard runs, its generation's table is planned beside the current one by
 // the same rules: placed over the nodes by the balancer, each node within ±1 of its
 // weighted share of the new count, and failed over when a node fails. Its planned
-// moves (a rebalance, a drain's) wait for the switch, which makes it the current
-// table: a shard of it being warmed would identify again where it lands. The plan
+// moves (a rebalance, an operator's drain) wait for the switch, which makes it the
+// current table: a shard of it being warmed would identify again where it lands.
+// A leaving node's shards (its own drain, a SIGTERM) move at once: it cannot wait
+// for a switch that may be minutes away, and a shard of the new generation only
+// holds its events back, so the move costs a RESUME elsewhere from the position
+// before the oldest event it held, which its next owner holds again. The plan
 // writes the switch once every shard of it is assigned and its owner reports it warm.
 func Plan(in Input) (Decision, error) {
 	p := planner{in: in, members: map[string]fsm.Member{}, held: map[string]int{}}
@@ -398,9 +402,10 @@ func (p *planner) place(tb *table) error {
 			}
 			assign.Moves = append(assign.Moves, m)
 			assigned = append(assigned, mv.Shard)
-		case tb.next && !p.gone(mv.From) && p.in.Grants.Unfit[mv.From] == "":
+		case tb.next && !p.gone(mv.From) && !p.leaving(mv.From) && p.in.Grants.Unfit[mv.From] == "":
 			// A planned move of a shard being warmed: it waits for the switch. (A
-			// node Discord rejects the token of cannot warm its shards: they move.)
+			// node Discord rejects the token of cannot warm its shards, nor can a
+			// node that leaves: they move.)
 		default:
 			revoke.Moves = append(revoke.Moves, fsm.RevokeMove{Shard: mv.Shard, ExpectNode: mv.From, ExpectEpoch: mv.FromEpoch})
 			revoked = append(revoked, mv.Shard)
@@ -428,6 +433,15 @@ func (p *planner) place(tb *table) error {
 func (p *planner) gone(owner string) bool {
 	m, ok := p.members[owner]
 	return !ok || m.State == fsm.Failed || m.State == fsm.Left
+}
+
+// leaving reports whether a node is draining by its own drain, not an operator's:
+// only a node that leaves writes one (node.Leave, on SIGTERM), and it waits for its
+// shards to move before it goes.
+func (p *planner) leaving(id string) bool {
+	m, ok := p.members[id]
+	_, operator := p.in.Drained[id]
+	return ok && m.State == fsm.Draining && !operator
 }
 
 // switchReshard writes the switch once the reshard's every shard is assigned, its
@@ -467,6 +481,8 @@ func (p *planner) moveWhy(mv balancer.Move) string {
 		return mv.From + " is gone"
 	case p.in.Grants.Unfit[mv.From] != "":
 		return mv.From + " holds no shards: " + p.in.Grants.Unfit[mv.From]
+	case p.leaving(mv.From):
+		return mv.From + " is leaving"
 	case m.State == fsm.Draining:
 		return "drain of " + mv.From
 	case m.Weight == 0:

@@ -186,15 +186,16 @@ func TestReshardShardsFailOverLikeTheCurrentOnes(t *testing.T) {
 	}
 }
 
-// The new generation's planned moves wait for its switch: a drain moves the current
-// generation's shards off the node, not the new one's, and a node that joins gets
-// no share of the new generation by rebalancing until then. Placement still avoids
-// the draining node.
+// The new generation's planned moves wait for its switch: an operator's drain moves
+// the current generation's shards off the node, not the new one's, and a node that
+// joins gets no share of the new generation by rebalancing until then. Placement
+// still avoids the draining node. A node that leaves moves both at once.
 func TestReshardPlannedMovesWaitForTheSwitch(t *testing.T) {
 	w := newWorld()
 	w.reshard(9)
 	w.placed("a", "b", "c")
 	w.setMember("c", func(m *fsm.Member) { m.State = fsm.Draining })
+	w.in.Drained = map[string]int64{"c": t0.UnixNano()} // an operator's drain
 	w.in.Members = append(w.in.Members, fsm.Member{ID: "d", State: fsm.Alive, Weight: 1, RaftAddr: "d:1", GossipAddr: "d:2", HTTPAddr: "d:3"})
 	w.in.Gossip = append(w.in.Gossip, membership.Member{Name: "d", Status: membership.StatusAlive, Weight: 1, RPCAddr: "d:1", GossipAddr: "d:2", HTTPAddr: "d:3"})
 	w.in.Grants.LastRenew["d"] = t0
@@ -205,6 +206,18 @@ func TestReshardPlannedMovesWaitForTheSwitch(t *testing.T) {
 	if got := revokesOf(d, 2); len(got) != 0 {
 		t.Fatalf("planned moves of the new generation before its switch: %+v", got)
 	}
+
+	// A node that leaves (its own drain, no operator's) cannot wait for the switch:
+	// its new shards move at once, with its current ones.
+	delete(w.in.Drained, "c")
+	d = w.plan(t, t0.Add(lease/2))
+	if got := revokesOf(d, 2); len(got) != 3 || got[0].ExpectNode != "c" {
+		t.Fatalf("the new generation's shards of a leaving node: revoked %+v, want c's 3", got)
+	}
+	if got := revokesOf(d, 1); len(got) == 0 || got[0].ExpectNode != "c" {
+		t.Fatalf("the current generation's shards of a leaving node: revoked %+v", got)
+	}
+	w.in.Drained["c"] = t0.UnixNano()
 
 	// A node whose token Discord rejects cannot warm its shards: they move.
 	w.in.Grants.Unfit["b"] = "Discord rejected the bot token"
