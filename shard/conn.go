@@ -179,7 +179,11 @@ func (s *Shard) runConn(ctx context.Context) outcome {
 		s.mu.Unlock()
 	}()
 
-	pr, err := newPayloadReader(ctx, ws, s.cfg.Compression, &s.bytes)
+	// Reads run without a context (see noCancel): the connection's end drops it.
+	stopOnCancel := context.AfterFunc(ctx, c.hardClose)
+	defer stopOnCancel()
+
+	pr, err := newPayloadReader(ws, s.cfg.Compression, &s.bytes)
 	if err != nil {
 		return outcome{action: actionResume, code: -1, reason: "decoder", err: err}
 	}

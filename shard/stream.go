@@ -41,7 +41,6 @@ type payloadReader interface {
 // Each message is read whole into buf (one call into the websocket library per
 // message, not per byte) and served from there.
 type messageSource struct {
-	ctx  context.Context
 	conn *websocket.Conn
 	buf  []byte
 	off  int
@@ -51,7 +50,7 @@ type messageSource struct {
 // fill reads the next message when the current one is used up.
 func (m *messageSource) fill() error {
 	for m.off == len(m.buf) {
-		typ, r, err := m.conn.Reader(m.ctx)
+		typ, r, err := m.conn.Reader(noCancel)
 		if err != nil {
 			return err
 		}
@@ -243,14 +242,13 @@ func (f *framer) scan(data []byte) bool {
 
 // plainReader reads one uncompressed payload per text message.
 type plainReader struct {
-	ctx   context.Context
 	conn  *websocket.Conn
 	buf   []byte
 	bytes *byteCounts
 }
 
 func (p *plainReader) next(env *envelope) error {
-	typ, r, err := p.conn.Reader(p.ctx)
+	typ, r, err := p.conn.Reader(noCancel)
 	if err != nil {
 		return err
 	}
@@ -277,19 +275,25 @@ func (p *plainReader) next(env *envelope) error {
 
 func (p *plainReader) close() {}
 
+// noCancel is the context of every read: the websocket library arms a cancellation
+// hook (context.AfterFunc, two allocations and a lock) for each frame read with a
+// context that can end. A connection's end is one hook instead, in runConn, which
+// drops the connection and so ends the read under way.
+var noCancel = context.Background()
+
 // newPayloadReader returns the reader for a connection made with compression c,
 // counting its bytes in counts.
-func newPayloadReader(ctx context.Context, conn *websocket.Conn, c Compression, counts *byteCounts) (payloadReader, error) {
+func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (payloadReader, error) {
 	switch c {
 	case CompressionNone, CompressionPayload:
-		return &plainReader{ctx: ctx, conn: conn, bytes: counts}, nil
+		return &plainReader{conn: conn, bytes: counts}, nil
 	case CompressionZlibStream:
-		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
+		src := &messageSource{conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
 		return &streamReader{r: &countingReader{r: &lazyZlib{src: src}, n: &counts.payload}}, nil
 	case CompressionZstdStream:
-		src := &messageSource{ctx: ctx, conn: conn, wire: &counts.wire}
+		src := &messageSource{conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
 		// only the synchronous decoder reads exactly one block at a time (io.ReadFull of
 		// the sizes the block headers give) instead of reading ahead into messages that
