@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -128,5 +129,31 @@ func TestReshardHandsOverExactlyOnce(t *testing.T) {
 	if g := st.Generations[8]; g.Identifies != 8 {
 		t.Errorf("the new generation identified %d times, want 8", g.Identifies)
 	}
-	t.Logf("%d guild events, each delivered once; the new generation: %d identifies", len(evs), st.Generations[8].Identifies)
+	// Each node's /metrics counts what its new shards released at the switch: the
+	// held events the old generation had delivered (dropped) and the others
+	// (delivered then), and how long the longest of those waited.
+	var delivered, dropped float64
+	longest := 0.0
+	waitFor(t, 30*time.Second, "every node's releases counted", func() error {
+		delivered, dropped, longest = 0, 0, 0
+		for _, n := range nodes {
+			mfs := scrape(t, n)
+			d := value(mfs, "discluster_reshard_released_events_total", "outcome", "delivered")
+			x := value(mfs, "discluster_reshard_released_events_total", "outcome", "dropped")
+			if d < 0 || x < 0 {
+				return fmt.Errorf("%s exports no discluster_reshard_released_events_total", n.Name())
+			}
+			delivered, dropped = delivered+d, dropped+x
+			longest = max(longest, value(mfs, "discluster_reshard_held_longest_seconds"))
+		}
+		if dropped == 0 {
+			return errors.New("no held event counted as dropped: the old generation delivered events the new one held for seconds")
+		}
+		return nil
+	})
+	if longest < 0 || longest > 30 || delivered == 0 && longest > 0 {
+		t.Errorf("the longest hold: %vs with %v events delivered at the switch", longest, delivered)
+	}
+	t.Logf("%d guild events, each delivered once; the new generation: %d identifies; at the switch %v held events delivered (the longest held %.3fs), %v dropped",
+		len(evs), st.Generations[8].Identifies, delivered, longest, dropped)
 }

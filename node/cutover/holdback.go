@@ -94,6 +94,11 @@ type HoldbackStats struct {
 	Dropped      int // dropped by the cut: the old generation delivered them
 	Full         int // Adds refused with ErrFull
 	GaveUp       int // pending guilds whose cut event never came: their events delivered at the deadline
+	// Released counts the held events given back to deliver after the switch (by
+	// Release, or by Due for a guild that waited), and LongestHeld is the longest
+	// any of them was held: from its arrival to the call that gave it back.
+	Released    int
+	LongestHeld time.Duration
 }
 
 // NewHoldback returns an empty Holdback. The shard's session start (a READY, then a
@@ -298,6 +303,7 @@ func (h *Holdback) Release(cut []CutEntry, now time.Time) (Released, error) {
 			continue
 		}
 		r.Events = append(r.Events, e.ev)
+		h.given(e, now)
 	}
 	h.stats.Dropped += r.Dropped
 	h.setHeld(keep)
@@ -324,11 +330,18 @@ func (h *Holdback) due(now time.Time) []shard.Event {
 	out := make([]shard.Event, 0, len(h.q)-h.head)
 	for _, e := range h.q[h.head:] {
 		out = append(out, e.ev)
+		h.given(e, now)
 	}
 	h.stats.GaveUp += len(h.waiting)
 	clear(h.waiting)
 	h.setHeld(nil)
 	return out
+}
+
+// given counts a held event given back at now.
+func (h *Holdback) given(e held, now time.Time) {
+	h.stats.Released++
+	h.stats.LongestHeld = max(h.stats.LongestHeld, now.Sub(e.at))
 }
 
 // dropGuild drops the held events of guild g: they come before its cut event.

@@ -310,3 +310,34 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// Stats count what the release gave back and the longest any of it was held: a
+// guild's events given back by the cut at once, another's held until the deadline
+// because its cut event never came.
+func TestHoldbackCountsWhatItGivesBack(t *testing.T) {
+	h := mustHoldback(t, testConfig())
+	for i, name := range []string{"a1", "b1", "b2", "a2"} {
+		add(t, h, testEvent(name, int64(i+1)), ms(i*10)) // 0, 10, 20, 30 ms
+	}
+	h.Switch(ms(40)) // the deadline is W/2 later: 90 ms
+	b9 := testEvent("b9", 0)
+	r, err := h.Release([]CutEntry{
+		{Key: KeyOf("MESSAGE_CREATE", testEvent("a1", 0).Data)}, // a1 was delivered: dropped
+		{Key: KeyOf(b9.Type, b9.Data), Age: time.Millisecond},   // b's young cut event is not here: b waits
+	}, ms(45))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(r.Events); !slices.Equal(got, []string{"a2"}) {
+		t.Fatalf("released %v, want [a2]", got)
+	}
+	if st := h.Stats(); st.Released != 1 || st.Dropped != 1 || st.LongestHeld != 15*time.Millisecond {
+		t.Errorf("after the release: %+v, want 1 released, 1 dropped, held at most 15ms", st)
+	}
+	if got := names(h.Due(ms(90))); !slices.Equal(got, []string{"b1", "b2"}) {
+		t.Fatalf("due %v, want [b1 b2]", got)
+	}
+	if st := h.Stats(); st.Released != 3 || st.Dropped != 1 || st.LongestHeld != 80*time.Millisecond {
+		t.Errorf("after the deadline: %+v, want 3 released, 1 dropped, held at most 80ms (b1, from 10 to 90 ms)", st)
+	}
+}

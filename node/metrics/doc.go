@@ -3,7 +3,8 @@
 // collectors, a collector that reads the node's state when it is scraped (shards,
 // lease, sink, Raft, session budget), and the few counters and histograms that must
 // catch an observation as it happens (heartbeat round trips, identify waits, events
-// by type, sink calls, failovers, commands). It also serves pprof for the API.
+// by type, sink calls, failovers, commands, the events a reshard held and released).
+// It also serves pprof for the API.
 //
 // It reads the other rooms through the small interfaces below, which the node adapts
 // them to; it never holds the node.

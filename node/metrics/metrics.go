@@ -75,12 +75,25 @@ type Metrics struct {
 
 	commandsSent    prometheus.Counter
 	commandsRefused *prometheus.CounterVec
+
+	reshardReleased *prometheus.CounterVec
+	heldMu          sync.Mutex
+	heldGen         uint64  // the generation heldLongest is of
+	heldMax         float64 // heldLongest's value
+	heldLongest     prometheus.Gauge
 }
 
 // Failover causes, the values of the cause label: the failover event's Reason.
 const (
 	CauseLeaseExpired = string(event.ReasonLeaseExpired)
 	CauseProcessGone  = string(event.ReasonProcessGone)
+)
+
+// Outcomes of the held events a reshard's new generation releases at its switch,
+// the values of the outcome label.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeDropped   = "dropped"
 )
 
 // commandCodes are the refusals a command can get, pre-set so that every series
@@ -127,6 +140,14 @@ func New(d Deps) *Metrics {
 	for _, c := range commandCodes {
 		m.commandsRefused.WithLabelValues(c)
 	}
+	m.reshardReleased = f.counterVec("reshard_released_events_total",
+		"Events a reshard's new generation held back and released at its switch on this node: delivered then (delayed by the switch), "+
+			"or dropped as delivered by the old generation.", "outcome")
+	for _, o := range []string{OutcomeDelivered, OutcomeDropped} {
+		m.reshardReleased.WithLabelValues(o)
+	}
+	m.heldLongest = f.gauge("reshard_held_longest_seconds",
+		"The longest an event delivered at the last reshard's switch on this node had been held, from its arrival to its release; 0 before any.")
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -149,6 +170,24 @@ func (m *Metrics) HeartbeatLatency(rtt time.Duration) { m.heartbeat.Observe(rtt.
 
 // IdentifyWaited implements runner.Observer.
 func (m *Metrics) IdentifyWaited(d time.Duration) { m.identifyWait.Observe(d.Seconds()) }
+
+// HeldReleased implements runner.Observer: one shard of generation gen released
+// what it held at the switch. The longest hold is kept for the newest generation
+// only, so the gauge says what the last reshard cost.
+func (m *Metrics) HeldReleased(gen uint64, delivered, dropped int, longest time.Duration) {
+	m.reshardReleased.WithLabelValues(OutcomeDelivered).Add(float64(delivered))
+	m.reshardReleased.WithLabelValues(OutcomeDropped).Add(float64(dropped))
+	m.heldMu.Lock()
+	defer m.heldMu.Unlock()
+	switch {
+	case gen < m.heldGen:
+		return // a late shard of an earlier reshard
+	case gen > m.heldGen:
+		m.heldGen, m.heldMax = gen, 0
+	}
+	m.heldMax = max(m.heldMax, longest.Seconds())
+	m.heldLongest.Set(m.heldMax)
+}
 
 // Command counts a gateway command asked of this node: sent when err is nil, else
 // refused with the API's code for err.
@@ -233,6 +272,12 @@ func (f factory) counterVec(name, help string, labels ...string) *prometheus.Cou
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 	f.reg.MustRegister(c)
 	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
 }
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {

@@ -292,3 +292,31 @@ func TestDashboardNamesExist(t *testing.T) {
 		}
 	}
 }
+
+// What a reshard's new shards released at the switch: counted by outcome over every
+// release, the longest hold kept for the newest generation only.
+func TestReshardReleases(t *testing.T) {
+	m := newTest(&fakeRunner{}, nil, nil)
+	m.HeldReleased(2, 3, 40, 120*time.Millisecond)
+	m.HeldReleased(2, 0, 12, 0)
+	m.HeldReleased(2, 5, 1, 800*time.Millisecond)
+	m.HeldReleased(2, 1, 0, 300*time.Millisecond)
+	compare(t, m, `
+# HELP discluster_reshard_released_events_total Events a reshard's new generation held back and released at its switch on this node: delivered then (delayed by the switch), or dropped as delivered by the old generation.
+# TYPE discluster_reshard_released_events_total counter
+discluster_reshard_released_events_total{outcome="delivered"} 9
+discluster_reshard_released_events_total{outcome="dropped"} 53
+# HELP discluster_reshard_held_longest_seconds The longest an event delivered at the last reshard's switch on this node had been held, from its arrival to its release; 0 before any.
+# TYPE discluster_reshard_held_longest_seconds gauge
+discluster_reshard_held_longest_seconds 0.8
+`, "discluster_reshard_released_events_total", "discluster_reshard_held_longest_seconds")
+	m.HeldReleased(3, 2, 2, 50*time.Millisecond) // the next reshard
+	m.HeldReleased(2, 1, 0, 5*time.Second)       // a late shard of the one before
+	if v := testutil.ToFloat64(m.heldLongest); v != 0.05 {
+		t.Errorf("the longest hold after the next reshard: %vs, want 0.05", v)
+	}
+	if v := testutil.ToFloat64(m.reshardReleased.WithLabelValues(OutcomeDelivered)); v != 12 {
+		t.Errorf("delivered: %v, want 12", v)
+	}
+	lint(t, m)
+}

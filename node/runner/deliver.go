@@ -277,10 +277,15 @@ func (r *Runner) deliverHeld(g *generation, cluster, id int, h *heldShard, evs [
 	h.mu.Unlock()
 	if done {
 		r.mu.Lock()
-		if g.hold[id] == h {
+		ended := g.hold[id] == h
+		if ended {
 			delete(g.hold, id)
 		}
 		r.mu.Unlock()
+		if ended {
+			st := h.hb.Stats()
+			r.heldReleased(g.gen, st.Released, st.Dropped, st.LongestHeld)
+		}
 	}
 }
 

@@ -11,6 +11,11 @@ type Observer interface {
 	// IdentifyWaited is how long a shard waited for the leader's identify grant,
 	// from its first ask to the grant, retries included.
 	IdentifyWaited(d time.Duration)
+	// HeldReleased is one shard of generation gen done with its release at a
+	// reshard's switch: the held events it delivered then (the events the switch
+	// delayed), those it dropped as delivered by the old generation, and the longest
+	// any delivered one had been held since it arrived.
+	HeldReleased(gen uint64, delivered, dropped int, longest time.Duration)
 }
 
 // latencyObserver is the shards' heartbeat hook, nil without an observer.
@@ -39,4 +44,10 @@ func (r *Runner) Backlog() int {
 		}
 	}
 	return n
+}
+
+func (r *Runner) heldReleased(gen uint64, delivered, dropped int, longest time.Duration) {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.HeldReleased(gen, delivered, dropped, longest)
+	}
 }
