@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/flate"
 	"io"
 	"sync/atomic"
 
@@ -307,19 +308,28 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
 
-// lazyZlib opens the zlib stream on first use.
+var newInflater = func(r io.Reader) io.Reader { return flate.NewReader(r) }
+
+// lazyZlib opens the zlib stream on first use: it reads the stream's two-byte
+// header and inflates the deflate data after it. It does not go through a zlib
+// reader, which would sum adler32 over every byte inflated for a checksum that only
+// ends a stream, and Discord's never ends.
 type lazyZlib struct {
 	src *messageSource
-	zr  io.ReadCloser
+	zr  io.Reader
 }
 
 func (l *lazyZlib) Read(p []byte) (int, error) {
 	if l.zr == nil {
-		zr, err := zlib.NewReader(l.src)
-		if err != nil {
+		var h [2]byte
+		if _, err := io.ReadFull(l.src, h[:]); err != nil {
 			return 0, fmt.Errorf("zlib-stream header: %w", err)
 		}
-		l.zr = zr
+		// RFC 1950: deflate (CM 8), window at most 32 KiB, header check, no preset dictionary.
+		if h[0]&0x0f != 8 || h[0]>>4 > 7 || (uint16(h[0])<<8|uint16(h[1]))%31 != 0 || h[1]&0x20 != 0 {
+			return 0, fmt.Errorf("zlib-stream header: %#x %#x is not a zlib header", h[0], h[1])
+		}
+		l.zr = newInflater(l.src)
 	}
 	return l.zr.Read(p)
 }
