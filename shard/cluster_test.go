@@ -235,13 +235,15 @@ func TestClusterDoRunsAfterTheEventsBefore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	at := make(chan int64, 1)
-	go func() {
-		if err := c.Do(ctx, func() { at <- handled.Load() }); err != nil {
-			t.Error(err)
-		}
-	}()
+	done := make(chan error, 1)
+	go func() { done <- c.Do(ctx, func() { at <- handled.Load() }) }()
 	close(block)
 	if got := <-at; got < 10+queued {
 		t.Fatalf("Do ran after %d events; %d were queued before it", got, 10+queued)
+	}
+	// Do returns once fn has run; waited for here, before the deferred cancel ends
+	// its context (which would race with its return and fail it now and then).
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
