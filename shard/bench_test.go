@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -189,9 +190,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// BenchmarkIdleShardHeap connects 1,000 shards (zlib-stream) to a fake Discord in
-// another process and reports the heap each idle READY shard holds.
+// BenchmarkIdleShardHeap connects 1,000 shards to a fake Discord in another process
+// and reports what each idle READY shard holds: heap, goroutine stacks, goroutines
+// and resident memory, with each transport compression.
 func BenchmarkIdleShardHeap(b *testing.B) {
+	for _, c := range []shard.Compression{shard.CompressionZlibStream, shard.CompressionZstdStream, shard.CompressionNone} {
+		b.Run(string(c), func(b *testing.B) { idleShardHeap(b, c) })
+	}
+}
+
+func idleShardHeap(b *testing.B, compression shard.Compression) {
 	const shards = 1000
 	for range b.N {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -211,12 +219,13 @@ func BenchmarkIdleShardHeap(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		rss0 := rss()
+		g0 := runtime.NumGoroutine()
 		gate, _ := shard.NewLocalGate(shards, time.Millisecond)
 		var ready atomic.Int64
 		all := make([]*shard.Shard, shards)
 		for id := range shards {
 			sh, err := shard.New(shard.Config{
-				Token: testToken, ShardID: id, ShardCount: shards, GatewayURL: gw, Gate: gate,
+				Token: testToken, ShardID: id, ShardCount: shards, GatewayURL: gw, Gate: gate, Compression: compression,
 				Dispatch: shard.DispatchFunc(func(context.Context, shard.Event) error { return nil }),
 				Observe: func(l shard.Lifecycle) {
 					if l.Kind == shard.LifecycleReady {
@@ -237,8 +246,17 @@ func BenchmarkIdleShardHeap(b *testing.B) {
 			}
 			time.Sleep(50 * time.Millisecond) // a benchmark's progress poll, bounded above
 		}
+		// Once READY, the fake sends GUILD_CREATEs; let them arrive before measuring.
+		time.Sleep(2 * time.Second)
 		runtime.GC()
 		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(runtime.NumGoroutine()-g0)/shards, "goroutines/shard")
+		if f := os.Getenv("DISCLUSTER_IDLE_HEAP_PROFILE"); f != "" { // what the heap holds, for go tool pprof
+			if out, err := os.Create(f); err == nil {
+				pprof.Lookup("heap").WriteTo(out, 0)
+				out.Close()
+			}
+		}
 		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/shards/1024, "KiB-heap/shard")
 		b.ReportMetric(float64(rss()-rss0)/shards/1024, "KiB-RSS/shard")
 		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/shards/1024, "KiB-stack/shard")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/klauspost/compress/flate"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/coder/websocket"
@@ -40,12 +41,33 @@ type payloadReader interface {
 // and never asks for the next message before the current one's payload is out; a
 // reader that buffered ahead would hold an event back until the next one arrived.
 // Each message is read whole into buf (one call into the websocket library per
-// message, not per byte) and served from there.
+// message, not per byte) and served from there; buf is lent by readBuffers until the
+// decompressor has taken the message's last byte.
 type messageSource struct {
 	conn *websocket.Conn
+	lent *[]byte
 	buf  []byte
 	off  int
 	wire *atomic.Uint64 // the messages' bytes, compressed
+}
+
+// readBuffers lend the readers their buffers for as long as they hold unread bytes,
+// so that an idle shard holds none: kept per connection, each would stay as large as
+// the largest message the shard ever read (READY, a large GUILD_CREATE).
+var readBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxLentBuffer is the largest buffer given back to readBuffers; larger ones (a big
+// bot's READY) are left to the collector.
+const maxLentBuffer = 256 << 10
+
+func borrowBuffer() *[]byte { return readBuffers.Get().(*[]byte) }
+
+// returnBuffer gives back the buffer lent as p, now b (grown, perhaps).
+func returnBuffer(p *[]byte, b []byte) {
+	if cap(b) <= maxLentBuffer {
+		*p = b[:0]
+		readBuffers.Put(p)
+	}
 }
 
 // fill reads the next message when the current one is used up.
@@ -58,13 +80,26 @@ func (m *messageSource) fill() error {
 		if typ != websocket.MessageBinary {
 			return fmt.Errorf("gateway sent a text message on a compressed connection")
 		}
-		m.buf, m.off = m.buf[:0], 0
-		if m.buf, err = readAll(r, m.buf); err != nil {
+		if m.lent == nil {
+			m.lent = borrowBuffer()
+		}
+		m.buf, m.off = (*m.lent)[:0], 0
+		m.buf, err = readAll(r, m.buf)
+		*m.lent = m.buf
+		if err != nil {
 			return err
 		}
 		m.wire.Add(uint64(len(m.buf)))
 	}
 	return nil
+}
+
+// consumed gives the buffer back once the decompressor has the whole message.
+func (m *messageSource) consumed() {
+	if m.off == len(m.buf) && m.lent != nil {
+		returnBuffer(m.lent, m.buf)
+		m.lent, m.buf, m.off = nil, nil, 0
+	}
 }
 
 func (m *messageSource) Read(p []byte) (int, error) {
@@ -73,6 +108,7 @@ func (m *messageSource) Read(p []byte) (int, error) {
 	}
 	n := copy(p, m.buf[m.off:])
 	m.off += n
+	m.consumed()
 	return n, nil
 }
 
@@ -82,6 +118,7 @@ func (m *messageSource) ReadByte() (byte, error) {
 	}
 	b := m.buf[m.off]
 	m.off++
+	m.consumed()
 	return b, nil
 }
 
@@ -131,8 +168,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // has); a payload that takes several reads is framed by a cheap resumable pass
 // (frameEnd) and then scanned once whole, so a large READY is not rescanned per read.
 type streamReader struct {
-	r          io.Reader
-	buf        []byte
+	r    io.Reader
+	lent *[]byte // readBuffers' buffer, while buf holds unread bytes
+	buf  []byte
+	// arrive, when set, waits until the stream has bytes to read, so that an idle
+	// connection waits without a buffer lent: the message source fills, nothing more.
+	arrive     func() error
 	start, end int // the unread bytes: buf[start:end]
 	frame      framer
 	closeFn    func()
@@ -156,6 +197,10 @@ func (s *streamReader) next(env *envelope) error {
 					s.start += n
 					e.D = bytes.Clone(e.D) // the handler owns Data; buf is reused
 					*env = e
+					if s.start == s.end {
+						returnBuffer(s.lent, s.buf)
+						s.lent, s.buf, s.start, s.end = nil, nil, 0, 0
+					}
 					return nil
 				}
 				if err != errIncomplete {
@@ -172,9 +217,19 @@ func (s *streamReader) next(env *envelope) error {
 			s.end = copy(s.buf, s.buf[s.start:s.end])
 			s.start = 0
 		}
+		if s.lent == nil {
+			if s.arrive != nil {
+				if err := s.arrive(); err != nil {
+					return err
+				}
+			}
+			s.lent = borrowBuffer()
+			s.buf = (*s.lent)[:cap(*s.lent)]
+		}
 		if len(s.buf)-s.end < streamReadSize {
 			s.buf = append(s.buf[:s.end], make([]byte, max(streamReadSize, len(s.buf)))...)
 			s.buf = s.buf[:cap(s.buf)]
+			*s.lent = s.buf
 		}
 		n, err := s.r.Read(s.buf[s.end:])
 		s.end += n
@@ -241,10 +296,10 @@ func (f *framer) scan(data []byte) bool {
 	return false
 }
 
-// plainReader reads one uncompressed payload per text message.
+// plainReader reads one uncompressed payload per text message, into a buffer
+// lent by readBuffers for the time of the read.
 type plainReader struct {
 	conn  *websocket.Conn
-	buf   []byte
 	bytes *byteCounts
 }
 
@@ -263,14 +318,17 @@ func (p *plainReader) next(env *envelope) error {
 		defer zr.Close()
 		r = zr
 	}
-	if p.buf, err = readAll(r, p.buf[:0]); err != nil {
+	lent := borrowBuffer()
+	buf, err := readAll(r, *lent)
+	defer returnBuffer(lent, buf)
+	if err != nil {
 		return err
 	}
-	p.bytes.payload.Add(uint64(len(p.buf)))
+	p.bytes.payload.Add(uint64(len(buf)))
 	if typ != websocket.MessageBinary {
-		p.bytes.wire.Add(uint64(len(p.buf)))
+		p.bytes.wire.Add(uint64(len(buf)))
 	}
-	*env, err = decodeEnvelope(p.buf)
+	*env, err = decodeEnvelope(buf)
 	return err
 }
 
@@ -292,7 +350,7 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
-		return &streamReader{r: &countingReader{r: &lazyZlib{src: src}, n: &counts.payload}}, nil
+		return &streamReader{r: &countingReader{r: &lazyZlib{src: src}, n: &counts.payload}, arrive: src.fill}, nil
 	case CompressionZstdStream:
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
@@ -303,7 +361,7 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 		if err != nil {
 			return nil, fmt.Errorf("zstd-stream decoder: %w", err)
 		}
-		return &streamReader{r: &countingReader{r: zr, n: &counts.payload}, closeFn: zr.Close}, nil
+		return &streamReader{r: &countingReader{r: zr, n: &counts.payload}, closeFn: zr.Close, arrive: src.fill}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
