@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bufio"
 	"bytes"
 	"compress/zlib"
 	"context"
@@ -350,7 +351,7 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
-		return &streamReader{r: &countingReader{r: &lazyZlib{src: src}, n: &counts.payload}, arrive: src.fill}, nil
+		return &streamReader{r: &countingReader{r: &lazyZlib{src: bufio.NewReaderSize(src, zlibReadAhead)}, n: &counts.payload}, arrive: src.fill}, nil
 	case CompressionZstdStream:
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
@@ -368,12 +369,19 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 
 var newInflater = func(r io.Reader) io.Reader { return flate.NewReader(r) }
 
+// zlibReadAhead is the bufio.Reader between a zlib-stream's messages and its
+// inflater: klauspost's flate decodes from a *bufio.Reader without an interface call
+// per byte. The bufio.Reader never reads past the current message (messageSource
+// returns what the message has left), so it adds no wait; it is small because every
+// idle shard keeps it.
+const zlibReadAhead = 512
+
 // lazyZlib opens the zlib stream on first use: it reads the stream's two-byte
 // header and inflates the deflate data after it. It does not go through a zlib
 // reader, which would sum adler32 over every byte inflated for a checksum that only
 // ends a stream, and Discord's never ends.
 type lazyZlib struct {
-	src *messageSource
+	src *bufio.Reader
 	zr  io.Reader
 }
 
