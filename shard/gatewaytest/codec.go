@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/coder/websocket"
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 )
@@ -28,13 +30,7 @@ func newEncoder(compress string, split bool, compressed *atomic.Int64) (encoder,
 	case "":
 		return &plainEncoder{compressed: compressed}, nil
 	case "zlib-stream":
-		e := &zlibEncoder{split: split}
-		zw, err := zlib.NewWriterLevel(&e.buf, zlib.BestSpeed)
-		if err != nil {
-			return nil, err
-		}
-		e.zw = zw
-		return e, nil
+		return &zlibEncoder{split: split}, nil
 	case "zstd-stream":
 		e := &zstdEncoder{}
 		zw, err := zstd.NewWriter(&e.buf, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
@@ -104,24 +100,40 @@ type payloadCompressor interface{ compressPayloads() }
 // Z_SYNC_FLUSH); clients inflate once a message ends with it.
 var syncFlushMarker = []byte{0x00, 0x00, 0xff, 0xff}
 
-// zlibEncoder writes each payload with Write+Flush (a sync flush) into one
-// long zlib stream, in one binary message, or in two when split.
+// zlibEncoder writes each payload as the next stretch of one long zlib stream,
+// ended by a sync flush, in one binary message, or in two when split. A deflate
+// compressor holds about 800 KiB of tables and history (0.3 ms to allocate and
+// clear): one per connection would be the fake's whole memory at thousands of
+// sessions and much of its CPU when they all reconnect at once. So a connection
+// holds one only while it writes: the writer loop gives it back (idle) once the
+// connection had nothing to send for idleEncoderAfter, and the next payload
+// continues the same stream with a fresh compressor that refers back to nothing
+// before it, which deflate allows. A burst (READY and its GUILD_CREATEs, a replay,
+// a busy shard) still shares one context,
+// its payloads referring back to earlier ones as Discord's do, so a client that
+// does not keep one inflater per connection fails here too.
 type zlibEncoder struct {
-	buf   bytes.Buffer
-	zw    *zlib.Writer
-	split bool
-	n     uint64
+	fw     *flate.Writer // while writing; nil when idle
+	buf    *bytes.Buffer // likewise
+	header bool          // the zlib header was sent
+	split  bool
+	n      uint64
 }
 
+// zlibHeader starts the stream: deflate, 32 KiB window, fastest level (FLEVEL 0),
+// no preset dictionary; the stream never ends, so its Adler-32 is never sent.
+var zlibHeader = []byte{0x78, 0x01}
+
+// idleDeflaters keeps the compressors of connections gone idle, for the next
+// connection that writes: a bounded list rather than a sync.Pool, which a garbage
+// collection would empty, making every quiet shard's next event allocate one.
+var idleDeflaters = make(chan *flate.Writer, 64)
+
 func (e *zlibEncoder) send(ws *websocket.Conn, p []byte) error {
-	e.buf.Reset()
-	if _, err := e.zw.Write(p); err != nil {
+	b, err := e.encode(p)
+	if err != nil {
 		return err
 	}
-	if err := e.zw.Flush(); err != nil {
-		return err
-	}
-	b := e.buf.Bytes()
 	e.n++
 	k := 0
 	if e.split {
@@ -135,6 +147,51 @@ func (e *zlibEncoder) send(ws *websocket.Conn, p []byte) error {
 	}
 	return ws.Write(context.Background(), websocket.MessageBinary, b[k:])
 }
+
+// encode returns p's stretch of the stream, valid until the next call.
+func (e *zlibEncoder) encode(p []byte) ([]byte, error) {
+	if e.fw == nil {
+		e.buf = new(bytes.Buffer)
+		select {
+		case e.fw = <-idleDeflaters:
+			e.fw.Reset(e.buf)
+		default:
+			fw, err := flate.NewWriter(e.buf, flate.BestSpeed)
+			if err != nil {
+				return nil, err
+			}
+			e.fw = fw
+		}
+	}
+	e.buf.Reset()
+	if !e.header {
+		e.buf.Write(zlibHeader)
+		e.header = true
+	}
+	if _, err := e.fw.Write(p); err != nil {
+		return nil, err
+	}
+	if err := e.fw.Flush(); err != nil {
+		return nil, err
+	}
+	return e.buf.Bytes(), nil
+}
+
+// idle gives the compressor back: the connection has been quiet for a while.
+func (e *zlibEncoder) idle() {
+	if e.fw == nil {
+		return
+	}
+	e.fw.Reset(io.Discard) // drops its reference to buf
+	select {
+	case idleDeflaters <- e.fw:
+	default:
+	}
+	e.fw, e.buf = nil, nil
+}
+
+// idler is an encoder that holds state only while it writes.
+type idler interface{ idle() }
 
 // splitPoint picks where to cut the n-th compressed payload b in two, or
 // 0 for no cut. The last part must end with the whole marker: that is how
@@ -154,7 +211,7 @@ func splitPoint(b []byte, n uint64) int {
 	return k
 }
 
-func (e *zlibEncoder) close() { _ = e.zw.Close() }
+func (e *zlibEncoder) close() { e.idle() }
 
 // zstdEncoder writes each payload with Write+Flush into one long zstd frame
 // that is never ended: exactly one binary message per payload.
