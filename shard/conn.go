@@ -33,7 +33,15 @@ type connection struct {
 
 	limiter     atomic.Pointer[sendLimiter]
 	established atomic.Bool
-	beatNow     chan struct{}
+
+	// The heartbeat runs on a timer rather than a goroutine of its own, so that an
+	// idle shard has one goroutine (its read loop) and one stack. beats counts the
+	// timer's pending and running callbacks and the beats the gateway asked for.
+	beatMu      sync.Mutex
+	beatTimer   *time.Timer
+	beatStopped bool
+	beatAsked   atomic.Bool // an op 1 beat is on its way
+	beats       sync.WaitGroup
 
 	reads atomic.Uint64 // payloads read so far
 
@@ -157,7 +165,7 @@ func (s *Shard) runConn(ctx context.Context) outcome {
 		return outcome{action: actionResume, code: -1, reason: "dial failed", err: fmt.Errorf("dial gateway: %w", err)}
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
-	c := &connection{s: s, ws: ws, raw: slot, resumed: resuming, beatNow: make(chan struct{}, 1)}
+	c := &connection{s: s, ws: ws, raw: slot, resumed: resuming}
 
 	s.mu.Lock()
 	if s.stopping {
@@ -173,6 +181,8 @@ func (s *Shard) runConn(ctx context.Context) outcome {
 	defer func() {
 		cancel()
 		c.hardClose()
+		c.stopHeartbeat()
+		c.beats.Wait()
 		wg.Wait()
 		s.mu.Lock()
 		s.conn = nil
@@ -199,11 +209,8 @@ func (s *Shard) runConn(ctx context.Context) outcome {
 	readErr := c.readLoop(ctx, pr, func(interval time.Duration) {
 		helloTimer.Stop()
 		c.limiter.Store(newSendLimiter(s.cfg.SendLimit, s.cfg.SendWindow, interval))
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			c.heartbeat(ctx, interval)
-		}()
+		c.startHeartbeat(ctx, interval)
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c.login(ctx)
@@ -259,10 +266,7 @@ func (c *connection) readLoop(ctx context.Context, pr payloadReader, onHello fun
 			}
 		case OpHeartbeat:
 			// The gateway wants a heartbeat now; it does not reset the interval.
-			select {
-			case c.beatNow <- struct{}{}:
-			default:
-			}
+			c.beatNow(ctx)
 		case OpHeartbeatACK:
 			c.mu.Lock()
 			c.acked = true
@@ -370,33 +374,72 @@ func (c *connection) markEstablished() {
 	c.established.Store(true)
 }
 
-// heartbeat sends a heartbeat every interval, the first after a random fraction of
-// it (so that a fleet reconnecting together does not beat in lockstep), and declares
-// the connection a zombie when a beat went unacknowledged until the next one.
-func (c *connection) heartbeat(ctx context.Context, interval time.Duration) {
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(interval))))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.beatNow:
-		case <-t.C:
-			if c.zombie(interval) {
-				c.s.mu.Lock()
-				c.s.counters.Zombies++
-				c.s.mu.Unlock()
-				c.end(outcome{action: actionResume, code: -1, reason: "zombie connection: heartbeat not acknowledged", progress: true})
-				// A zombie does not answer a close frame; waiting for one only delays
-				// the resume. Dropping TCP leaves the session resumable.
-				c.hardClose()
-				return
-			}
-			t.Reset(interval)
-		}
-		if err := c.sendHeartbeat(ctx); err != nil {
-			return // the read loop sees the broken connection
-		}
+// startHeartbeat sends a heartbeat every interval, the first after a random
+// fraction of it (so that a fleet reconnecting together does not beat in lockstep),
+// and declares the connection a zombie when a beat went unacknowledged until the next
+// one. Each beat runs as a timer's callback.
+func (c *connection) startHeartbeat(ctx context.Context, interval time.Duration) {
+	c.beatMu.Lock()
+	defer c.beatMu.Unlock()
+	if c.beatStopped || c.beatTimer != nil {
+		return
+	}
+	c.beats.Add(1)
+	c.beatTimer = time.AfterFunc(time.Duration(rand.Int64N(int64(interval))), func() { c.beat(ctx, interval) })
+}
+
+// beat is one tick of the heartbeat timer.
+func (c *connection) beat(ctx context.Context, interval time.Duration) {
+	defer c.beats.Done()
+	if ctx.Err() != nil {
+		return
+	}
+	if c.zombie(interval) {
+		c.s.mu.Lock()
+		c.s.counters.Zombies++
+		c.s.mu.Unlock()
+		c.end(outcome{action: actionResume, code: -1, reason: "zombie connection: heartbeat not acknowledged", progress: true})
+		// A zombie does not answer a close frame; waiting for one only delays
+		// the resume. Dropping TCP leaves the session resumable.
+		c.hardClose()
+		return
+	}
+	tick := time.Now()
+	if err := c.sendHeartbeat(ctx); err != nil {
+		return // the read loop sees the broken connection
+	}
+	// The next tick is interval after this one; the write's own time is not added.
+	c.beatMu.Lock()
+	defer c.beatMu.Unlock()
+	if !c.beatStopped {
+		c.beats.Add(1)
+		c.beatTimer.Reset(max(interval-time.Since(tick), 0))
+	}
+}
+
+// beatNow sends a heartbeat at once, as the gateway asked with op 1, unless one it
+// asked for is still being written. Before HELLO there is nothing to beat on yet.
+func (c *connection) beatNow(ctx context.Context) {
+	c.beatMu.Lock()
+	defer c.beatMu.Unlock()
+	if c.beatStopped || c.beatTimer == nil || !c.beatAsked.CompareAndSwap(false, true) {
+		return
+	}
+	c.beats.Add(1)
+	go func() {
+		defer c.beats.Done()
+		defer c.beatAsked.Store(false)
+		_ = c.sendHeartbeat(ctx) // an error: the read loop sees the broken connection
+	}()
+}
+
+// stopHeartbeat ends the heartbeat; beats.Wait then waits for a beat under way.
+func (c *connection) stopHeartbeat() {
+	c.beatMu.Lock()
+	defer c.beatMu.Unlock()
+	c.beatStopped = true
+	if c.beatTimer != nil && c.beatTimer.Stop() {
+		c.beats.Done() // the pending callback will not run
 	}
 }
 
