@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"sync/atomic"
 
 	"github.com/coder/websocket"
@@ -103,31 +102,36 @@ var syncFlushMarker = []byte{0x00, 0x00, 0xff, 0xff}
 // zlibEncoder writes each payload as the next stretch of one long zlib stream,
 // ended by a sync flush, in one binary message, or in two when split. A deflate
 // compressor holds about 800 KiB of tables and history (0.3 ms to allocate and
-// clear): one per connection would be the fake's whole memory at thousands of
-// sessions and much of its CPU when they all reconnect at once. So a connection
-// holds one only while it writes: the writer loop gives it back (idle) once the
-// connection had nothing to send for idleEncoderAfter, and the next payload
-// continues the same stream with a fresh compressor that refers back to nothing
-// before it, which deflate allows. A burst (READY and its GUILD_CREATEs, a replay,
-// a busy shard) still shares one context,
-// its payloads referring back to earlier ones as Discord's do, so a client that
-// does not keep one inflater per connection fails here too.
+// clear): one per connection was the fake's whole memory at thousands of sessions
+// and much of its CPU when they all reconnected at once. So a connection holds one
+// only while it writes a batch: the writer loop gives it back (idle) once the batch
+// is on the socket, and the next batch continues the same stream with a fresh
+// compressor that refers back to nothing before it, which deflate allows. The
+// payloads of a batch (READY and its GUILD_CREATEs, a replay, a busy shard's
+// backlog) share one context and refer back to each other, as Discord's do, so a
+// client that does not keep one inflater per connection fails here too.
 type zlibEncoder struct {
-	fw     *flate.Writer // while writing; nil when idle
-	buf    *bytes.Buffer // likewise
-	header bool          // the zlib header was sent
+	d      *deflater // while writing a batch; nil when idle
+	header bool      // the zlib header was sent
 	split  bool
 	n      uint64
+}
+
+// A deflater is a compressor with the buffer it writes into.
+type deflater struct {
+	fw  *flate.Writer
+	buf bytes.Buffer
 }
 
 // zlibHeader starts the stream: deflate, 32 KiB window, fastest level (FLEVEL 0),
 // no preset dictionary; the stream never ends, so its Adler-32 is never sent.
 var zlibHeader = []byte{0x78, 0x01}
 
-// idleDeflaters keeps the compressors of connections gone idle, for the next
-// connection that writes: a bounded list rather than a sync.Pool, which a garbage
-// collection would empty, making every quiet shard's next event allocate one.
-var idleDeflaters = make(chan *flate.Writer, 64)
+// idleDeflaters keeps the compressors of connections between batches: a bounded
+// list rather than a sync.Pool, which a garbage collection would empty, making the
+// next batches allocate 800 KiB each. Only the connections writing at the same
+// moment hold one, a handful.
+var idleDeflaters = make(chan *deflater, 64)
 
 func (e *zlibEncoder) send(ws *websocket.Conn, p []byte) error {
 	b, err := e.encode(p)
@@ -150,47 +154,47 @@ func (e *zlibEncoder) send(ws *websocket.Conn, p []byte) error {
 
 // encode returns p's stretch of the stream, valid until the next call.
 func (e *zlibEncoder) encode(p []byte) ([]byte, error) {
-	if e.fw == nil {
-		e.buf = new(bytes.Buffer)
+	if e.d == nil {
 		select {
-		case e.fw = <-idleDeflaters:
-			e.fw.Reset(e.buf)
+		case e.d = <-idleDeflaters:
+			e.d.fw.Reset(&e.d.buf)
 		default:
-			fw, err := flate.NewWriter(e.buf, flate.BestSpeed)
+			d := &deflater{}
+			fw, err := flate.NewWriter(&d.buf, flate.BestSpeed)
 			if err != nil {
 				return nil, err
 			}
-			e.fw = fw
+			d.fw, e.d = fw, d
 		}
 	}
-	e.buf.Reset()
+	d := e.d
+	d.buf.Reset()
 	if !e.header {
-		e.buf.Write(zlibHeader)
+		d.buf.Write(zlibHeader)
 		e.header = true
 	}
-	if _, err := e.fw.Write(p); err != nil {
+	if _, err := d.fw.Write(p); err != nil {
 		return nil, err
 	}
-	if err := e.fw.Flush(); err != nil {
+	if err := d.fw.Flush(); err != nil {
 		return nil, err
 	}
-	return e.buf.Bytes(), nil
+	return d.buf.Bytes(), nil
 }
 
-// idle gives the compressor back: the connection has been quiet for a while.
+// idle gives the compressor back: the batch was written.
 func (e *zlibEncoder) idle() {
-	if e.fw == nil {
+	if e.d == nil {
 		return
 	}
-	e.fw.Reset(io.Discard) // drops its reference to buf
 	select {
-	case idleDeflaters <- e.fw:
+	case idleDeflaters <- e.d:
 	default:
 	}
-	e.fw, e.buf = nil, nil
+	e.d = nil
 }
 
-// idler is an encoder that holds state only while it writes.
+// idler is an encoder that holds state only while it writes a batch.
 type idler interface{ idle() }
 
 // splitPoint picks where to cut the n-th compressed payload b in two, or

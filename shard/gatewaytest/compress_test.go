@@ -132,14 +132,14 @@ func TestPayloadCompression(t *testing.T) {
 }
 
 // TestZlibStreamIsOneStreamAcrossPayloads: a connection holds a compressor only
-// while it writes, yet its payloads are one zlib stream that a single inflater
-// reads, and within a burst later payloads refer back to earlier ones (a repeated
-// payload costs a few bytes), as Discord's do.
+// while it writes a batch, yet its payloads are one zlib stream that a single
+// inflater reads, and within a batch later payloads refer back to earlier ones (a
+// repeated payload costs a few bytes), as Discord's do.
 func TestZlibStreamIsOneStreamAcrossPayloads(t *testing.T) {
 	e := &zlibEncoder{}
 	msg := bytes.Repeat([]byte(`{"t":"MESSAGE_CREATE","s":2,"op":0,"d":{"content":"hi","id":"1"}}`), 3)
 	payloads := [][]byte{[]byte(`{"op":10,"d":{"heartbeat_interval":41250}}`), msg, msg, msg, []byte(`{"op":11}`), msg}
-	idleAfter := map[int]bool{0: true, 2: true, 4: true} // bursts: [0], [1 2], [3 4], [5]
+	idleAfter := map[int]bool{0: true, 2: true, 4: true} // batches: [0], [1 2], [3 4], [5]
 	var stream bytes.Buffer
 	sizes := make([]int, len(payloads))
 	for i, p := range payloads {
@@ -154,13 +154,13 @@ func TestZlibStreamIsOneStreamAcrossPayloads(t *testing.T) {
 		stream.Write(b)
 		if idleAfter[i] {
 			e.idle()
-			if e.fw != nil || e.buf != nil {
+			if e.d != nil {
 				t.Fatalf("after payload %d the idle encoder still holds its compressor", i)
 			}
 		}
 	}
 	if sizes[2] >= sizes[1]/4 {
-		t.Fatalf("a payload repeated in a burst took %d bytes after %d: it does not refer back", sizes[2], sizes[1])
+		t.Fatalf("a payload repeated in a batch took %d bytes after %d: it does not refer back", sizes[2], sizes[1])
 	}
 	zr, err := zlib.NewReader(&stream)
 	if err != nil {

@@ -121,29 +121,14 @@ func (c *conn) requestClose(code int, reason string) {
 	c.closeOnce.Do(func() { close(c.closeReq) })
 }
 
-// idleEncoderAfter is how long a connection keeps its compressor after its last
-// write: a shard with an event every few hundred milliseconds keeps its own (a
-// fresh one costs about 6 µs to reset, three times a small payload), a quiet one
-// of thousands gives it back for the next.
-const idleEncoderAfter = 500 * time.Millisecond
-
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	defer c.enc.close()
 	var batch []outFrame
 	var buf []byte
-	// An encoder that holds state only while it writes gives it back once the
-	// connection has had nothing to send for idleEncoderAfter.
-	enc, _ := c.enc.(idler)
-	var idleTimer *time.Timer
-	var idleC <-chan time.Time
 	for {
 		select {
 		case <-c.qsig:
-		case <-idleC:
-			enc.idle()
-			idleC = nil
-			continue
 		case <-c.stop:
 			return
 		}
@@ -171,13 +156,10 @@ func (c *conn) writeLoop() {
 			c.writeFailed()
 			return
 		}
-		if enc != nil {
-			if idleTimer == nil {
-				idleTimer = time.NewTimer(idleEncoderAfter)
-			} else {
-				idleTimer.Reset(idleEncoderAfter)
-			}
-			idleC = idleTimer.C
+		// An encoder that holds state only while it writes gives it back: a
+		// compressor is 800 KiB, and a connection is idle most of the time.
+		if e, ok := c.enc.(idler); ok {
+			e.idle()
 		}
 		// Count only what reached the socket.
 		for i := range batch {
