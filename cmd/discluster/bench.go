@@ -44,6 +44,7 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "lease", Value: 3 * time.Second, Usage: "the agents' --lease"},
 			&cli.StringSliceFlag{Name: "scenarios", Value: cli.NewStringSlice("moves", "reidentify"),
 				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers without session stealing (IDENTIFY at once), the baseline; " +
+					"failover: cold start, the CPU at rest and SIGKILL failovers only (the moves scenario's SIGKILL row, without its drains and SIGSTOPs); " +
 					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
 		},
@@ -108,8 +109,8 @@ func runBench(c *cli.Context) error {
 	}
 	want := map[string]bool{}
 	for _, sc := range c.StringSlice("scenarios") {
-		if sc != "moves" && sc != "reidentify" && sc != "scale" {
-			return fmt.Errorf("--scenarios: unknown %q (moves, reidentify, scale)", sc)
+		if sc != "moves" && sc != "failover" && sc != "reidentify" && sc != "scale" {
+			return fmt.Errorf("--scenarios: unknown %q (moves, failover, reidentify, scale)", sc)
 		}
 		want[sc] = true
 	}
@@ -132,6 +133,7 @@ func runBench(c *cli.Context) error {
 			ttl       string
 		}{
 			{"moves", "handoff and failover", benchMoves, "2m"},
+			{"failover", "SIGKILL failover", benchFailover, "2m"},
 			{"reidentify", "failover without session stealing", benchNoResume, "2m"},
 			{"scale", "scale", benchScale, "2m"},
 		} {
@@ -497,6 +499,24 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	return rows, nil
 }
 
+func benchFailover(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
+	var rows [][]string
+	cpu0, t0 := bc.cpuTimes(), time.Now()
+	select {
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if row, ok := bc.cpuRow(cpu0, bc.cpuTimes(), time.Since(t0)); ok {
+		rows = append(rows, row)
+	}
+	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, failoverRow("failover after SIGKILL", rs, bc)), nil
+}
+
 func benchNoResume(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
 	if err != nil {
@@ -617,6 +637,7 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	if err != nil {
 		return nil, err
 	}
+	cpu0 := bc.cpuTimes()
 	t0 := time.Now()
 	select {
 	case <-time.After(10 * time.Second):
@@ -627,9 +648,13 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	if err != nil {
 		return nil, err
 	}
-	rate := float64(st1.Applied-st0.Applied) / time.Since(t0).Seconds()
+	elapsed := time.Since(t0)
+	rate := float64(st1.Applied-st0.Applied) / elapsed.Seconds()
 	rows := [][]string{{"Raft applies per second at rest", fmt.Sprintf("%.1f/s", rate),
 		fmt.Sprintf("%d nodes checkpointing every 500ms", bc.nodes), "-", "-", "-"}}
+	if row, ok := bc.cpuRow(cpu0, bc.cpuTimes(), elapsed); ok {
+		rows = append(rows, row)
+	}
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
 	if err != nil {
 		return nil, err
@@ -648,4 +673,73 @@ func (bc *benchCluster) failovers(ctx context.Context, sig syscall.Signal, runs 
 		rs = append(rs, r)
 	}
 	return rs, nil
+}
+
+// procCPU is a child's CPU time so far (user + system) and resident memory, read
+// from /proc: where there is none (not Linux), bench prints no CPU row.
+type procCPU struct {
+	cpu time.Duration
+	rss int64 // bytes
+}
+
+// cpuTimes reads the fake's and every running agent's CPU time, by name.
+func (bc *benchCluster) cpuTimes() map[string]procCPU {
+	out := map[string]procCPU{}
+	read := func(name string, pid int) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// Fields after the command's closing parenthesis: utime and stime are the
+		// 14th and 15th of the line, in clock ticks (100 a second on Linux).
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 22 {
+			return
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		rssPages, _ := strconv.ParseInt(f[21], 10, 64)
+		out[name] = procCPU{cpu: time.Duration(ut+st) * 10 * time.Millisecond, rss: rssPages * int64(os.Getpagesize())}
+	}
+	if bc.fake != nil && bc.fake.Running() {
+		read("fake", bc.fake.PID())
+	}
+	for _, a := range bc.agents {
+		if a.Running() {
+			read(a.name, a.PID())
+		}
+	}
+	return out
+}
+
+// cpuRow is the CPU the fake and the agents spent at rest between two readings, in
+// cores and per shard, with their resident memory: what one agent per machine needs
+// for its shards, measured rather than assumed.
+func (bc *benchCluster) cpuRow(before, after map[string]procCPU, elapsed time.Duration) ([]string, bool) {
+	fake, ok := after["fake"]
+	if !ok || elapsed <= 0 {
+		return nil, false
+	}
+	cores := func(name string) float64 {
+		return float64(after[name].cpu-before[name].cpu) / float64(elapsed)
+	}
+	var agents float64
+	var rss int64
+	n := 0
+	for _, a := range bc.agents {
+		if _, ok := after[a.name]; ok {
+			agents += cores(a.name)
+			rss += after[a.name].rss
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, false
+	}
+	perShard := time.Duration(agents / float64(bc.shards) * float64(time.Second))
+	split := fmt.Sprintf("agents %.2f cores together (%.3f ms of CPU per shard per second), %.0f MiB RSS each (%.1f KiB per shard); fake %.2f cores, %.0f MiB RSS; %s events/s per shard",
+		agents, float64(perShard)/float64(time.Millisecond), float64(rss)/float64(n)/(1<<20), float64(rss)/float64(bc.shards)/1024,
+		cores("fake"), float64(fake.rss)/(1<<20), bc.rate)
+	return []string{"CPU at rest", fmt.Sprintf("%.2f cores", agents+cores("fake")), split, "-", "-", "-"}, true
 }
