@@ -34,6 +34,9 @@ var allowed = map[string][]string{
 	// The cluster port's certificates: a CA, node certificates, reload.
 	"internal/certs":       nil,
 	"internal/proccluster": {"node/api"},
+	// Benchmarks only: runs the side-by-side ingest harness, bench/peers, a module
+	// of its own.
+	"bench": nil,
 	// For tests only: no production package may import it.
 	"internal/testlock":  nil,
 	"internal/fakeclock": nil,
