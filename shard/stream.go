@@ -167,14 +167,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // until the gateway sent something else. Each payload is scanned once when its
 // bytes arrived in one read (the common case: the decompressor hands over all it
 // has); a payload that takes several reads is framed by a cheap resumable pass
-// (frameEnd) and then scanned once whole, so a large READY is not rescanned per read.
+// (framer) and then scanned once whole, so a large READY is not rescanned per read.
 type streamReader struct {
 	r    io.Reader
 	lent *[]byte // readBuffers' buffer, while buf holds unread bytes
 	buf  []byte
-	// arrive, when set, waits until the stream has bytes to read, so that an idle
-	// connection waits without a buffer lent: the message source fills, nothing more.
-	arrive     func() error
+	// first is what an idle reader waits with: it borrows a buffer only once the
+	// stream's next bytes came, and asks the decompressor for nothing more meanwhile.
+	first      [512]byte
 	start, end int // the unread bytes: buf[start:end]
 	frame      framer
 	closeFn    func()
@@ -207,7 +207,7 @@ func (s *streamReader) next(env *envelope) error {
 				if err != errIncomplete {
 					return err
 				}
-				if !framing {
+				if !framing && len(data) > len(s.first) {
 					framing = true
 					s.frame = framer{}
 					s.frame.scan(data)
@@ -219,13 +219,26 @@ func (s *streamReader) next(env *envelope) error {
 			s.start = 0
 		}
 		if s.lent == nil {
-			if s.arrive != nil {
-				if err := s.arrive(); err != nil {
+			// Idle: wait for the next bytes in this reader's own small buffer, and
+			// borrow a large one only once they came.
+			n, err := s.r.Read(s.first[:])
+			if n == 0 {
+				if err != nil {
 					return err
 				}
+				continue
 			}
 			s.lent = borrowBuffer()
 			s.buf = (*s.lent)[:cap(*s.lent)]
+			if len(s.buf) < streamReadSize {
+				s.buf = make([]byte, streamReadSize)
+				*s.lent = s.buf
+			}
+			s.end = copy(s.buf, s.first[:n])
+			if n < len(s.first) {
+				continue // the decompressor had no more: scan what came
+			}
+			// first is full: more is likely there, read it before scanning.
 		}
 		if len(s.buf)-s.end < streamReadSize {
 			s.buf = append(s.buf[:s.end], make([]byte, max(streamReadSize, len(s.buf)))...)
@@ -351,7 +364,7 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// zlib.NewReader reads the stream header, so it must not run before the first
 		// message exists; lazyZlib defers it to the first read.
-		return &streamReader{r: &countingReader{r: &lazyZlib{src: bufio.NewReaderSize(src, zlibReadAhead)}, n: &counts.payload}, arrive: src.fill}, nil
+		return &streamReader{r: &countingReader{r: &lazyZlib{src: bufio.NewReaderSize(src, zlibReadAhead)}, n: &counts.payload}}, nil
 	case CompressionZstdStream:
 		src := &messageSource{conn: conn, wire: &counts.wire}
 		// One synchronous decoder per connection: Discord never ends the zstd frame, and
@@ -362,7 +375,7 @@ func newPayloadReader(conn *websocket.Conn, c Compression, counts *byteCounts) (
 		if err != nil {
 			return nil, fmt.Errorf("zstd-stream decoder: %w", err)
 		}
-		return &streamReader{r: &countingReader{r: zr, n: &counts.payload}, closeFn: zr.Close, arrive: src.fill}, nil
+		return &streamReader{r: &countingReader{r: zr, n: &counts.payload}, closeFn: zr.Close}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)
 }
