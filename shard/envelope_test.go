@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecodeEnvelope(t *testing.T) {
@@ -294,4 +295,51 @@ func TestStreamReaderLargePayloadInPieces(t *testing.T) {
 			t.Fatalf("payload %d: %q, d of %d bytes", k, env.T, len(env.D))
 		}
 	}
+}
+
+// A payload already in hand is read without asking the stream for more: a zlib or
+// zstd reader blocks for the next websocket message once the current one is used up,
+// so asking would hold the event back until the gateway sent something else.
+func TestStreamReaderDoesNotWaitWithAPayloadInHand(t *testing.T) {
+	for _, piece := range []int{1, 7, 4096} {
+		src := &stallingReader{data: []byte(`{"op":11}{"t":"X","op":0,"s":1,"d":[1]}`), piece: piece, stall: make(chan struct{})}
+		r := &streamReader{r: src}
+		done := make(chan error, 1)
+		go func() {
+			var env envelope
+			for range 2 {
+				if err := r.next(&env); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("pieces of %d: %v", piece, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pieces of %d: both payloads were in hand, the reader waited for more", piece)
+		}
+		close(src.stall)
+	}
+}
+
+// stallingReader returns data in pieces, then blocks until stall is closed.
+type stallingReader struct {
+	data  []byte
+	piece int
+	stall chan struct{}
+}
+
+func (s *stallingReader) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		<-s.stall
+		return 0, io.EOF
+	}
+	n := copy(p, s.data[:min(s.piece, len(s.data))])
+	s.data = s.data[n:]
+	return n, nil
 }
