@@ -31,7 +31,8 @@ func benchCommand() *cli.Command {
 		Usage: "measure cold start, failover and handoff on this machine against the fake Discord, and print a table",
 		Description: "Starts the fake Discord and three agents as child processes (as the demo does), for each size S\n" +
 			"(shards per node): a cold start of 3·S shards, --runs drains, SIGKILLs and SIGSTOPs of the node\n" +
-			"holding S shards, and SIGKILLs of agents run with --no-session-stealing (the baseline: every moved shard IDENTIFYs at once).\n" +
+			"holding S shards, and SIGKILLs of agents run with --no-session-stealing (the baseline: every moved shard IDENTIFYs at once);\n" +
+			"with --scenarios reshard, reshards of the 3·S shards to twice as many while guild events flow.\n" +
 			"Every figure is the median of --runs; identify violations and lost seqs are counted in every run.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "check", Usage: "check the flags, print what would run and exit"},
@@ -45,7 +46,8 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "scenarios", Value: cli.NewStringSlice("moves", "reidentify"),
 				Usage: "moves: cold start, drains, SIGKILL and SIGSTOP failovers; reidentify: SIGKILL failovers without session stealing (IDENTIFY at once), the baseline; " +
 					"failover: cold start, the CPU at rest and SIGKILL failovers only (the moves scenario's SIGKILL row, without its drains and SIGSTOPs); " +
-					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard"},
+					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard; " +
+					"reshard: a reshard to twice the shards while guild events flow, on a fresh cluster each run: its time against the identify floor, the events it delayed, loss and duplicates"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
 		},
 		Action: runBench,
@@ -66,6 +68,8 @@ type benchCluster struct {
 	timing   string
 	// noStealing runs the agents with --no-session-stealing: the baseline.
 	noStealing bool
+	// fakeArgs and agentArgs are added to the fake's and the agents' flags.
+	fakeArgs, agentArgs []string
 	// events holds every event any status answer carried: a failover's own events
 	// scroll out of the recent list quickly.
 	events map[eventKey]event.Event
@@ -109,8 +113,8 @@ func runBench(c *cli.Context) error {
 	}
 	want := map[string]bool{}
 	for _, sc := range c.StringSlice("scenarios") {
-		if sc != "moves" && sc != "failover" && sc != "reidentify" && sc != "scale" {
-			return fmt.Errorf("--scenarios: unknown %q (moves, failover, reidentify, scale)", sc)
+		if sc != "moves" && sc != "failover" && sc != "reidentify" && sc != "scale" && sc != "reshard" {
+			return fmt.Errorf("--scenarios: unknown %q (moves, failover, reidentify, scale, reshard)", sc)
 		}
 		want[sc] = true
 	}
@@ -136,6 +140,7 @@ func runBench(c *cli.Context) error {
 			{"failover", "SIGKILL failover", benchFailover, "2m"},
 			{"reidentify", "failover without session stealing", benchNoResume, "2m"},
 			{"scale", "scale", benchScale, "2m"},
+			{"reshard", "reshard to twice the shards", benchReshard, "2m"},
 		} {
 			if !want[sc.key] {
 				continue
@@ -148,6 +153,9 @@ func runBench(c *cli.Context) error {
 			bc := &benchCluster{exe: exe, dir: dir, nodes: nodes, shards: nodes * s, lease: c.Duration("lease"), rate: "5", timing: c.String("timing")}
 			if sc.key == "scale" {
 				bc.rate = "0.1" // thousands of sessions: keep the fake from eating the machine
+			}
+			if sc.key == "reshard" {
+				reshardBench(bc)
 			}
 			r, err := func() ([][]string, error) {
 				defer bc.stop()
@@ -196,9 +204,9 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 	env := []string{"DISCORD_TOKEN=" + demoToken}
 	bc.fakeAddr = loop(ports[0])
 	bc.fake, err = bc.group.Start(proccluster.Spec{Name: "fake-discord", Path: bc.exe, Env: env, LogFile: filepath.Join(bc.dir, "fake.log"),
-		Args: []string{"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
+		Args: append([]string{"fake-discord", "--addr", bc.fakeAddr, "--shards", strconv.Itoa(bc.shards), "--token", demoToken,
 			"--max-concurrency", strconv.Itoa(maxConc), "--identify-window", window.String(),
-			"--event-rate", bc.rate, "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000"}})
+			"--event-rate", bc.rate, "--heartbeat-interval", "20s", "--session-ttl", ttl, "--session-start-limit", "1000000"}, bc.fakeArgs...)})
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +225,7 @@ func (bc *benchCluster) start(ctx context.Context, maxConc int, window time.Dura
 		if bc.noStealing {
 			args = append(args, "--no-session-stealing")
 		}
+		args = append(args, bc.agentArgs...)
 		a.spec = proccluster.Spec{Name: name, Path: bc.exe, Args: args, Env: env, LogFile: filepath.Join(bc.dir, name+".log")}
 		if a.Child, err = bc.group.Start(a.spec); err != nil {
 			return nil, err

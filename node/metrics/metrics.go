@@ -77,6 +77,7 @@ type Metrics struct {
 	commandsRefused *prometheus.CounterVec
 
 	reshardReleased *prometheus.CounterVec
+	reshardShards   prometheus.Counter
 	heldMu          sync.Mutex
 	heldGen         uint64  // the generation heldLongest is of
 	heldMax         float64 // heldLongest's value
@@ -146,6 +147,8 @@ func New(d Deps) *Metrics {
 	for _, o := range []string{OutcomeDelivered, OutcomeDropped} {
 		m.reshardReleased.WithLabelValues(o)
 	}
+	m.reshardShards = f.counter("reshard_released_shards_total",
+		"Shards of a reshard's new generation on this node that finished their release at the switch: every event they held delivered or dropped.")
 	m.heldLongest = f.gauge("reshard_held_longest_seconds",
 		"The longest an event delivered at the last reshard's switch on this node had been held, from its arrival to its release; 0 before any.")
 	m.reg.MustRegister(
@@ -177,6 +180,7 @@ func (m *Metrics) IdentifyWaited(d time.Duration) { m.identifyWait.Observe(d.Sec
 func (m *Metrics) HeldReleased(gen uint64, delivered, dropped int, longest time.Duration) {
 	m.reshardReleased.WithLabelValues(OutcomeDelivered).Add(float64(delivered))
 	m.reshardReleased.WithLabelValues(OutcomeDropped).Add(float64(dropped))
+	m.reshardShards.Inc()
 	m.heldMu.Lock()
 	defer m.heldMu.Unlock()
 	switch {

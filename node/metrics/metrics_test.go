@@ -306,10 +306,13 @@ func TestReshardReleases(t *testing.T) {
 # TYPE discluster_reshard_released_events_total counter
 discluster_reshard_released_events_total{outcome="delivered"} 9
 discluster_reshard_released_events_total{outcome="dropped"} 53
+# HELP discluster_reshard_released_shards_total Shards of a reshard's new generation on this node that finished their release at the switch: every event they held delivered or dropped.
+# TYPE discluster_reshard_released_shards_total counter
+discluster_reshard_released_shards_total 4
 # HELP discluster_reshard_held_longest_seconds The longest an event delivered at the last reshard's switch on this node had been held, from its arrival to its release; 0 before any.
 # TYPE discluster_reshard_held_longest_seconds gauge
 discluster_reshard_held_longest_seconds 0.8
-`, "discluster_reshard_released_events_total", "discluster_reshard_held_longest_seconds")
+`, "discluster_reshard_released_events_total", "discluster_reshard_released_shards_total", "discluster_reshard_held_longest_seconds")
 	m.HeldReleased(3, 2, 2, 50*time.Millisecond) // the next reshard
 	m.HeldReleased(2, 1, 0, 5*time.Second)       // a late shard of the one before
 	if v := testutil.ToFloat64(m.heldLongest); v != 0.05 {
