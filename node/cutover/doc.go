@@ -21,11 +21,15 @@
 //
 // The old generation, one Tracker per shard, records per guild the Key of the last
 // event it delivered, from before the new generation's sessions start, and forgets a
-// guild 2W after its last delivery. When the switch applies, the old shard stops
-// delivering (what it delivered stays delivered) and Stop makes its cut final: per
-// guild delivered within 2W before Stop, the last Key and its age (how long before
-// Stop). The new generation's owners fetch it, filtered to one new shard's guilds
-// (Wanted).
+// guild 2W after its last delivery; it also keeps every delivery of the last W/2.
+// When the switch applies, the old shard stops delivering (what it delivered stays
+// delivered) and Stop makes its cut final: per guild delivered within 2W before Stop,
+// the last Key (the guild's cut event) and its age (how long before Stop), and the
+// guild's earlier deliveries within W/2 before Stop, marked Earlier. The new
+// generation's owners fetch it, filtered to one new shard's guilds (Wanted). An old
+// shard that moved between nodes during the reshard has a Tracker on each, and both
+// answer: a guild's cut event is then the youngest of the two last Keys, the other an
+// earlier delivery.
 //
 // The new generation, one Holdback per shard, keeps every event it received in the
 // last W before the switch, in arrival order, with its Key; older ones are pruned
@@ -38,11 +42,16 @@
 //   - its cut Key is not held and is older than W/2: the old generation's last
 //     delivery was received here before the switch and pruned (or came before this
 //     session), so every held event of the guild is later: all delivered;
-//   - its cut Key is not held and younger than W/2: this generation is behind the
-//     old one and has not received it yet. The guild's events stay held (others flow
-//     on) until that Key arrives, when it and everything of the guild before it are
-//     dropped; or, if it never does, until W/2 after the switch, when all are
-//     delivered.
+//   - its cut Key is not held and younger than W/2: either this generation is behind
+//     the old one and has not received it yet, or it came before this session
+//     started (a new shard READY shortly before the switch). The guild's next event
+//     received from the switch on tells which: one of the old generation's earlier
+//     deliveries means behind, anything else means the cut event came before the
+//     session. Behind, the guild's events stay held (others flow on) until the cut
+//     event arrives, when it and everything of the guild before it are dropped;
+//     before the session, the guild's held events are delivered with that next event.
+//     A guild with no event after the switch waits until W/2 after it, when all its
+//     held events are delivered.
 //
 // Delivered events keep their arrival order, so each guild's order. The new shard's
 // READY, and the GUILD_CREATE burst that follows it until the caller says
@@ -74,10 +83,19 @@
 // A cut Key older than W/2 was received here before the switch (b − Switch ≤
 // −W/2 + σ < 0), so if it is not held it was pruned; one younger than W/2 cannot have
 // been pruned (b − Switch > −W/2 − σ > −W), so if it is not held it is still to
-// come, within σ < W/2 of the switch. TestExactlyOnceProperty checks the claim over
-// random streams, switch points, skews and clock offsets; it fails when the Tracker
-// remembers only W, when young-cut guilds do not wait, or when the Holdback prunes
-// after the switch.
+// come, within σ < W/2 of the switch. An event the old generation delivered and this
+// one receives after its switch was delivered less than σ < W/2 before the Stop, so
+// it is among the earlier deliveries; one that is not among them (and is not the cut
+// event) was never delivered, and since each guild's order is the same, its cut
+// event came earlier: before the session, as it is not held. A handoff of an old
+// shard gaps its deliveries by a resume, longer than the switch's spread over the
+// nodes, so the youngest age is its last delivery. TestExactlyOnceProperty checks
+// the claim over random streams, switch points, new sessions that start early or
+// just before the switch, old shards that move between nodes, skews and clock
+// offsets; it fails when the Tracker remembers only W, when young-cut guilds do not
+// wait, when a guild's next event ends its wait whether or not the old generation
+// delivered it, when the first of two Trackers' last Keys counts, or when the
+// Holdback prunes after the switch.
 //
 // # Limits
 //
@@ -112,14 +130,19 @@
 //     repeat guilds the workers know.
 //   - A re-identify of a new shard before the switch loses Discord's events between
 //     its sessions in the new generation, which is harmless while the old one still
-//     delivers them, except that a guild whose cut event fell in that gap waits W/2
-//     and then repeats what it held from before the gap; after the switch it is the
-//     loss of any re-identify.
+//     delivers them, except that a guild whose cut event fell in that gap repeats
+//     what it held from before the gap; after the switch it is the loss of any
+//     re-identify.
+//   - A Tracker keeps at most MaxEvents deliveries of the last W/2 (a shard busier
+//     than that forgets the oldest): a guild waiting for its cut event whose next
+//     event is a forgotten one is taken as before the session, and its held events
+//     are repeated, never lost.
 //
 // # Memory
 //
 // A Tracker holds one entry per guild delivered in the last 2W (at most the shard's
-// guilds). A Holdback holds W of events before the switch, everything from the
+// guilds) and one per delivery of the last W/2 (at most MaxEvents); the cut that
+// travels to the new owners holds as many entries. A Holdback holds W of events before the switch, everything from the
 // switch to Release, and after it the waiting guilds' events for at most W/2; all
 // bounded by MaxEvents and MaxBytes: past them Add returns ErrFull, which the caller
 // turns into back-pressure on the shard's reads, never a silent drop.

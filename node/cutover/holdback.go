@@ -61,17 +61,20 @@ func (c Config) Validate() error {
 type Holdback struct {
 	cfg Config
 
-	mu       sync.Mutex
-	q        []held // arrival order; q[head:] are held
-	head     int
-	bytes    int
-	starting bool // between a READY and GuildsArrived: GUILD_CREATE is session start
-	switched bool
-	released bool
-	// After the release: the guilds whose cut event has not arrived yet, their cut
-	// Keys, and when they stop waiting (Window/2 after the switch).
-	waiting  map[uint64]bool
-	pending  map[Key]struct{}
+	mu         sync.Mutex
+	q          []held // arrival order; q[head:] are held
+	head       int
+	bytes      int
+	starting   bool // between a READY and GuildsArrived: GUILD_CREATE is session start
+	switched   bool
+	switchedAt time.Time
+	released   bool
+	// After the release: the guilds whose cut event has not arrived yet, with its
+	// Key; the old generation's earlier deliveries of the last Window/2, which tell
+	// an event it delivered from one it did not; and when the guilds stop waiting
+	// (Window/2 after the switch).
+	waiting  map[uint64]Key
+	earlier  map[Key]struct{}
 	deadline time.Time
 	session  string // the session of the last event taken
 	from     int    // index in q of the first held event of session
@@ -93,7 +96,11 @@ type HoldbackStats struct {
 	SessionStart int // READY, and the GUILD_CREATE burst after it: never delivered
 	Dropped      int // dropped by the cut: the old generation delivered them
 	Full         int // Adds refused with ErrFull
-	GaveUp       int // pending guilds whose cut event never came: their events delivered at the deadline
+	GaveUp       int // waiting guilds whose cut event never came: their events delivered at the deadline
+	// PreSession counts the waiting guilds whose cut event came before this session
+	// started: an event of theirs after the switch that the old generation did not
+	// deliver said so, and their held events were delivered with it.
+	PreSession int
 	// Released counts the held events given back to deliver after the switch (by
 	// Release, or by Due for a guild that waited), and LongestHeld is the longest
 	// any of them was held: from its arrival to the call that gave it back.
@@ -119,10 +126,13 @@ func NewHoldback(cfg Config) (*Holdback, error) {
 // not held; nor is a GUILD_CREATE from a READY until GuildsArrived: the workers know
 // those guilds from the old generation.
 //
-// After the release, an event of a guild still waiting for its cut event is held, or,
-// if it is that event, dropped with the guild's held events before it (the old
-// generation delivered them all), and the guild waits no more; any other event is
-// returned at once. Past the deadline the waiting guilds' events come out first.
+// After the release, an event of a guild waiting for its cut event is: that event,
+// dropped with the guild's held events (the old generation delivered them all); one
+// of the old generation's earlier deliveries, held (this generation is behind);
+// or neither, and then the cut event came before this session started: the guild's
+// held events and this one are returned, and the guild waits no more. Any other
+// event is returned at once. Past the deadline the waiting guilds' events come out
+// first.
 //
 // A nil error means the event is taken: the shard may read on. Its position for a
 // checkpoint is at most Trailing, not this event's seq. With an error there is
@@ -151,16 +161,29 @@ func (h *Holdback) Add(ev shard.Event, k Key, at time.Time) ([]shard.Event, erro
 		h.lastSeq = ev.Seq
 		return out, nil
 	}
-	if h.released && !h.waiting[k.Guild] {
-		h.lastSeq = ev.Seq
-		return append(out, ev), nil
-	}
-	if _, ok := h.pending[k]; ok && h.released { // the guild's cut event: it was delivered
-		h.dropGuild(k.Guild)
-		delete(h.waiting, k.Guild)
-		h.stats.Dropped++
-		h.lastSeq = ev.Seq
-		return out, nil
+	if h.released {
+		want, waiting := h.waiting[k.Guild]
+		_, delivered := h.earlier[k]
+		switch {
+		case !waiting:
+			h.lastSeq = ev.Seq
+			return append(out, ev), nil
+		case k == want: // the guild's cut event: it and all before it were delivered
+			h.dropGuild(k.Guild)
+			delete(h.waiting, k.Guild)
+			h.stats.Dropped++
+			h.lastSeq = ev.Seq
+			return out, nil
+		case !delivered:
+			// Not one the old generation delivered in its last Window/2, so past its
+			// cut event, which this session never received: held and new are later.
+			out = append(out, h.giveGuild(k.Guild, at)...)
+			delete(h.waiting, k.Guild)
+			h.stats.PreSession++
+			h.lastSeq = ev.Seq
+			return append(out, ev), nil
+		}
+		// One the old generation delivered: held until its cut event comes.
 	}
 	if n := len(h.q) - h.head; n > 0 && (n >= h.cfg.MaxEvents || h.bytes+len(ev.Data) > h.cfg.MaxBytes) {
 		h.stats.Full++
@@ -221,7 +244,7 @@ func (h *Holdback) Switch(at time.Time) {
 		return
 	}
 	h.prune(at)
-	h.switched = true
+	h.switched, h.switchedAt = true, at
 	h.deadline = at.Add(h.cfg.Window / 2)
 }
 
@@ -235,10 +258,13 @@ type Released struct {
 	// Matched counts the guilds whose cut event was held. Older counts those whose
 	// cut event is not held and older than Window/2: it was received before the
 	// switch and pruned (or before the session), so every held event of theirs came
-	// after it. Waiting counts those whose cut event is younger and not here yet: this
-	// generation is behind the old one, and their events stay held until it arrives,
-	// or until Window/2 after the switch.
-	Matched, Older, Waiting int
+	// after it. PreSession counts those whose cut event is younger and not held, but
+	// whose first event held from the switch on is none of the old generation's:
+	// the cut event came before this session, so all held are later. Waiting counts
+	// the rest: this generation may be behind the old one, and their events stay held
+	// until the guild's next event tells (see Add), or until Window/2 after the
+	// switch.
+	Matched, Older, PreSession, Waiting int
 }
 
 // Release applies the cut, the union of the old shards' Cut for this shard, at time
@@ -256,40 +282,69 @@ func (h *Holdback) Release(cut []CutEntry, now time.Time) (Released, error) {
 		return Released{}, ErrNotSwitched
 	}
 	h.released = true
-	h.waiting = make(map[uint64]bool)
-	h.pending = make(map[Key]struct{})
-	keys := make(map[Key]time.Duration, len(cut))
+	h.waiting = make(map[uint64]Key)
+	h.earlier = make(map[Key]struct{})
+	young := h.cfg.Window / 2
+	// Each guild's cut event is the youngest of its entries not marked Earlier: an
+	// old shard that moved between nodes during the reshard has a Tracker on each,
+	// and each names its own last delivery. Every other entry within Window/2 is an
+	// earlier delivery.
+	last := make(map[uint64]CutEntry)
 	for _, c := range cut {
-		keys[c.Key] = c.Age
+		if !c.Earlier {
+			l, ok := last[c.Guild]
+			if !ok {
+				last[c.Guild] = c
+				continue
+			}
+			if c.Age < l.Age {
+				last[c.Guild], c = c, l
+			}
+		}
+		if c.Age < young {
+			h.earlier[c.Key] = struct{}{}
+		}
 	}
 	hold := h.q[h.head:]
-	// match[g] is the index in hold of guild g's first event whose Key is in the cut.
+	// match[g] is the index in hold of guild g's first event with its cut Key.
 	match := make(map[uint64]int)
 	for i, e := range hold {
-		if _, ok := match[e.key.Guild]; ok {
-			continue
-		}
-		if _, ok := keys[e.key]; ok {
-			match[e.key.Guild] = i
+		g := e.key.Guild
+		if c, ok := last[g]; ok && c.Key == e.key {
+			if _, found := match[g]; !found {
+				match[g] = i
+			}
 		}
 	}
 	var r Released
 	r.Matched = len(match)
-	older := make(map[uint64]bool)
-	for _, c := range cut {
-		switch _, matched := match[c.Guild]; {
+	for g, c := range last {
+		switch _, matched := match[g]; {
 		case matched:
-		case c.Age < h.cfg.Window/2 && now.Before(h.deadline):
-			h.waiting[c.Guild] = true
-			h.pending[c.Key] = struct{}{}
+		case c.Age < young && now.Before(h.deadline):
+			h.waiting[g] = c.Key
 		default:
-			older[c.Guild] = true
+			r.Older++
 		}
 	}
-	for g := range h.waiting {
-		delete(older, g) // a guild named twice waits for either event
+	// A waiting guild's first event held from the switch on tells which way it is:
+	// received after the switch, an event the old generation delivered is at most σ
+	// < Window/2 older than its Stop, so among the earlier deliveries; one that is
+	// not there comes after the cut event, which then came before this session.
+	decided := make(map[uint64]bool)
+	for _, e := range hold {
+		g := e.key.Guild
+		if _, ok := h.waiting[g]; !ok || decided[g] || e.at.Before(h.switchedAt) {
+			continue
+		}
+		decided[g] = true
+		if _, delivered := h.earlier[e.key]; !delivered {
+			delete(h.waiting, g)
+			r.PreSession++
+		}
 	}
-	r.Older, r.Waiting = len(older), len(h.waiting)
+	h.stats.PreSession += r.PreSession
+	r.Waiting = len(h.waiting)
 
 	r.Events = make([]shard.Event, 0, len(hold))
 	var keep []held
@@ -298,7 +353,7 @@ func (h *Holdback) Release(cut []CutEntry, now time.Time) (Released, error) {
 			r.Dropped++
 			continue
 		}
-		if h.waiting[e.key.Guild] {
+		if _, ok := h.waiting[e.key.Guild]; ok {
 			keep = append(keep, e)
 			continue
 		}
@@ -346,15 +401,32 @@ func (h *Holdback) given(e held, now time.Time) {
 
 // dropGuild drops the held events of guild g: they come before its cut event.
 func (h *Holdback) dropGuild(g uint64) {
-	var keep []held
+	h.stats.Dropped += len(h.takeGuild(g))
+}
+
+// giveGuild returns the held events of guild g, in order, to deliver at now.
+func (h *Holdback) giveGuild(g uint64, now time.Time) []shard.Event {
+	evs := h.takeGuild(g)
+	out := make([]shard.Event, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, e.ev)
+		h.given(e, now)
+	}
+	return out
+}
+
+// takeGuild takes guild g's events out of those held after the release.
+func (h *Holdback) takeGuild(g uint64) []held {
+	var keep, taken []held
 	for _, e := range h.q[h.head:] {
 		if e.key.Guild == g {
-			h.stats.Dropped++
+			taken = append(taken, e)
 			continue
 		}
 		keep = append(keep, e)
 	}
 	h.setHeld(keep)
+	return taken
 }
 
 // setHeld replaces the held events after the release, keeping Trailing right: the

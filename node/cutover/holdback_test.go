@@ -228,8 +228,13 @@ func TestCrashBeforeReleaseReplaysTheWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// a2, guild a's cut event, is younger than W/2 and not held (pruned): guild a
-	// waits for it until the deadline, 50 ms after the switch, then gets everything.
+	// a2, guild a's cut event, is younger than W/2 and not held (pruned, 140 ms
+	// before the switch: past the rule's σ). a4, guild a's first event held from the
+	// switch on, is not among the old shard's earlier deliveries, so guild a's cut
+	// event is taken to have come before the session: all its held events go.
+	if whole.PreSession != 1 || whole.Waiting != 0 {
+		t.Errorf("pre-session %d, waiting %d guilds, want 1, 0", whole.PreSession, whole.Waiting)
+	}
 	whole.Events = append(whole.Events, first.Due(ms(310))...)
 
 	replay := func() *Holdback {
@@ -248,14 +253,14 @@ func TestCrashBeforeReleaseReplaysTheWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same after the crash.
-	if again.Waiting != 1 {
-		t.Errorf("waiting %d guilds, want 1", again.Waiting)
+	if again.PreSession != 1 || again.Waiting != 0 {
+		t.Errorf("pre-session %d, waiting %d guilds, want 1, 0", again.PreSession, again.Waiting)
 	}
 	again.Events = append(again.Events, h.Due(ms(2000))...)
 	if got, want := sortedNames(again.Events), sortedNames(whole.Events); !slices.Equal(got, want) {
 		t.Errorf("after a crash, with the cut: %v; without the crash: %v", got, want)
 	}
-	if want := []string{"b3", "a3", "a4"}; !slices.Equal(names(whole.Events), want) {
+	if want := []string{"a3", "b3", "a4"}; !slices.Equal(names(whole.Events), want) {
 		t.Errorf("released %v, want %v", names(whole.Events), want)
 	}
 	noCut, err := replay().Release(nil, ms(1002))
@@ -267,21 +272,28 @@ func TestCrashBeforeReleaseReplaysTheWindow(t *testing.T) {
 	}
 }
 
-// Several old shards' cuts for one new shard: a guild named twice (a caller that did
-// not filter) matches at its earliest entry, so the worst is a repeat.
-func TestReleaseWithDuplicateCutEntries(t *testing.T) {
-	h := mustHoldback(t, testConfig())
-	for i, n := range []string{"a1", "a2", "a3"} {
-		add(t, h, testEvent(n, int64(i+1)), ms(i))
+// An old shard that moved between nodes during the reshard has a Tracker on each,
+// and both answer: each names its own last delivery of a guild. The younger one is
+// the guild's cut event, whichever comes first in the cut; the older one is an
+// earlier delivery.
+func TestReleaseWithTwoTrackersOfOneShard(t *testing.T) {
+	k := func(n string, age int) CutEntry {
+		ev := testEvent(n, 0)
+		return CutEntry{Key: KeyOf(ev.Type, ev.Data), Age: time.Duration(age) * time.Millisecond}
 	}
-	h.Switch(ms(10))
-	k := func(n string) CutEntry { ev := testEvent(n, 0); return CutEntry{Key: KeyOf(ev.Type, ev.Data)} }
-	r, err := h.Release([]CutEntry{k("a2"), k("a1")}, ms(11))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := names(r.Events); !slices.Equal(got, []string{"a2", "a3"}) || r.Matched != 1 {
-		t.Errorf("released %v, matched %d: want [a2 a3], 1", got, r.Matched)
+	for _, cut := range [][]CutEntry{{k("a1", 30), k("a2", 5)}, {k("a2", 5), k("a1", 30)}} {
+		h := mustHoldback(t, testConfig())
+		for i, n := range []string{"a1", "a2", "a3"} {
+			add(t, h, testEvent(n, int64(i+1)), ms(i))
+		}
+		h.Switch(ms(10))
+		r, err := h.Release(cut, ms(11))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(r.Events); !slices.Equal(got, []string{"a3"}) || r.Matched != 1 || r.Dropped != 2 {
+			t.Errorf("cut %v: released %v, matched %d, dropped %d: want [a3], 1, 2", cut, got, r.Matched, r.Dropped)
+		}
 	}
 }
 

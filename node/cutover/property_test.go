@@ -84,37 +84,55 @@ func simulate(t *rapid.T, evs []simEvent, p simParams) simResult {
 	}
 
 	// The old generation: each shard receives, delivers in order, and stops at its
-	// own moment of the switch.
-	trackers := make([]*Tracker, p.oldTotal)
-	stops := make([]int, p.oldTotal)
+	// own moment of the switch. A shard may move to another node on the way (a
+	// handoff): from there that node's Tracker records it, and both answer the cut.
+	// It moves between two deliveries further apart than the switch's spread: a
+	// handoff's resume takes longer than one Raft apply's spread over the nodes.
+	type oldTracker struct {
+		*Tracker
+		shard int
+	}
+	var trackers []oldTracker
 	latestStop := 0
 	for k := range p.oldTotal {
-		tr, err := NewTracker(cfg)
-		if err != nil {
-			t.Fatal(err)
+		node := func() (*Tracker, int, int) {
+			tr, err := NewTracker(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			trackers = append(trackers, oldTracker{tr, k})
+			stop := switchAt + rapid.IntRange(0, p.spread).Draw(t, "oldSwitch")
+			latestStop = max(latestStop, stop)
+			return tr, rapid.IntRange(-100_000, 100_000).Draw(t, "oldClock"), stop
 		}
-		trackers[k] = tr
-		off := rapid.IntRange(-100_000, 100_000).Draw(t, "oldClock")
-		stops[k] = switchAt + rapid.IntRange(0, p.spread).Draw(t, "oldSwitch")
-		latestStop = max(latestStop, stops[k])
+		tr, off, stop := node()
+		movesAt := rapid.IntRange(-1, len(evs)).Draw(t, "moveAt") // an event index, or none
 		deliveredAt := 0
-		for _, e := range evs {
+		for i, e := range evs {
 			if ShardOf(e.guild, p.oldTotal) != k {
 				continue
 			}
+			previous := deliveredAt
 			deliveredAt = max(deliveredAt, e.t+rapid.IntRange(0, p.oldDelay).Draw(t, "oldDelay")+rapid.IntRange(0, p.lag).Draw(t, "lag"))
-			if deliveredAt >= stops[k] {
+			if i >= movesAt && movesAt >= 0 && deliveredAt-previous > p.spread {
+				tr.Stop(clock(off, stop)) // the previous node stops it at its switch
+				tr, off, stop = node()
+				movesAt = -1
+			}
+			if deliveredAt >= stop {
 				break // delivery is in order: nothing after this one either
 			}
 			ev := e.dispatch(0)
 			tr.Delivered(KeyOf(ev.Type, ev.Data), clock(off, deliveredAt))
 			res.delivered[e.guild] = append(res.delivered[e.guild], e.id)
 		}
-		tr.Stop(clock(off, stops[k]))
+		tr.Stop(clock(off, stop))
 	}
 
 	// The new generation: each shard's session starts (READY and a GUILD_CREATE
-	// burst) at least W before the switch, holds back, switches, and releases once
+	// burst) before the switch, early enough that the old generation delivers what
+	// was sent before it (the leader switches once every new shard is READY, and
+	// the old generation's lag is within σ), holds back, switches, and releases once
 	// every old shard has stopped and the cut has travelled.
 	for s := range p.newTotal {
 		h, err := NewHoldback(cfg)
@@ -122,15 +140,21 @@ func simulate(t *rapid.T, evs []simEvent, p simParams) simResult {
 			t.Fatal(err)
 		}
 		off := rapid.IntRange(-100_000, 100_000).Draw(t, "newClock")
-		start := rapid.IntRange(0, switchAt-simW-1).Draw(t, "newStart")
+		// Early (the rule's easy case: W before the switch) or late (just before it,
+		// so that some guilds' cut events came before the session).
+		latest := switchAt - p.oldDelay - p.lag - 1
+		start := rapid.IntRange(0, switchAt-simW-1).Draw(t, "newStartEarly")
+		if rapid.Bool().Draw(t, "late") {
+			start = latest - rapid.IntRange(0, latest).Draw(t, "newStartLate")
+		}
 		sw := switchAt + rapid.IntRange(0, p.spread).Draw(t, "newSwitch")
 		release := max(sw, latestStop) + rapid.IntRange(0, 2*simW).Draw(t, "cutTravel")
 		var cut []CutEntry
-		for k, tr := range trackers {
-			if p.deadOld[k] {
+		for _, tr := range trackers {
+			if p.deadOld[tr.shard] {
 				continue
 			}
-			c, err := tr.Cut(Wanted(k, s, p.newTotal))
+			c, err := tr.Cut(Wanted(tr.shard, s, p.newTotal))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,7 +57,7 @@ func TestRule(t *testing.T) {
 		noCut bool
 		want  []string
 		// What Release reports.
-		dropped, older, waiting int
+		dropped, older, preSession, waiting int
 	}{
 		{
 			name: "the new generation receives first, the old one delivers before its stop",
@@ -138,10 +138,28 @@ func TestRule(t *testing.T) {
 			want: []string{"b1", "a3"}, waiting: 1,
 		},
 		{
-			name: "a cut event that never comes: the guild's held events go at the deadline, W/2 after the switch",
-			old:  []timed{{"a9", 10}}, stop: 20, // a9 never reaches the new shard
+			name: "a cut event that came before the session: the guild's next event is none of the old generation's, and ends the wait",
+			old:  []timed{{"a8", 5}, {"a9", 10}}, stop: 20, // neither reaches the new shard
 			recv: []timed{{"a1", 15}, {"a2", 30}, {"a3", 80}}, sw: 20, rel: 25,
 			want: []string{"a1", "a2", "a3"}, waiting: 1,
+		},
+		{
+			name: "a cut event that came before the session, told at the release by an event held since the switch",
+			old:  []timed{{"a8", 5}, {"a9", 10}}, stop: 20,
+			recv: []timed{{"a1", 15}, {"a2", 22}, {"a3", 80}}, sw: 20, rel: 25,
+			want: []string{"a1", "a2", "a3"}, preSession: 1,
+		},
+		{
+			name: "the new generation is behind, told by earlier deliveries arriving after the switch: held until the cut event",
+			old:  []timed{{"a1", 0}, {"a2", 5}, {"a3", 10}}, stop: 20,
+			recv: []timed{{"a1", 22}, {"b1", 23}, {"a2", 30}, {"a3", 35}, {"a4", 40}}, sw: 20, rel: 25,
+			want: []string{"b1", "a4"}, waiting: 1,
+		},
+		{
+			name: "a cut event that never comes, in a guild quiet after the switch: its held events go at the deadline, W/2 after the switch",
+			old:  []timed{{"a9", 10}}, stop: 20,
+			recv: []timed{{"a1", 15}, {"b1", 30}}, sw: 20, rel: 25,
+			want: []string{"b1", "a1"}, waiting: 1,
 		},
 		{
 			name: "a cut that arrives after the deadline waits for nothing",
@@ -229,8 +247,9 @@ func TestRule(t *testing.T) {
 			if got := names(got); !slices.Equal(got, tc.want) {
 				t.Errorf("delivered %v, want %v", got, tc.want)
 			}
-			if r.Dropped != tc.dropped || r.Older != tc.older || r.Waiting != tc.waiting {
-				t.Errorf("release: dropped %d, older %d, waiting %d; want %d, %d, %d", r.Dropped, r.Older, r.Waiting, tc.dropped, tc.older, tc.waiting)
+			if r.Dropped != tc.dropped || r.Older != tc.older || r.PreSession != tc.preSession || r.Waiting != tc.waiting {
+				t.Errorf("release: dropped %d, older %d, pre-session %d, waiting %d; want %d, %d, %d, %d",
+					r.Dropped, r.Older, r.PreSession, r.Waiting, tc.dropped, tc.older, tc.preSession, tc.waiting)
 			}
 		})
 	}
@@ -247,4 +266,43 @@ func names(evs []shard.Event) []string {
 		out = append(out, d.ID)
 	}
 	return out
+}
+
+// A guild waiting for a cut event that came before the new session waits only until
+// its next event: Add gives back its held events and that one at once, long before
+// the deadline, while a guild that is behind keeps holding.
+func TestAWaitEndsAtTheGuildsNextEvent(t *testing.T) {
+	tr := mustTracker(t)
+	for i, n := range []string{"a8", "a9", "b1", "b2"} {
+		tr.Delivered(keyOf(n), ms(i))
+	}
+	tr.Stop(ms(10))
+	cut, _ := tr.Cut(Wanted(0, 0, 1))
+
+	h := mustHoldback(t, testConfig())
+	add(t, h, testEvent("a1", 1), ms(5)) // a8 and a9 came before this session
+	add(t, h, testEvent("b1", 2), ms(6))
+	h.Switch(ms(10))
+	r, err := h.Release(cut, ms(11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Events) != 0 || r.Waiting != 2 || r.Dropped != 0 {
+		t.Fatalf("release: %v, waiting %d, dropped %d: want nothing, 2, 0", names(r.Events), r.Waiting, r.Dropped)
+	}
+	out, err := h.Add(testEvent("a2", 3), keyOf("a2"), ms(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(out); !slices.Equal(got, []string{"a1", "a2"}) {
+		t.Errorf("guild a's next event gave back %v, want [a1 a2]", got)
+	}
+	// b2 is the old generation's cut event for guild b: b1 and b2 were delivered.
+	if out, _ := h.Add(testEvent("b2", 4), keyOf("b2"), ms(13)); len(out) != 0 || !h.Done() {
+		t.Errorf("b2 gave back %v, done %v: want nothing, done", names(out), h.Done())
+	}
+	st := h.Stats()
+	if st.PreSession != 1 || st.GaveUp != 0 || st.LongestHeld != 7*time.Millisecond {
+		t.Errorf("stats %+v: want 1 pre-session guild, none given up, a1 held 7 ms", st)
+	}
 }

@@ -13,14 +13,19 @@ import (
 var ErrNotStopped = errors.New("cutover: the old generation has not stopped delivering: its cut is not final")
 
 // Tracker remembers, for one shard of the old generation, the Key of the last event
-// it delivered per guild, while a reshard is under way. It is safe for concurrent
-// use: Delivered comes from the delivery path, Stop from the switch, Cut from the
-// new owners' requests.
+// it delivered per guild, and every event it delivered in the last Window/2, while a
+// reshard is under way. It is safe for concurrent use: Delivered comes from the
+// delivery path, Stop from the switch, Cut from the new owners' requests.
 type Tracker struct {
 	remember time.Duration // 2 × Config.Window: see the package comment
+	young    time.Duration // Config.Window / 2
+	maxCount int           // Config.MaxEvents: the bound of recent
 
 	mu        sync.Mutex
 	last      map[uint64]delivered
+	recent    []delivered // the deliveries of the last young, in order; recent[head:] are kept
+	head      int
+	count     uint64    // deliveries recorded: each one's n
 	swept     time.Time // when entries past remember were last deleted
 	stopped   bool
 	stoppedAt time.Time
@@ -28,8 +33,10 @@ type Tracker struct {
 }
 
 type delivered struct {
-	hash uint64
-	at   time.Time
+	guild uint64
+	hash  uint64
+	at    time.Time
+	n     uint64 // which delivery: tells a guild's last apart from an identical earlier one
 }
 
 // NewTracker returns a Tracker for one old shard. Start it before the new
@@ -38,7 +45,7 @@ func NewTracker(cfg Config) (*Tracker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Tracker{remember: 2 * cfg.Window, last: make(map[uint64]delivered)}, nil
+	return &Tracker{remember: 2 * cfg.Window, young: cfg.Window / 2, maxCount: cfg.MaxEvents, last: make(map[uint64]delivered)}, nil
 }
 
 // Delivered records that the sink accepted the event with Key k at time at (this
@@ -50,7 +57,22 @@ func NewTracker(cfg Config) (*Tracker, error) {
 // counted in Stats.Late.
 func (t *Tracker) Delivered(k Key, at time.Time) {
 	t.mu.Lock()
-	t.last[k.Guild] = delivered{hash: k.Hash, at: at}
+	t.count++
+	d := delivered{guild: k.Guild, hash: k.Hash, at: at, n: t.count}
+	t.last[k.Guild] = d
+	t.recent = append(t.recent, d)
+	// Keep the last Window/2 of deliveries, at most MaxEvents of them: a busier shard
+	// forgets its oldest, which can only make a new shard deliver them again (see
+	// Earlier), never lose one.
+	for t.head < len(t.recent) && (at.Sub(t.recent[t.head].at) >= t.young || len(t.recent)-t.head > t.maxCount) {
+		t.recent[t.head] = delivered{}
+		t.head++
+	}
+	if t.head > 1024 && t.head > len(t.recent)/2 {
+		n := copy(t.recent, t.recent[t.head:])
+		clear(t.recent[n:])
+		t.recent, t.head = t.recent[:n], 0
+	}
 	if t.stopped {
 		t.late++
 	}
@@ -81,16 +103,21 @@ func (t *Tracker) Stop(at time.Time) {
 	}
 }
 
-// CutEntry is one guild's part of a cut: the Key of the last event the old shard
-// delivered for it, and how long before its Stop it did (a duration, so no clock
-// needs to agree with another node's).
+// CutEntry is one event of a cut: the Key of an event the old shard delivered, and
+// how long before its Stop it did (a duration, so no clock needs to agree with
+// another node's). Each guild has one entry for its last delivery, and one marked
+// Earlier for each delivery before it within Window/2 of the Stop: those let a new
+// shard that never received the last one tell what the old generation delivered
+// from what it did not (see the package comment).
 type CutEntry struct {
 	Key
-	Age time.Duration
+	Age     time.Duration
+	Earlier bool
 }
 
-// Cut returns, sorted by guild, the last delivered event of every guild for which
-// want is true, among the guilds delivered within 2 × Window before Stop. Ask with
+// Cut returns, sorted by guild, then from the oldest delivery to the last, the
+// entries of every guild for which want is true: its last delivery, if within 2 ×
+// Window before Stop, and the earlier ones within Window/2. Ask with
 // Wanted(oldShard, newShard, newTotal) for one new shard's part.
 func (t *Tracker) Cut(want func(guild uint64) bool) ([]CutEntry, error) {
 	t.mu.Lock()
@@ -104,13 +131,29 @@ func (t *Tracker) Cut(want func(guild uint64) bool) ([]CutEntry, error) {
 			cut = append(cut, CutEntry{Key: Key{Guild: g, Hash: e.hash}, Age: max(age, 0)})
 		}
 	}
-	slices.SortFunc(cut, func(a, b CutEntry) int { return cmp.Compare(a.Guild, b.Guild) })
+	for _, e := range t.recent[t.head:] {
+		if age := t.stoppedAt.Sub(e.at); age < t.young && t.last[e.guild].n != e.n && want(e.guild) {
+			cut = append(cut, CutEntry{Key: Key{Guild: e.guild, Hash: e.hash}, Age: max(age, 0), Earlier: true})
+		}
+	}
+	// By guild, then oldest first; a guild's last delivery is its youngest entry.
+	slices.SortStableFunc(cut, func(a, b CutEntry) int {
+		return cmp.Or(cmp.Compare(a.Guild, b.Guild), cmp.Compare(b.Age, a.Age), cmp.Compare(boolInt(b.Earlier), boolInt(a.Earlier)))
+	})
 	return cut, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TrackerStats is what a Tracker holds.
 type TrackerStats struct {
 	Guilds  int // guilds remembered (some may be past the window until the next sweep)
+	Recent  int // deliveries of the last Window/2 remembered
 	Stopped bool
 	Late    int // deliveries recorded after Stop: the new generation repeats them
 }
@@ -118,7 +161,7 @@ type TrackerStats struct {
 func (t *Tracker) Stats() TrackerStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return TrackerStats{Guilds: len(t.last), Stopped: t.stopped, Late: t.late}
+	return TrackerStats{Guilds: len(t.last), Recent: len(t.recent) - t.head, Stopped: t.stopped, Late: t.late}
 }
 
 // Wanted is the filter of old shard oldShard's cut for new shard newShard of a

@@ -56,9 +56,52 @@ func TestTrackerCut(t *testing.T) {
 	if st := tr.Stats(); st.Late != 1 || !st.Stopped || st.Guilds != 3 {
 		t.Errorf("stats %+v, want 1 late delivery, stopped, 3 guilds", st)
 	}
+	// a3 is guild a's last delivery now, and a2, 30 ms before the Stop (within W/2),
+	// an earlier one; a1 (50 ms) is past W/2.
 	cut, _ = tr.Cut(Wanted(0, 0, 1))
-	if cut[1].Key != keyOf("a3") {
-		t.Errorf("a late delivery is not in the cut: %v", cut)
+	want = []CutEntry{
+		{Key: keyOf("dm1"), Age: 20 * time.Millisecond},
+		{Key: keyOf("a2"), Age: 30 * time.Millisecond, Earlier: true},
+		{Key: keyOf("a3"), Age: 0},
+		{Key: keyOf("b1"), Age: 40 * time.Millisecond},
+	}
+	if !slices.Equal(cut, want) {
+		t.Errorf("after a late delivery, cut %v, want %v", cut, want)
+	}
+}
+
+// The earlier deliveries of the last W/2, an identical payload twice among them,
+// and how many are kept when a shard delivers more than MaxEvents in W/2.
+func TestTrackerEarlierDeliveries(t *testing.T) {
+	tr := mustTracker(t) // W/2 = 50 ms
+	for i, n := range []string{"a1", "a2", "a3", "a2", "a4"} {
+		tr.Delivered(keyOf(n), ms(60+10*i))
+	}
+	tr.Stop(ms(110))
+	cut, _ := tr.Cut(Wanted(0, 0, 1))
+	want := []CutEntry{
+		{Key: keyOf("a2"), Age: 40 * time.Millisecond, Earlier: true},
+		{Key: keyOf("a3"), Age: 30 * time.Millisecond, Earlier: true},
+		{Key: keyOf("a2"), Age: 20 * time.Millisecond, Earlier: true},
+		{Key: keyOf("a4"), Age: 10 * time.Millisecond},
+	}
+	if !slices.Equal(cut, want) {
+		t.Errorf("cut %v, want %v (a1 is 50 ms old: past W/2)", cut, want)
+	}
+
+	cfg := testConfig()
+	cfg.MaxEvents = 3
+	small, _ := NewTracker(cfg)
+	for i := range 10 {
+		small.Delivered(Key{Guild: 1 << 22, Hash: uint64(i)}, ms(i))
+	}
+	if st := small.Stats(); st.Recent != 3 {
+		t.Errorf("remembers %d recent deliveries, want MaxEvents = 3", st.Recent)
+	}
+	small.Stop(ms(10))
+	cut, _ = small.Cut(func(uint64) bool { return true })
+	if len(cut) != 3 || cut[2].Hash != 9 || cut[2].Earlier || !cut[0].Earlier || cut[0].Hash != 7 {
+		t.Errorf("cut %v, want 7 and 8 earlier, 9 last", cut)
 	}
 }
 

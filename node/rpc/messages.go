@@ -108,7 +108,7 @@ type LocalShard struct {
 
 // CutArgs asks a node for its cut of generation Gen, which a reshard's switch ended:
 // for each of Shards (of a generation of Total), the last event it delivered of each
-// of the shard's guilds.
+// of the shard's guilds, and the earlier ones of the cut-over's last half window.
 type CutArgs struct {
 	Gen    uint64
 	Total  int
@@ -116,11 +116,13 @@ type CutArgs struct {
 }
 
 // CutKey names one event across generations, its guild and a hash of its type and
-// d, and how long before the old generation stopped it was delivered there.
+// d, and how long before the old generation stopped it was delivered there. Earlier
+// marks a delivery before the guild's last (cutover.CutEntry).
 type CutKey struct {
-	Guild uint64
-	Hash  uint64
-	Age   time.Duration
+	Guild   uint64
+	Hash    uint64
+	Age     time.Duration
+	Earlier bool
 }
 
 // CutReply is a node's cut. Final is false while the generation still delivers

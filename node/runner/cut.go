@@ -55,7 +55,7 @@ func (r *Runner) Cut(gen uint64, total int, shards []int) (keys map[int][]rpc.Cu
 				continue // not stopped: cannot happen for an ended generation
 			}
 			for _, k := range cut {
-				keys[id] = append(keys[id], rpc.CutKey{Guild: k.Guild, Hash: k.Hash, Age: k.Age})
+				keys[id] = append(keys[id], rpc.CutKey{Guild: k.Guild, Hash: k.Hash, Age: k.Age, Earlier: k.Earlier})
 			}
 		}
 	}
@@ -93,7 +93,8 @@ func (r *Runner) release(g *generation) {
 	}
 	// Each cluster releases its shards on its handler goroutine, then delivers the
 	// events of guilds that waited for their cut event once the wait is over: Due
-	// on a tick until every Holdback is done (Window/2 after the switch at most).
+	// on a tick until every Holdback is done (Window/2 after the switch at most; a
+	// guild's next event usually ends its wait first, through Add).
 	release := r.onHandlers(g, byCluster, held, r.releaseShard)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -159,7 +160,7 @@ func (r *Runner) fetchCuts(gen uint64, total int, shards []int) map[int][]cutove
 		defer mu.Unlock()
 		for id, ks := range keys {
 			for _, k := range ks {
-				out[id] = append(out[id], cutover.CutEntry{Key: cutover.Key{Guild: k.Guild, Hash: k.Hash}, Age: k.Age})
+				out[id] = append(out[id], cutover.CutEntry{Key: cutover.Key{Guild: k.Guild, Hash: k.Hash}, Age: k.Age, Earlier: k.Earlier})
 			}
 		}
 	}

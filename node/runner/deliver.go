@@ -233,7 +233,7 @@ func (r *Runner) releaseShard(g *generation, cluster, id int, h *heldShard) {
 		r.log.Error("reshard: releasing held events", "shard", id, "generation", g.gen, "err", err)
 	}
 	r.log.Info("reshard: held events released past the old generation's cut", "shard", id, "generation", g.gen,
-		"delivered", len(rel.Events), "dropped", rel.Dropped, "guilds_matched", rel.Matched, "older", rel.Older, "waiting", rel.Waiting)
+		"delivered", len(rel.Events), "dropped", rel.Dropped, "guilds_matched", rel.Matched, "older", rel.Older, "pre_session", rel.PreSession, "waiting", rel.Waiting)
 	r.deliverHeld(g, cluster, id, h, rel.Events)
 }
 
