@@ -176,6 +176,7 @@ func BenchmarkWebView(b *testing.B) {
 // script's reach, the token in the tab for writes), and a drain asks first.
 func TestWebViewSignInAndDrain(t *testing.T) {
 	f := newFakeCluster(12, 3)
+	f.st.Reshard = &api.Reshard{Generation: 2, From: 12, To: 24, Assigned: 24, Warm: 5, ETA: 10 * time.Second}
 	url := serve(t, f, api.Auth{Token: "s3cret", Reads: true})
 	b := browsertest.Start(t, 1200, 900)
 	b.Navigate(url + "/ui/")
@@ -190,6 +191,10 @@ func TestWebViewSignInAndDrain(t *testing.T) {
 	signIn("s3cret")
 	b.WaitFor(15*time.Second, "the page open", `location.pathname === '/ui/' && document.querySelectorAll('#grid .c.s-ready').length === 12 &&
 		document.querySelectorAll('#members tbody tr').length === 3`, explain)
+	if got, want := browsertest.Eval[string](b, `document.getElementById('progress').textContent`),
+		"resharding 12 → 24 shards: 5/24 warm, 24/24 assigned, switch in ~10.0 s by the identify schedule"; got != want {
+		t.Errorf("progress %q, want %q", got, want)
+	}
 	if c := browsertest.Eval[string](b, `document.cookie`); c != "" {
 		t.Errorf("the page's script sees the cookie %q: it must be HttpOnly", c)
 	}

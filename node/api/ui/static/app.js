@@ -552,6 +552,13 @@ function renderSummary() {
     notes.push(identify + ' to identify: ~' + fmtDur(Math.ceil(identify / mc) * win) + ' by the identify schedule (' + mc + ' per ' + fmtDur(win) + ')');
   }
   if (ready < total && oldest) notes.push((total - ready) + ' not ready, the longest for ' + fmtDur(Date.now() - oldest));
+  // A reshard: the grid stays the current generation's until the switch; the new
+  // one's progress is the leader's count of its shards warm (READY with their guilds).
+  const rs = st && st.reshard;
+  if (rs) {
+    notes.unshift('resharding ' + rs.from + ' → ' + rs.to + ' shards: ' + rs.warm + '/' + rs.to + ' warm, ' +
+      rs.assigned + '/' + rs.to + ' assigned, ' + (rs.warm < rs.to ? 'switch in ~' + fmtDur(rs.eta_ns / 1e6) + ' by the identify schedule' : 'switching'));
+  }
   setText($('progress'), notes.join(' · '));
 
   const b = st && st.session_budget;
