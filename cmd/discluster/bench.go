@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -49,6 +51,7 @@ func benchCommand() *cli.Command {
 					"scale: cold start, Raft applies per second at rest and one SIGKILL failover, at 0.1 events/s per shard; " +
 					"reshard: a reshard to twice the shards while guild events flow, on a fresh cluster each run: its time against the identify floor, the events it delayed, loss and duplicates"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary folder"},
+			&cli.StringFlag{Name: "cpu-profiles", Usage: "write each agent's CPU profile of the 10 s at rest (failover and scale scenarios) to this folder, for go tool pprof"},
 		},
 		Action: runBench,
 	}
@@ -73,6 +76,8 @@ type benchCluster struct {
 	// events holds every event any status answer carried: a failover's own events
 	// scroll out of the recent list quickly.
 	events map[eventKey]event.Event
+	// profiles is the folder for the agents' CPU profiles at rest ("": none).
+	profiles string
 }
 
 // eventKey tells events apart: the same event comes in many status answers.
@@ -118,6 +123,11 @@ func runBench(c *cli.Context) error {
 		}
 		want[sc] = true
 	}
+	if d := c.String("cpu-profiles"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("--cpu-profiles: %w", err)
+		}
+	}
 	if c.Bool("check") {
 		fmt.Fprintf(c.App.Writer, "bench OK: sizes %v, %d runs, %d nodes, scenarios %v, --timing %s\n", sizes, runs, nodes, c.StringSlice("scenarios"), c.String("timing"))
 		return nil
@@ -150,7 +160,8 @@ func runBench(c *cli.Context) error {
 				return err
 			}
 			fmt.Fprintf(c.App.ErrWriter, "S=%d: %s (%s)...\n", s, sc.name, dir)
-			bc := &benchCluster{exe: exe, dir: dir, nodes: nodes, shards: nodes * s, lease: c.Duration("lease"), rate: "5", timing: c.String("timing")}
+			bc := &benchCluster{exe: exe, dir: dir, nodes: nodes, shards: nodes * s, lease: c.Duration("lease"), rate: "5", timing: c.String("timing"),
+				profiles: c.String("cpu-profiles")}
 			if sc.key == "scale" {
 				bc.rate = "0.1" // thousands of sessions: keep the fake from eating the machine
 			}
@@ -510,13 +521,11 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 
 func benchFailover(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
 	var rows [][]string
-	cpu0, t0 := bc.cpuTimes(), time.Now()
-	select {
-	case <-time.After(10 * time.Second):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	row, ok, err := bc.atRest(ctx, "failover")
+	if err != nil {
+		return nil, err
 	}
-	if row, ok := bc.cpuRow(cpu0, bc.cpuTimes(), time.Since(t0)); ok {
+	if ok {
 		rows = append(rows, row)
 	}
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
@@ -646,29 +655,86 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	if err != nil {
 		return nil, err
 	}
-	cpu0 := bc.cpuTimes()
 	t0 := time.Now()
-	select {
-	case <-time.After(10 * time.Second):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	cpu, ok, err := bc.atRest(ctx, "scale")
+	if err != nil {
+		return nil, err
 	}
 	st1, err := bc.status(ctx)
 	if err != nil {
 		return nil, err
 	}
-	elapsed := time.Since(t0)
-	rate := float64(st1.Applied-st0.Applied) / elapsed.Seconds()
+	rate := float64(st1.Applied-st0.Applied) / time.Since(t0).Seconds()
 	rows := [][]string{{"Raft applies per second at rest", fmt.Sprintf("%.1f/s", rate),
 		fmt.Sprintf("%d nodes checkpointing every 500ms", bc.nodes), "-", "-", "-"}}
-	if row, ok := bc.cpuRow(cpu0, bc.cpuTimes(), elapsed); ok {
-		rows = append(rows, row)
+	if ok {
+		rows = append(rows, cpu)
 	}
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
 	if err != nil {
 		return nil, err
 	}
 	return append(rows, failoverRow(fmt.Sprintf("failover after SIGKILL of a node with %d shards", bc.shards/bc.nodes), rs, bc)), nil
+}
+
+// atRest waits 10 s with the cluster at rest and returns the CPU row of that window
+// (ok false where /proc cannot be read). With --cpu-profiles, every agent's CPU
+// profile of the same window is written there as SCENARIO-SHARDS-AGENT.pprof.
+func (bc *benchCluster) atRest(ctx context.Context, scenario string) (row []string, ok bool, err error) {
+	cpu0, t0 := bc.cpuTimes(), time.Now()
+	var wg sync.WaitGroup
+	if bc.profiles != "" {
+		for _, a := range bc.agents {
+			if a.Running() && !a.paused {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					path := filepath.Join(bc.profiles, fmt.Sprintf("%s-%d-%s.pprof", scenario, bc.shards, a.name))
+					if err := fetchProfile(ctx, a.http, 9*time.Second, path); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: no CPU profile of %s: %v\n", a.name, err)
+					}
+				}()
+			}
+		}
+	}
+	select {
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	row, ok = bc.cpuRow(cpu0, bc.cpuTimes(), time.Since(t0))
+	return row, ok, nil
+}
+
+// fetchProfile writes the CPU profile of d from the agent's API at addr (pprof's
+// handler, open on the bench agents' loopback API) to path.
+func fetchProfile(ctx context.Context, addr string, d time.Duration, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, d+20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // failovers runs failover runs times.
