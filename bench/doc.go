@@ -1,5 +1,5 @@
 // Package bench runs the side-by-side ingest harness of ./peers, a Go module of its
-// own, so that the main module never depends on discordgo or disgo:
+// own, so that the main module never depends on discordgo, disgo or arikawa:
 //
 //	go test -run '^$' -bench Peers -benchtime 1x ./bench/
 //

@@ -7,7 +7,7 @@ import (
 )
 
 // BenchmarkPeers runs ./peers: the same pre-rendered stream read by discluster's
-// shard client and by discordgo and disgo, each in its own process, 100,000
+// shard client and by discordgo, disgo and arikawa, each in its own process, 100,000
 // MESSAGE_CREATEs a run, medians of 3 runs, printed as CPU-s per million events and
 // as ratios. About 2 minutes on a 2-core machine, plus the peers' first download.
 func BenchmarkPeers(b *testing.B) {

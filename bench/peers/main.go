@@ -1,7 +1,7 @@
 // Command peers measures ingest side by side: the same pre-rendered stream of gateway
 // payloads read by discluster's shard client and by the Go libraries bots use for the
-// same job (discordgo, disgo), each client in a process of its own, the CPU it spends
-// per event counted by that process (getrusage), printed as medians and as ratios.
+// same job (discordgo, disgo, arikawa), each client in a process of its own, the CPU it
+// spends per event counted by that process (getrusage), printed as medians and as ratios.
 //
 // It is a module of its own, so that the main module never depends on the peers:
 //
@@ -10,6 +10,13 @@
 // The driver renders HELLO, READY and n MESSAGE_CREATEs (varied as a guild's are, the
 // same generator as shard's BenchmarkDispatch), serves them from this process as fast
 // as the client reads them, and runs each client as a child (this binary, -client).
+//
+// Each peer runs in its cheapest mode for raw ingest: uncompressed, because none reads
+// zlib-stream or zstd-stream (they offer only per-message zlib; arikawa fails on the
+// second zlib-stream frame with "zlib: invalid header"); discordgo with SyncEvents on
+// and its state cache off; disgo's gateway alone; arikawa's gateway package alone (a
+// gateway session without the state package's cache) at the driver's URL, its handler
+// the loop over the channel Connect returns.
 package main
 
 import (
@@ -33,14 +40,15 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/coder/websocket"
+	arikawa "github.com/diamondburned/arikawa/v3/gateway"
 	"github.com/disgoorg/disgo/gateway"
 
 	"github.com/discluster/discluster/shard"
 )
 
 // A client mode: which library, over which transport compression, and whether the
-// handler decodes d into a struct. discordgo and disgo always decode every dispatch
-// into their own structs before a handler sees it; that is their cheapest mode.
+// handler decodes d into a struct. discordgo, disgo and arikawa always decode every
+// dispatch into their own structs before a handler sees it; that is their cheapest mode.
 type mode struct {
 	lib         string
 	compression string // zlib-stream, zstd-stream or none
@@ -69,10 +77,11 @@ var modes = []mode{
 	{"discluster", "zlib-stream", true},
 	{"discordgo", "none", false},
 	{"disgo", "none", false},
+	{"arikawa", "none", false},
 }
 
 func main() {
-	client := flag.String("client", "", "run as the client child: discluster, discordgo or disgo")
+	client := flag.String("client", "", "run as the client child: discluster, discordgo, disgo or arikawa")
 	url := flag.String("url", "", "client: the gateway's websocket URL")
 	httpURL := flag.String("http", "", "client: the fake REST API's base URL (discordgo asks it for the gateway)")
 	compression := flag.String("compression", "none", "client: transport compression")
@@ -231,6 +240,22 @@ func runClient(lib, url, httpURL, compression string, decode bool, n int) (time.
 		if err := g.Open(context.Background()); err != nil {
 			return 0, err
 		}
+	case "arikawa":
+		// As gateway.NewWithIntents does, but at the driver's URL rather than the one
+		// GET /gateway/bot returns; Compress false as for discordgo: arikawa reads
+		// only per-message zlib, which the driver does not render.
+		id := arikawa.DefaultIdentifier("Bot bench")
+		id.Compress = false
+		id.AddIntents(arikawa.IntentGuildMessages | arikawa.IntentMessageContent)
+		g := arikawa.NewCustomWithIdentifier(arikawa.AddGatewayParams(url), id, nil)
+		ch := g.Connect(context.Background())
+		go func() {
+			for op := range ch {
+				if _, ok := op.Data.(*arikawa.MessageCreateEvent); ok {
+					count()
+				}
+			}
+		}()
 	default:
 		return 0, fmt.Errorf("unknown client %q", lib)
 	}
