@@ -123,14 +123,14 @@ func runBench(c *cli.Context) error {
 		}
 		want[sc] = true
 	}
+	if c.Bool("check") {
+		fmt.Fprintf(c.App.Writer, "bench OK: sizes %v, %d runs, %d nodes, scenarios %v, --timing %s\n", sizes, runs, nodes, c.StringSlice("scenarios"), c.String("timing"))
+		return nil
+	}
 	if d := c.String("cpu-profiles"); d != "" {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("--cpu-profiles: %w", err)
 		}
-	}
-	if c.Bool("check") {
-		fmt.Fprintf(c.App.Writer, "bench OK: sizes %v, %d runs, %d nodes, scenarios %v, --timing %s\n", sizes, runs, nodes, c.StringSlice("scenarios"), c.String("timing"))
-		return nil
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -521,13 +521,11 @@ func benchMoves(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 
 func benchFailover(ctx context.Context, bc *benchCluster, runs int) ([][]string, error) {
 	var rows [][]string
-	row, ok, err := bc.atRest(ctx, "failover")
+	rest, err := bc.atRest(ctx, "failover")
 	if err != nil {
 		return nil, err
 	}
-	if ok {
-		rows = append(rows, row)
-	}
+	rows = append(rows, rest...)
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
 	if err != nil {
 		return nil, err
@@ -656,7 +654,7 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 		return nil, err
 	}
 	t0 := time.Now()
-	cpu, ok, err := bc.atRest(ctx, "scale")
+	rest, err := bc.atRest(ctx, "scale")
 	if err != nil {
 		return nil, err
 	}
@@ -667,9 +665,7 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 	rate := float64(st1.Applied-st0.Applied) / time.Since(t0).Seconds()
 	rows := [][]string{{"Raft applies per second at rest", fmt.Sprintf("%.1f/s", rate),
 		fmt.Sprintf("%d nodes checkpointing every 500ms", bc.nodes), "-", "-", "-"}}
-	if ok {
-		rows = append(rows, cpu)
-	}
+	rows = append(rows, rest...)
 	rs, err := bc.failovers(ctx, syscall.SIGKILL, runs)
 	if err != nil {
 		return nil, err
@@ -678,11 +674,14 @@ func benchScale(ctx context.Context, bc *benchCluster, runs int) ([][]string, er
 }
 
 // atRest waits 10 s with the cluster at rest and returns the CPU row of that window
-// (ok false where /proc cannot be read). With --cpu-profiles, every agent's CPU
-// profile of the same window is written there as SCENARIO-SHARDS-AGENT.pprof.
-func (bc *benchCluster) atRest(ctx context.Context, scenario string) (row []string, ok bool, err error) {
+// (none where /proc cannot be read). With --cpu-profiles, every agent's CPU profile
+// of the same window is written there as SCENARIO-SHARDS-AGENT.pprof, and a row
+// gives the agents' CPU by component.
+func (bc *benchCluster) atRest(ctx context.Context, scenario string) ([][]string, error) {
 	cpu0, t0 := bc.cpuTimes(), time.Now()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var written []string
 	if bc.profiles != "" {
 		for _, a := range bc.agents {
 			if a.Running() && !a.paused {
@@ -692,7 +691,11 @@ func (bc *benchCluster) atRest(ctx context.Context, scenario string) (row []stri
 					path := filepath.Join(bc.profiles, fmt.Sprintf("%s-%d-%s.pprof", scenario, bc.shards, a.name))
 					if err := fetchProfile(ctx, a.http, 9*time.Second, path); err != nil {
 						fmt.Fprintf(os.Stderr, "bench: no CPU profile of %s: %v\n", a.name, err)
+						return
 					}
+					mu.Lock()
+					written = append(written, path)
+					mu.Unlock()
 				}()
 			}
 		}
@@ -703,10 +706,20 @@ func (bc *benchCluster) atRest(ctx context.Context, scenario string) (row []stri
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	row, ok = bc.cpuRow(cpu0, bc.cpuTimes(), time.Since(t0))
-	return row, ok, nil
+	var rows [][]string
+	if row, ok := bc.cpuRow(cpu0, bc.cpuTimes(), time.Since(t0)); ok {
+		rows = append(rows, row)
+	}
+	if len(written) > 0 {
+		split, err := cpuByComponent(written)
+		if err != nil {
+			split = "the profiles could not be read: " + err.Error()
+		}
+		rows = append(rows, []string{"agents' CPU at rest by component", fmt.Sprintf("%d profiles", len(written)), split, "-", "-", "-"})
+	}
+	return rows, nil
 }
 
 // fetchProfile writes the CPU profile of d from the agent's API at addr (pprof's

@@ -65,7 +65,9 @@ var allowed = map[string][]string{
 		"node/leader", "node/membership", "node/metrics", "node/rpc", "node/runner", "node/sink", "github.com/hashicorp/", "go.etcd.io/bbolt"},
 	// The binary: the agent, and the fake for fake-discord, demo and bench.
 	"cmd/discluster": {"node", "node/api", "node/event", "node/sink", "shard", "shard/gatewaytest", "internal/backoff", "internal/certs",
-		"internal/proccluster", "github.com/urfave/cli/v2"},
+		"internal/proccluster", "github.com/urfave/cli/v2",
+		// bench reads the agents' CPU profiles it fetched to say where their CPU goes.
+		"github.com/google/pprof/profile"},
 	"internal/layering": nil,
 	// Examples for a bot's developers. A program that embeds the agent wires it as the
 	// binary does, through node's exported API and the words it speaks (api's errors,
