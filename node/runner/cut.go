@@ -29,6 +29,12 @@ const keepCuts = 10 * time.Minute
 // so its guilds' held events are delivered whole (duplicates, never a loss).
 const cutWait = 10 * time.Second
 
+// cutShardsPerCall bounds the new shards one Cut call asks for. A cut holds every
+// delivery of the last half window for their guilds (a busy bot's shard: a few
+// thousand), so one call for all of a node's new shards could pass the RPC's reply
+// limit; a call per 128 stays far below it.
+const cutShardsPerCall = 128
+
 // Cut answers a new generation's owner: the cut here of generation gen, which the
 // switch ended, for the guilds of shards of a generation of total shards. Final is
 // false while gen still delivers here (this node has not applied the switch yet).
@@ -171,26 +177,28 @@ func (r *Runner) fetchCuts(gen uint64, total int, shards []int) map[int][]cutove
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(r.ctx, cutWait)
 			defer cancel()
-			bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
-			for {
-				var keys map[int][]rpc.CutKey
-				var final bool
-				var err error
-				if m.ID == r.cfg.Name {
-					keys, final = r.Cut(gen, total, shards)
-				} else if r.deps.Cuts != nil {
-					keys, final, err = r.deps.Cuts(ctx, m.RaftAddr, rpc.CutArgs{Gen: gen, Total: total, Shards: shards})
-				} else {
-					final = true
-				}
-				if err == nil && final {
-					add(keys)
-					return
-				}
-				if !backoff.Sleep(ctx, bo.Next()) {
-					r.log.Warn("reshard: no cut from a member in time; its guilds' held events are delivered whole (duplicates possible)",
-						"member", m.ID, "err", fmt.Sprint(err))
-					return
+			for part := range slices.Chunk(shards, cutShardsPerCall) {
+				bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
+				for {
+					var keys map[int][]rpc.CutKey
+					var final bool
+					var err error
+					if m.ID == r.cfg.Name {
+						keys, final = r.Cut(gen, total, part)
+					} else if r.deps.Cuts != nil {
+						keys, final, err = r.deps.Cuts(ctx, m.RaftAddr, rpc.CutArgs{Gen: gen, Total: total, Shards: part})
+					} else {
+						final = true
+					}
+					if err == nil && final {
+						add(keys)
+						break
+					}
+					if !backoff.Sleep(ctx, bo.Next()) {
+						r.log.Warn("reshard: no cut from a member in time; its guilds' held events are delivered whole (duplicates possible)",
+							"member", m.ID, "err", fmt.Sprint(err))
+						return
+					}
 				}
 			}
 		}()

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -139,4 +140,47 @@ func TestNoWarmShardsWhileTheSinkFails(t *testing.T) {
 	if !g.warm(1, now.Add(warmTimeout+time.Second)) {
 		t.Fatal("a guild in an outage holds the shard back past the timeout")
 	}
+}
+
+// A new generation's owner asks each member for its cut in parts of at most
+// cutShardsPerCall shards, so that a busy bot's cut stays under the RPC's reply
+// limit, and merges the parts.
+func TestCutsAreFetchedInParts(t *testing.T) {
+	f := fsm.New()
+	apply(t, f, fsm.UpsertMember{Member: fsm.Member{ID: "a", Weight: 1}}, fsm.UpsertMember{Member: fsm.Member{ID: "b", Weight: 1, RaftAddr: "b:1"}})
+	var calls [][]int
+	r := New(Config{Name: "a", ShardsPerCluster: 2, CheckpointInterval: time.Second, Logger: slog.New(slog.DiscardHandler)},
+		Deps{FSM: f, Lease: func() time.Duration { return 5 * time.Second },
+			Cuts: func(_ context.Context, addr string, args rpc.CutArgs) (map[int][]rpc.CutKey, bool, error) {
+				if addr != "b:1" || args.Gen != 1 || args.Total != 600 {
+					t.Errorf("asked %s for generation %d of %d shards", addr, args.Gen, args.Total)
+				}
+				calls = append(calls, args.Shards) // one member asked: no race
+				keys := map[int][]rpc.CutKey{}
+				for _, id := range args.Shards {
+					keys[id] = []rpc.CutKey{{Guild: uint64(id) << 22, Hash: uint64(id), Age: time.Second}, {Guild: uint64(id) << 22, Hash: 7, Earlier: true}}
+				}
+				return keys, true, nil
+			}})
+	shards := make([]int, 300)
+	for i := range shards {
+		shards[i] = i
+	}
+	cuts := r.fetchCuts(1, 600, shards)
+	if len(calls) != 3 || len(calls[0]) != cutShardsPerCall || len(calls[2]) != 300-2*cutShardsPerCall {
+		t.Errorf("asked in %d calls of %v shards, want 3 of at most %d", len(calls), lens(calls), cutShardsPerCall)
+	}
+	for _, id := range shards {
+		if c := cuts[id]; len(c) != 2 || c[0].Hash != uint64(id) || c[0].Earlier || !c[1].Earlier {
+			t.Fatalf("shard %d's cut: %+v", id, c)
+		}
+	}
+}
+
+func lens(parts [][]int) []int {
+	var n []int
+	for _, p := range parts {
+		n = append(n, len(p))
+	}
+	return n
 }
