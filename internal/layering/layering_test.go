@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"transport": {"github.com/hashicorp/raft"},
 	// The gateway client: websocket and compression.
 	"shard":             {"session", "internal/backoff", "github.com/coder/websocket", "github.com/klauspost/compress/"},
-	"shard/gatewaytest": {"github.com/coder/websocket", "github.com/klauspost/compress/"},
+	"shard/gatewaytest": {"github.com/coder/websocket", "github.com/klauspost/compress/", "golang.org/x/sys/unix"},
 	// Helpers of every room.
 	"internal/backoff":   nil,
 	"internal/logbridge": {"github.com/hashicorp/go-hclog"},

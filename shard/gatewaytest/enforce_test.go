@@ -269,3 +269,37 @@ func TestTokenPrefixAndAcceptTokens(t *testing.T) {
 	c2.identify([]int{0, 1})
 	c2.expectClose(closeAuthenticationFailed)
 }
+
+// An IDENTIFY too soon after its bucket's previous one, when the fake could not date
+// that one exactly (read late, behind later bytes whose stamp it may carry), is not
+// called a violation: it is let through and counted as unverified.
+func TestIdentifyAfterAnInexactArrivalIsNotJudged(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	s := newTestServer(t, Options{Shards: 4, MaxConcurrency: 2, IdentifyWindow: time.Hour})
+	s.setClock(clock.now)
+	start(t, s, "v=10&encoding=json", []int{0, 4})
+
+	s.mu.Lock()
+	last := s.lastIdentify[0]
+	last.exact = false // as a stamp taken behind later bytes would be
+	s.lastIdentify[0] = last
+	s.mu.Unlock()
+
+	c := dial(t, s.GatewayURL(), "v=10&encoding=json")
+	c.hello()
+	c.identify([]int{2, 4}) // bucket 0 again, within the hour
+	c.expect(opDispatch, "READY")
+	if st := s.Stats(); st.IdentifyViolations != 0 || st.IdentifyUnverified != 1 || st.Identifies != 2 {
+		t.Fatalf("violations %d, unverified %d, identifies %d: want 0, 1, 2", st.IdentifyViolations, st.IdentifyUnverified, st.Identifies)
+	}
+	// Shard 2's own arrival was exact: the next one in the bucket is judged again.
+	d := dial(t, s.GatewayURL(), "v=10&encoding=json")
+	d.hello()
+	d.identify([]int{0, 4})
+	if p := d.expect(opInvalidSession, ""); string(p.D) != "false" {
+		t.Fatalf("op 9 d = %s, want false", p.D)
+	}
+	if st := s.Stats(); st.IdentifyViolations != 1 || st.IdentifyUnverified != 1 {
+		t.Fatalf("violations %d, unverified %d: want 1, 1", st.IdentifyViolations, st.IdentifyUnverified)
+	}
+}

@@ -205,6 +205,7 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, onResum
 	// The library's own limit sits far above Discord's 4096 bytes, so that
 	// an oversized payload reaches the fake and gets 4002, not 1009.
 	ws.SetReadLimit(64 << 10)
+	nc.framesFollow()
 
 	c := &conn{
 		srv:         s,

@@ -10,8 +10,11 @@ import (
 // identify bucket and the session start budget. The bucket is judged by arrived,
 // the kernel's arrival stamp of the frame (Linux) or the time it was read: time
 // the fake spent getting the CPU or the server's lock is its own delay, not the
-// client's.
-func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
+// client's. An IDENTIFY too soon after a bucket's previous one whose stamp was not
+// exact (the fake read it late, behind later bytes, and may have dated it by
+// them) is not called a violation, which the fake cannot tell, but counted apart
+// (Stats.IdentifyUnverified) and let through.
+func (s *Server) identifyLocked(c *conn, id *identifyData, arrived arrival) {
 	if c.sess != nil {
 		s.closeConnLocked(c, closeAlreadyAuthenticated, closeReasons[closeAlreadyAuthenticated])
 		return
@@ -37,15 +40,21 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 		s.closeConnLocked(c, cerr.Code, cerr.Reason)
 		return
 	}
-	now := arrived
+	now := arrived.at
 	bucket := shardID % s.opts.MaxConcurrency
-	if last, ok := s.lastIdentify[bucket]; ok && now.Sub(last) < s.opts.IdentifyWindow {
-		// Discord answers an IDENTIFY over max_concurrency with op 9 and
-		// keeps the socket; the client may identify again later.
-		s.cnt.identifyViolations++
-		c.log.Warn("identify too early for its bucket", "shard", shardID, "bucket", bucket, "since_last", now.Sub(last))
-		s.sendInvalidLocked(c, false)
-		return
+	if last, ok := s.lastIdentify[bucket]; ok && now.Sub(last.at) < s.opts.IdentifyWindow {
+		if !last.exact {
+			s.cnt.identifyUnverified++
+			c.log.Warn("identify soon after its bucket's previous one, whose arrival is not known exactly (read late, behind later bytes): not judged",
+				"shard", shardID, "bucket", bucket, "since_last_at_most", now.Sub(last.at))
+		} else {
+			// Discord answers an IDENTIFY over max_concurrency with op 9 and
+			// keeps the socket; the client may identify again later.
+			s.cnt.identifyViolations++
+			c.log.Warn("identify too early for its bucket", "shard", shardID, "bucket", bucket, "since_last", now.Sub(last.at))
+			s.sendInvalidLocked(c, false)
+			return
+		}
 	}
 	s.refillStartsLocked()
 	if s.startsRemaining == 0 {
@@ -53,7 +62,7 @@ func (s *Server) identifyLocked(c *conn, id *identifyData, arrived time.Time) {
 		return
 	}
 	s.startsRemaining--
-	s.lastIdentify[bucket] = now
+	s.lastIdentify[bucket] = arrived
 	s.cnt.identifies++
 	s.cnt.perBucket[bucket]++
 	s.cnt.shard(shardID).Identifies++

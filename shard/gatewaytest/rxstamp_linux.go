@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // stampArrivals asks the kernel to stamp every segment nc receives with the time it
@@ -55,4 +57,31 @@ func readStamped(rc syscall.RawConn, p, oob []byte) (n int, stamp int64, err err
 		}
 	}
 	return n, stamp, nil
+}
+
+// queued is how many bytes wait in the socket's receive queue, or -1 when unknown.
+func queued(rc syscall.RawConn) int {
+	n := -1
+	if err := rc.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+			n = v
+		}
+	}); err != nil {
+		return -1
+	}
+	return n
+}
+
+// peek reads what has arrived into p without taking it from the socket, waiting
+// until something has (or the connection's read deadline passes); 0 at EOF.
+func peek(rc syscall.RawConn, p []byte) (int, error) {
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, _, _, rerr = syscall.Recvmsg(int(fd), p, nil, syscall.MSG_PEEK)
+		return rerr != syscall.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
 }

@@ -54,7 +54,7 @@ type Server struct {
 	tokenValid      bool
 	tokens          []string // accepted; see AcceptTokens
 	acks            bool
-	lastIdentify    map[int]time.Time // by bucket
+	lastIdentify    map[int]arrival // by bucket
 	startsRemaining int
 	startsResetAt   time.Time
 
@@ -97,7 +97,7 @@ func NewServer(opts Options) (*Server, error) {
 		tokenValid:      true,
 		tokens:          []string{opts.Token},
 		acks:            true,
-		lastIdentify:    map[int]time.Time{},
+		lastIdentify:    map[int]arrival{},
 		startsRemaining: opts.SessionStartLimit,
 		guilds:          opts.Guilds,
 		open:            map[genShard][]*session{},
@@ -200,17 +200,26 @@ func (s *Server) track() bool {
 
 func (s *Server) now() time.Time { return s.clock() }
 
+// arrival is when a client payload reached this machine. Exact is false when the
+// kernel's stamp may belong to bytes that arrived after it (see batchConn): the
+// payload arrived at at or before.
+type arrival struct {
+	at    time.Time
+	exact bool
+}
+
 // arrival is when c's current payload reached this machine: the kernel's stamp when
-// it gave one, or now. A test clock (setClock) is always used as it is.
-func (s *Server) arrival(c *conn) time.Time {
+// it gave one, or now (without stamps, the fake judges by its read). A test clock
+// (setClock) is always used as it is.
+func (s *Server) arrival(c *conn) arrival {
 	now := s.now()
 	if s.testClock.Load() {
-		return now
+		return arrival{now, true}
 	}
-	if t, ok := c.nc.lastArrival(); ok && t.Before(now) {
-		return t
+	if t, exact, ok := c.nc.lastArrival(); ok && t.Before(now) {
+		return arrival{t, exact}
 	}
-	return now
+	return arrival{now, true}
 }
 
 // refillStartsLocked starts a new session start window once the last one

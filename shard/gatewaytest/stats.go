@@ -45,6 +45,11 @@ type Stats struct {
 	// IdentifyViolations counts IDENTIFYs refused with op 9 because their
 	// bucket had already identified within IdentifyWindow.
 	IdentifyViolations int `json:"identify_violations"`
+	// IdentifyUnverified counts IDENTIFYs that came sooner than the identify window
+	// after their bucket's previous one by the stamps, where that one's stamp was
+	// not exact (the fake read it late, behind bytes that arrived after it, whose
+	// arrival it may carry): let through, since the fake cannot tell.
+	IdentifyUnverified int `json:"identify_unverified,omitempty"`
 	// Resumes counts successful RESUMEs.
 	Resumes int `json:"resumes"`
 	// ResumesOffResumeURL counts RESUMEs (successful or not) that arrived on
@@ -175,13 +180,13 @@ type SessionStats struct {
 
 // counters are the server-wide numbers kept under Server.mu.
 type counters struct {
-	gatewayBot, identifies, identifyViolations               int
-	resumes, resumesOffURL, resumesFailed, invalidSent       int
-	reconnectsSent, heartbeats, acks, hbRequests, hbAnswered int
-	hbTimeouts, drops, slowDrops, clientDrops, tokenResets   int
-	perBucket, closes, clientCloses                          map[int]int
-	shards                                                   map[int]*ShardStats
-	gens                                                     map[int]*genCounters
+	gatewayBot, identifies, identifyViolations, identifyUnverified int
+	resumes, resumesOffURL, resumesFailed, invalidSent             int
+	reconnectsSent, heartbeats, acks, hbRequests, hbAnswered       int
+	hbTimeouts, drops, slowDrops, clientDrops, tokenResets         int
+	perBucket, closes, clientCloses                                map[int]int
+	shards                                                         map[int]*ShardStats
+	gens                                                           map[int]*genCounters
 }
 
 // genCounters are the counters of one generation, by num_shards.
@@ -248,6 +253,7 @@ func (s *Server) Stats() Stats {
 		Identifies:                c.identifies,
 		IdentifiesPerBucket:       maps.Clone(c.perBucket),
 		IdentifyViolations:        c.identifyViolations,
+		IdentifyUnverified:        c.identifyUnverified,
 		Resumes:                   c.resumes,
 		ResumesOffResumeURL:       c.resumesOffURL,
 		ResumesFailed:             c.resumesFailed,
