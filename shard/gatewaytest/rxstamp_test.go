@@ -8,12 +8,10 @@ import (
 	"time"
 )
 
-// The identify window is judged by when a frame reached the machine, not by when the
-// fake got round to reading it.
-func TestArrivalIsStampedByTheKernelNotTheReader(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("kernel arrival stamps are read on Linux only")
-	}
+// stampedPair is a loopback TCP connection: the client's end, and the fake's, as its
+// listener hands it out. Both are closed when the test ends.
+func stampedPair(t *testing.T) (net.Conn, *batchConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -31,13 +29,22 @@ func TestArrivalIsStampedByTheKernelNotTheReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
 	srv, ok := <-accepted
 	if !ok {
 		t.Fatal("accept failed")
 	}
-	defer srv.Close()
-	bc := srv.(*batchConn)
+	t.Cleanup(func() { srv.Close() })
+	return cli, srv.(*batchConn)
+}
+
+// The identify window is judged by when a frame reached the machine, not by when the
+// fake got round to reading it.
+func TestArrivalIsStampedByTheKernelNotTheReader(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("kernel arrival stamps are read on Linux only")
+	}
+	cli, bc := stampedPair(t)
 	if bc.raw == nil {
 		t.Fatal("no arrival stamps on a loopback TCP connection")
 	}
@@ -92,30 +99,7 @@ func TestReadsKeepToClientFrames(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("kernel arrival stamps are read on Linux only")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := batchListener{ln}.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srv, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	defer srv.Close()
-	bc := srv.(*batchConn)
+	cli, bc := stampedPair(t)
 	bc.framesFollow()
 	bc.SetReadDeadline(time.Now().Add(10 * time.Second))
 
