@@ -62,7 +62,7 @@ type reshardRun struct {
 	// place (or twice in one); doubled: (generation, shard)s the fake ever saw with
 	// two live connections.
 	events, lost, twice, doubled int
-	violations                   int
+	violations, unverified       int
 }
 
 // benchReshard reshards a cluster of S shards per node to twice as many, runs times,
@@ -236,7 +236,7 @@ func (bc *benchCluster) reshard(ctx context.Context) (reshardRun, error) {
 		return nil
 	})
 	fs := bc.fakeStats()
-	r.violations = fs.IdentifyViolations
+	r.violations, r.unverified = fs.IdentifyViolations, fs.IdentifyUnverified
 	for _, g := range fs.Generations {
 		for _, s := range g.Shards {
 			if s.MaxLive > 1 {
@@ -281,9 +281,10 @@ func reshardRow(rs []reshardRun) []string {
 	count := func(f func(reshardRun) int) int {
 		return int(pick(func(r reshardRun) time.Duration { return time.Duration(f(r)) }))
 	}
-	var lost, twice, violations, doubled, events int
+	var lost, twice, called, unverified, doubled, events int
 	for _, r := range rs {
-		lost, twice, violations, doubled, events = lost+r.lost, twice+r.twice, violations+r.violations, doubled+r.doubled, events+r.events
+		lost, twice, called, doubled, events = lost+r.lost, twice+r.twice, called+r.violations, doubled+r.doubled, events+r.events
+		unverified += r.unverified
 	}
 	first := rs[0]
 	switched := pick(switchedAt).Round(time.Millisecond)
@@ -302,7 +303,7 @@ func reshardRow(rs []reshardRun) []string {
 		split += fmt.Sprintf("; %d (generation, shard)s with two live connections", doubled)
 	}
 	return []string{fmt.Sprintf("reshard %d → %d shards: request to switch", first.from, first.to), switched.String(), split,
-		strconv.Itoa(violations), strconv.Itoa(lost), strconv.Itoa(twice)}
+		violations(gatewaytest.Stats{IdentifyViolations: called, IdentifyUnverified: unverified}), strconv.Itoa(lost), strconv.Itoa(twice)}
 }
 
 // fakePost posts nothing to the fake's path.
