@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/google/pprof/profile"
@@ -62,16 +64,12 @@ func cpuByComponent(paths []string) (string, error) {
 	if total == 0 {
 		return "", fmt.Errorf("no samples")
 	}
+	// Largest first; equal shares in the components' order.
 	order := make([]int, len(sum))
 	for i := range order {
 		order[i] = i
 	}
-	// Largest first; a stable order for equal shares.
-	for i := 1; i < len(order); i++ {
-		for j := i; j > 0 && sum[order[j]] > sum[order[j-1]]; j-- {
-			order[j], order[j-1] = order[j-1], order[j]
-		}
-	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sum[b], sum[a]) })
 	var parts []string
 	for _, i := range order {
 		if sum[i] == 0 {

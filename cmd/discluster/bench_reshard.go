@@ -348,30 +348,38 @@ func (bc *benchCluster) guildEvents(ctx context.Context) ([]gatewaytest.GuildEve
 func (bc *benchCluster) sinkGuildMessages() map[uint64]int {
 	seen := map[uint64]int{}
 	for _, a := range bc.agents {
-		f, err := os.Open(a.events)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(nil, 4<<20)
-		for sc.Scan() {
-			var l struct {
-				T string `json:"t"`
-				D struct {
-					ID      string `json:"id"`
-					GuildID string `json:"guild_id"`
-				} `json:"d"`
-			}
-			if json.Unmarshal(sc.Bytes(), &l) != nil || l.T != "MESSAGE_CREATE" || l.D.GuildID == "" {
-				continue // another type, or a line cut short
-			}
-			if id, err := strconv.ParseUint(l.D.ID, 10, 64); err == nil {
-				seen[id]++
-			}
-		}
-		f.Close()
+		countGuildMessages(a.events, seen) // an agent that never wrote one has no file
 	}
 	return seen
+}
+
+// countGuildMessages adds the guild MESSAGE_CREATEs of one sink file (written with
+// --sink-payload) to seen, by message id. Lines that are another type, or cut short
+// (a SIGKILL mid-write), are skipped.
+func countGuildMessages(path string, seen map[uint64]int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 4<<20)
+	for sc.Scan() {
+		var l struct {
+			T string `json:"t"`
+			D struct {
+				ID      string `json:"id"`
+				GuildID string `json:"guild_id"`
+			} `json:"d"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.T != "MESSAGE_CREATE" || l.D.GuildID == "" {
+			continue
+		}
+		if id, err := strconv.ParseUint(l.D.ID, 10, 64); err == nil {
+			seen[id]++
+		}
+	}
+	return sc.Err()
 }
 
 // scrape reads the named series from an agent's /metrics (Prometheus's text

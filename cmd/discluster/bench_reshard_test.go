@@ -1,16 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/discluster/discluster/internal/proccluster"
-	"github.com/discluster/discluster/internal/testlock"
 )
 
 // --check accepts the reshard scenario and says it would run.
@@ -29,23 +23,10 @@ func TestBenchCheckListsReshard(t *testing.T) {
 // floor and what the switch delayed, with no violation, no guild event lost and
 // none delivered twice.
 func TestE2EBenchReshardSmallRun(t *testing.T) {
-	testlock.Cluster(t)
-	bin := binary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "bench", "--sizes", "2", "--runs", "1", "--scenarios", "reshard",
-		"--identify-window", "200ms")
-	cmd.SysProcAttr = proccluster.SysProcAttr()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, out, tail(stderr.String(), 3000))
-	}
+	rows, out := smallBench(t, "reshard")
 	var row []string
-	for _, line := range strings.Split(string(out), "\n") {
-		f := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1)
-		if len(f) == 7 && f[0] == "2" && strings.HasPrefix(f[1], "reshard 6 → 12 shards") {
+	for name, f := range rows {
+		if strings.HasPrefix(name, "reshard 6 → 12 shards") {
 			row = f
 		}
 	}

@@ -648,14 +648,15 @@ func TestE2EDemo(t *testing.T) {
 	}
 }
 
-// The bench command runs its whole cycle (cold start, drain, SIGKILL, SIGSTOP) at the
-// smallest size and prints a table whose loss and duplicate columns are zero.
-func TestE2EBenchSmallRun(t *testing.T) {
+// smallBench runs one bench scenario at S = 2, once, with a 200 ms identify window,
+// and returns its table's rows by their scenario column (and the whole output).
+func smallBench(t *testing.T, scenario string) (map[string][]string, []byte) {
+	t.Helper()
 	testlock.Cluster(t)
 	bin := binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "bench", "--sizes", "2", "--runs", "1", "--scenarios", "moves",
+	cmd := exec.CommandContext(ctx, bin, "bench", "--sizes", "2", "--runs", "1", "--scenarios", scenario,
 		"--identify-window", "200ms")
 	cmd.SysProcAttr = proccluster.SysProcAttr()
 	var stderr bytes.Buffer
@@ -671,6 +672,13 @@ func TestE2EBenchSmallRun(t *testing.T) {
 			rows[f[1]] = f
 		}
 	}
+	return rows, out
+}
+
+// The bench command runs its whole cycle (cold start, drain, SIGKILL, SIGSTOP) at the
+// smallest size and prints a table whose loss and duplicate columns are zero.
+func TestE2EBenchSmallRun(t *testing.T) {
+	rows, out := smallBench(t, "moves")
 	for _, name := range []string{"cold start 6 shards", "drain handoff, per shard", "failover after SIGKILL", "failover after SIGSTOP"} {
 		r, ok := rows[name]
 		if !ok {

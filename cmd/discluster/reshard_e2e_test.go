@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -143,27 +141,9 @@ func (e *e2e) guildMessages() map[uint64]int {
 	e.t.Helper()
 	seen := map[uint64]int{}
 	for _, a := range e.nodes {
-		f, err := os.Open(a.events)
-		if err != nil {
+		if err := countGuildMessages(a.events, seen); err != nil {
 			e.t.Fatal(err)
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(nil, 4<<20)
-		for sc.Scan() {
-			var l struct {
-				T string `json:"t"`
-				D struct {
-					ID      string `json:"id"`
-					GuildID string `json:"guild_id"`
-				} `json:"d"`
-			}
-			if json.Unmarshal(sc.Bytes(), &l) != nil || l.T != "MESSAGE_CREATE" || l.D.GuildID == "" {
-				continue // another type, or a line cut short by SIGKILL
-			}
-			id, _ := strconv.ParseUint(l.D.ID, 10, 64)
-			seen[id]++
-		}
-		f.Close()
 	}
 	return seen
 }

@@ -70,16 +70,14 @@ type Holdback struct {
 	switchedAt time.Time
 	released   bool
 	// After the release: the guilds whose cut event has not arrived yet, with its
-	// Key; the old generation's earlier deliveries of the last Window/2, which tell
-	// an event it delivered from one it did not; and when the guilds stop waiting
-	// (Window/2 after the switch).
-	waiting  map[uint64]Key
-	earlier  map[Key]struct{}
-	deadline time.Time
-	session  string // the session of the last event taken
-	from     int    // index in q of the first held event of session
-	lastSeq  int64  // of session: the last event taken
-	stats    HoldbackStats
+	// Key, until deadline(); and the old generation's earlier deliveries of the last
+	// Window/2, which tell an event it delivered from one it did not.
+	waiting map[uint64]Key
+	earlier map[Key]struct{}
+	session string // the session of the last event taken
+	from    int    // index in q of the first held event of session
+	lastSeq int64  // of session: the last event taken
+	stats   HoldbackStats
 }
 
 type held struct {
@@ -245,7 +243,6 @@ func (h *Holdback) Switch(at time.Time) {
 	}
 	h.prune(at)
 	h.switched, h.switchedAt = true, at
-	h.deadline = at.Add(h.cfg.Window / 2)
 }
 
 // Released is what a Release gives back.
@@ -321,7 +318,7 @@ func (h *Holdback) Release(cut []CutEntry, now time.Time) (Released, error) {
 	for g, c := range last {
 		switch _, matched := match[g]; {
 		case matched:
-		case c.Age < young && now.Before(h.deadline):
+		case c.Age < young && now.Before(h.deadline()):
 			h.waiting[g] = c.Key
 		default:
 			r.Older++
@@ -379,7 +376,7 @@ func (h *Holdback) Due(now time.Time) []shard.Event {
 }
 
 func (h *Holdback) due(now time.Time) []shard.Event {
-	if len(h.waiting) == 0 || now.Before(h.deadline) {
+	if len(h.waiting) == 0 || now.Before(h.deadline()) {
 		return nil
 	}
 	out := make([]shard.Event, 0, len(h.q)-h.head)
@@ -392,6 +389,10 @@ func (h *Holdback) due(now time.Time) []shard.Event {
 	h.setHeld(nil)
 	return out
 }
+
+// deadline is when the guilds still waiting for their cut event stop waiting:
+// Window/2 after the switch.
+func (h *Holdback) deadline() time.Time { return h.switchedAt.Add(h.cfg.Window / 2) }
 
 // given counts a held event given back at now.
 func (h *Holdback) given(e held, now time.Time) {
