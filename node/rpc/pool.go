@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/rpc"
+	"reflect"
 	"sync"
 	"time"
 
@@ -86,9 +87,14 @@ func (p *Pool) call(ctx context.Context, addr, method string, args, reply any) e
 	if err != nil {
 		return err
 	}
-	call := c.Go("Node."+method, args, reply, make(chan *rpc.Call, 1))
+	// The call decodes into a reply of its own, copied to the caller's only when it
+	// ends in time: after ctx ends the caller has its answer and may read reply
+	// while a late response would still be decoded into it.
+	into := reflect.New(reflect.TypeOf(reply).Elem())
+	call := c.Go("Node."+method, args, into.Interface(), make(chan *rpc.Call, 1))
 	select {
 	case <-call.Done:
+		reflect.ValueOf(reply).Elem().Set(into.Elem())
 		var se rpc.ServerError
 		if call.Error != nil && !errors.As(call.Error, &se) {
 			p.drop(addr, c) // the connection broke; dial afresh next time

@@ -396,3 +396,38 @@ func (c *noticeClose) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// blockedShards answers Shards only once release is closed.
+type blockedShards struct {
+	*stubService
+	release chan struct{}
+}
+
+func (b blockedShards) Shards() ShardsReply {
+	<-b.release
+	return b.stubService.Shards()
+}
+
+// A call whose context ends first returns at once, and the answer that comes later
+// is never written into the caller's reply, which the caller owns again from the
+// moment Call returned (the race detector checks it; the reply stays as it was).
+func TestALateAnswerLeavesTheReplyAlone(t *testing.T) {
+	svc := blockedShards{&stubService{sent: make(chan int, 1)}, make(chan struct{})}
+	addr := serve(t, svc, nil, nil)
+	p := dialPool(t, "a1")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var late ShardsReply
+	if err := p.Call(ctx, addr, "Shards", &ShardsArgs{}, &late); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call past its deadline: %v", err)
+	}
+	_ = len(late.Shards) // the caller reads its reply, as localShards does
+	close(svc.release)
+	var next ShardsReply
+	if err := p.Call(context.Background(), addr, "Shards", &ShardsArgs{}, &next); err != nil || len(next.Shards) != 1 {
+		t.Fatalf("the next call: %+v, %v", next, err)
+	}
+	if len(late.Shards) != 0 {
+		t.Errorf("the late answer was written into the reply of a call that had returned: %+v", late)
+	}
+}
